@@ -1,0 +1,46 @@
+# The two commands the README promises: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+BIN    := $(VENV)/bin
+
+.PHONY: test demo lint unit e2e cluster-up cluster-down crds bench clean
+
+# Reinstall when the dependencies change; the stamp keeps repeated runs fast.
+$(VENV)/.installed: pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check -U pip
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev]'
+	@touch $@
+
+## test: lint, type-check, layering contract, then unit and e2e tests on the local cluster
+test: lint
+	$(BIN)/pytest tests
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+unit: $(VENV)/.installed
+	$(BIN)/pytest tests/unit
+
+e2e: $(VENV)/.installed
+	$(BIN)/pytest tests/e2e
+
+## demo: local cluster, Prometheus, the operator, sample Rollouts progressing and rolling back
+demo: $(VENV)/.installed
+	$(PY) hack/demo.py
+
+cluster-up: $(VENV)/.installed
+	$(PY) hack/cluster.py up
+
+cluster-down: $(VENV)/.installed
+	$(PY) hack/cluster.py down
+
+crds: $(VENV)/.installed
+	$(PY) -m segue.api.crd --write
+
+clean: cluster-down
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -1,0 +1,53 @@
+"""Operator entry point: command-line flags, kopf settings, and the run loop."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+
+import kopf
+
+from segue import __version__
+
+log = logging.getLogger("segue")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m segue", description="Run the Segue operator.")
+    parser.add_argument(
+        "--namespace",
+        "-n",
+        action="append",
+        default=[],
+        help="watch only this namespace (repeatable); default: all namespaces",
+    )
+    parser.add_argument(
+        "--liveness",
+        default=os.environ.get("SEGUE_LIVENESS", "http://0.0.0.0:8080/healthz"),
+        help="liveness endpoint URL served by the operator (default %(default)s)",
+    )
+    parser.add_argument("--verbose", "-v", action="store_true", help="debug logging")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+    )
+    log.info("Segue %s starting", __version__)
+    # Importing the handlers registers them with kopf's default registry.
+    from segue.controller import handlers  # noqa: F401
+
+    asyncio.run(
+        kopf.operator(
+            clusterwide=not args.namespace,
+            namespaces=args.namespace,
+            liveness_endpoint=args.liveness,
+            standalone=True,
+        )
+    )
+    return 0
