@@ -1,0 +1,86 @@
+"""The Rollout API: pydantic models of spec and status, plan expansion, CRD generation.
+
+Models parse the dict the Kubernetes API returns (camelCase) and serialize back with
+``model_dump(by_alias=True, exclude_none=True, mode="json")`` (``to_wire()``).
+"""
+
+from segue.api.base import Timestamp, format_timestamp
+from segue.api.duration import DURATION_PATTERN, Duration, DurationError, parse_duration
+from segue.api.plan import PRESETS, Preset, plan, preset_steps
+from segue.api.spec import (
+    Analysis,
+    Approval,
+    Dependency,
+    Gate,
+    GateTemplateName,
+    GatewayAPIRouter,
+    NoDataPolicy,
+    OnFailure,
+    Pause,
+    Prometheus,
+    ReplicasRouter,
+    Risk,
+    Rollback,
+    RollbackMode,
+    RolloutSpec,
+    SecretRef,
+    Step,
+    Traffic,
+    Workload,
+)
+from segue.api.status import (
+    MAX_HISTORY,
+    PHASES,
+    Condition,
+    ConditionStatus,
+    GateStatus,
+    HistoryEntry,
+    PausedReason,
+    Phase,
+    RollbackStatus,
+    RolloutStatus,
+    Verdict,
+)
+
+__all__ = [
+    "DURATION_PATTERN",
+    "MAX_HISTORY",
+    "PHASES",
+    "PRESETS",
+    "Analysis",
+    "Approval",
+    "Condition",
+    "ConditionStatus",
+    "Dependency",
+    "Duration",
+    "DurationError",
+    "Gate",
+    "GateStatus",
+    "GateTemplateName",
+    "GatewayAPIRouter",
+    "HistoryEntry",
+    "NoDataPolicy",
+    "OnFailure",
+    "Pause",
+    "PausedReason",
+    "Phase",
+    "Preset",
+    "Prometheus",
+    "ReplicasRouter",
+    "Risk",
+    "Rollback",
+    "RollbackMode",
+    "RollbackStatus",
+    "RolloutSpec",
+    "RolloutStatus",
+    "SecretRef",
+    "Step",
+    "Timestamp",
+    "Traffic",
+    "Verdict",
+    "Workload",
+    "format_timestamp",
+    "parse_duration",
+    "plan",
+    "preset_steps",
+]

@@ -1,0 +1,54 @@
+"""Plan expansion: the steps a Rollout walks, from its explicit steps or its risk preset."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Final
+
+from segue.api.spec import Approval, Pause, Risk, RolloutSpec, Step
+
+
+@dataclass(frozen=True)
+class Preset:
+    weights: tuple[int, ...]
+    hold: str
+    # An approval step precedes every setWeight at or above this weight (None: never).
+    approval_from: int | None = None
+
+
+PRESETS: Final[Mapping[Risk, Preset]] = {
+    "low": Preset(weights=(10, 25, 50, 75, 100), hold="30m"),
+    "medium": Preset(weights=(5, 10, 25, 50, 75, 100), hold="1h"),
+    "critical": Preset(weights=(1, 5, 10, 25, 50, 75, 100), hold="2h", approval_from=50),
+}
+
+
+def preset_steps(risk: Risk, hold: str | None = None) -> list[Step]:
+    """For each weight: [approval if needed], setWeight, pause{hold}; no hold after 100."""
+    preset = PRESETS[risk]
+    steps: list[Step] = []
+    for weight in preset.weights:
+        if preset.approval_from is not None and weight >= preset.approval_from:
+            steps.append(Step(approval=Approval()))
+        steps.append(Step(set_weight=weight))
+        if weight != 100:
+            steps.append(Step(pause=Pause(duration=hold or preset.hold)))
+    return steps
+
+
+def plan(spec: RolloutSpec) -> list[Step]:
+    """The expanded plan; ``status.step`` indexes into it.
+
+    Explicit steps win over the preset. A plan whose last setWeight is below 100 gets a
+    final ``setWeight: 100``: a Rollout is done only when the new version has all traffic.
+    """
+    if spec.steps is not None:
+        steps = [s.model_copy(deep=True) for s in spec.steps]
+    else:
+        assert spec.risk is not None  # the spec validator guarantees one of them
+        steps = preset_steps(spec.risk, spec.hold)
+    weights = [s.set_weight for s in steps if s.set_weight is not None]
+    if not weights or weights[-1] != 100:
+        steps.append(Step(set_weight=100))
+    return steps

@@ -1,0 +1,289 @@
+"""The Rollout's spec, as users write it. The single source of truth for the CRD schema.
+
+Rules the structural schema cannot express are written twice, once as a pydantic validator
+(for ``segue lint`` and the operator) and once as a CEL rule in ``x-kubernetes-validations``
+(for the API server); the messages match.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Final, Literal
+
+from pydantic import ConfigDict, Field, JsonValue, StringConstraints, model_validator
+
+from segue.api.base import LabelName, LabelValue, ObjectName, SpecModel
+from segue.api.duration import Duration
+
+Risk = Literal["low", "medium", "critical"]
+RollbackMode = Literal["immediate", "graceful"]
+OnFailure = Literal["rollback", "rollback-graceful", "pause"]
+NoDataPolicy = Literal["pause", "fail"]
+GateTemplateName = Literal["error-rate", "latency", "throughput", "success-rate"]
+
+MAX_STEPS: Final = 64
+MAX_GATES: Final = 16
+MAX_DEPENDENCIES: Final = 16
+MAX_QUERY_LENGTH: Final = 4096
+
+MSG_RISK_OR_STEPS: Final = "spec: set risk (low, medium or critical) or steps"
+MSG_DISTINCT: Final = "spec.new.deployment must differ from spec.legacy.deployment"
+MSG_HOLD_WITH_STEPS: Final = (
+    "spec.hold only applies to a risk preset; with explicit steps, write pause steps instead"
+)
+MSG_ONE_ROUTER: Final = "spec.traffic: set exactly one router (gatewayAPI or replicas)"
+MSG_ONE_STEP_KIND: Final = "each step must have exactly one of setWeight, pause or approval"
+MSG_QUERY_XOR_TEMPLATE: Final = "spec.analysis.gates: set exactly one of query or template"
+MSG_QUERY_NEEDS_BOUND: Final = (
+    "spec.analysis.gates: a gate with a query needs a bound "
+    "(max, min, maxRatioToLegacy or minRatioToLegacy)"
+)
+MSG_LABELS_NEED_TEMPLATE: Final = (
+    "spec.analysis.gates: labels only apply to a template; write them into the query"
+)
+MSG_UNIQUE_GATES: Final = "spec.analysis.gates: gate names must be unique"
+MSG_UNIQUE_DEPENDENCIES: Final = "spec.dependsOn: names must be unique"
+
+
+def _validations(*rules: tuple[str, str]) -> ConfigDict:
+    """CEL rules for the API server, each with a message naming the field and the fix."""
+    cel: list[JsonValue] = [{"rule": rule, "message": message} for rule, message in rules]
+    return ConfigDict(json_schema_extra={"x-kubernetes-validations": cel})
+
+
+def _exactly_one(*fields: str) -> str:
+    return " + ".join(f"(has(self.{f}) ? 1 : 0)" for f in fields) + " == 1"
+
+
+class Workload(SpecModel):
+    """One side of the migration: a Deployment and the version label its pods carry."""
+
+    deployment: ObjectName = Field(description="Name of the Deployment in the same namespace.")
+    version: LabelValue | None = Field(
+        None,
+        description="Value of the version label in metric queries; default: the Deployment name.",
+    )
+
+    def effective_version(self) -> str:
+        return self.version or self.deployment
+
+
+class GatewayAPIRouter(SpecModel):
+    """Weights on the backendRefs of a Gateway API HTTPRoute rule."""
+
+    http_route: ObjectName = Field(description="Name of the HTTPRoute in the same namespace.")
+    legacy_backend: ObjectName = Field(description="Service of the legacy version in the rule.")
+    new_backend: ObjectName = Field(description="Service of the new version in the rule.")
+    rule_index: int = Field(0, ge=0, le=63, description="Index of the rule in spec.rules.")
+
+
+class ReplicasRouter(SpecModel):
+    """No mesh: the weight is realised by the ratio of ready pods behind one Service."""
+
+    service: ObjectName | None = Field(None, description="Service selecting both versions.")
+
+
+class Traffic(SpecModel):
+    """How traffic is split. Exactly one router."""
+
+    model_config = _validations((_exactly_one("gatewayAPI", "replicas"), MSG_ONE_ROUTER))
+
+    gateway_api: GatewayAPIRouter | None = Field(None, alias="gatewayAPI")
+    replicas: ReplicasRouter | None = None
+
+    @model_validator(mode="after")
+    def _one_router(self) -> Traffic:
+        if (self.gateway_api is None) == (self.replicas is None):
+            raise ValueError(MSG_ONE_ROUTER)
+        return self
+
+
+class Pause(SpecModel):
+    """Hold for a duration; without one, wait until a person approves the step."""
+
+    duration: Duration | None = None
+
+
+class Approval(SpecModel):
+    """Wait until ``segue.dev/approve=<index of this step>`` is set on the Rollout."""
+
+
+class Step(SpecModel):
+    """One step of the plan: exactly one of setWeight, pause or approval."""
+
+    model_config = _validations((_exactly_one("setWeight", "pause", "approval"), MSG_ONE_STEP_KIND))
+
+    set_weight: int | None = Field(
+        None, ge=1, le=100, description="Percentage of traffic for the new version."
+    )
+    pause: Pause | None = None
+    approval: Approval | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Step:
+        kinds = (self.set_weight, self.pause, self.approval)
+        if sum(k is not None for k in kinds) != 1:
+            raise ValueError(MSG_ONE_STEP_KIND)
+        return self
+
+    @property
+    def needs_approval(self) -> bool:
+        """An approval step, or a pause without a duration (both wait for a person)."""
+        return self.approval is not None or (self.pause is not None and self.pause.duration is None)
+
+
+class SecretRef(SpecModel):
+    """A Secret in the operator's view of the Rollout's namespace with Prometheus credentials."""
+
+    name: ObjectName
+    token_key: str = Field("token", max_length=253, description="Key of the bearer token.")
+    ca_key: str = Field("ca.crt", max_length=253, description="Key of the CA bundle.")
+
+
+class Prometheus(SpecModel):
+    address: str | None = Field(
+        None, max_length=2048, description="Base URL; default: the operator's configured one."
+    )
+    secret_ref: SecretRef | None = None
+    timeout: Duration = "5s"
+
+
+Query = Annotated[str, StringConstraints(min_length=1, max_length=MAX_QUERY_LENGTH)]
+
+
+class Gate(SpecModel):
+    """A health check: a PromQL query (or a built-in template) and the bounds it must meet.
+
+    ``{{ version }}`` in a query is replaced by the version under test; ratio bounds run the
+    same query for the legacy version and compare.
+    """
+
+    model_config = _validations(
+        ("has(self.query) != has(self.template)", MSG_QUERY_XOR_TEMPLATE),
+        (
+            "!has(self.query) || has(self.max) || has(self.min)"
+            " || has(self.maxRatioToLegacy) || has(self.minRatioToLegacy)",
+            MSG_QUERY_NEEDS_BOUND,
+        ),
+        ("!has(self.labels) || has(self.template)", MSG_LABELS_NEED_TEMPLATE),
+    )
+
+    name: LabelName
+    query: Query | None = None
+    template: GateTemplateName | None = None
+    labels: dict[str, Annotated[str, StringConstraints(max_length=1024)]] | None = Field(
+        None,
+        max_length=16,
+        description="Template parameters (app, metric, versionLabel, ...).",
+    )
+    max: float | None = Field(None, description="Upper bound on the new version's value.")
+    min: float | None = Field(None, description="Lower bound on the new version's value.")
+    max_ratio_to_legacy: float | None = Field(
+        None, gt=0, description="Upper bound on new / legacy."
+    )
+    min_ratio_to_legacy: float | None = Field(
+        None, gt=0, description="Lower bound on new / legacy."
+    )
+    failure_limit: int | None = Field(
+        None,
+        ge=1,
+        le=1000,
+        description="Consecutive failures before acting; default: the template's, else 1.",
+    )
+    on_failure: OnFailure | None = Field(
+        None, description="What a failure does; default: the template's, else rollback."
+    )
+    per_traffic_share: bool | None = Field(
+        None,
+        description="Divide each version's value by its traffic share before judging "
+        "(throughput-like metrics); default: the template's, else false.",
+    )
+
+    @model_validator(mode="after")
+    def _shape(self) -> Gate:
+        if (self.query is None) == (self.template is None):
+            raise ValueError(MSG_QUERY_XOR_TEMPLATE)
+        bounds = (self.max, self.min, self.max_ratio_to_legacy, self.min_ratio_to_legacy)
+        if self.query is not None and all(b is None for b in bounds):
+            raise ValueError(MSG_QUERY_NEEDS_BOUND)
+        if self.labels is not None and self.template is None:
+            raise ValueError(MSG_LABELS_NEED_TEMPLATE)
+        return self
+
+
+class Analysis(SpecModel):
+    interval: Duration = Field("30s", description="Time between analysis rounds.")
+    prometheus: Prometheus | None = None
+    unreachable_limit: Duration = Field(
+        "1m", description="How long the provider may be unreachable before the Rollout pauses."
+    )
+    no_data: NoDataPolicy = Field(
+        "pause", description="Inconclusive results: pause (never promote) or count as failure."
+    )
+    gates: list[Gate] = Field(
+        min_length=1,
+        max_length=MAX_GATES,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
+
+    @model_validator(mode="after")
+    def _unique(self) -> Analysis:
+        names = [g.name for g in self.gates]
+        if len(set(names)) != len(names):
+            raise ValueError(MSG_UNIQUE_GATES)
+        return self
+
+
+class Rollback(SpecModel):
+    mode: RollbackMode = Field(
+        "immediate", description="immediate: all traffic back at once; graceful: ramp down."
+    )
+    duration: Duration = Field("5m", description="Length of a graceful ramp.")
+
+
+class Dependency(SpecModel):
+    name: ObjectName = Field(description="A Rollout in the same namespace.")
+
+
+class RolloutSpec(SpecModel):
+    """Move traffic from the legacy to the new version in gated steps."""
+
+    model_config = _validations(
+        ("has(self.risk) || has(self.steps)", MSG_RISK_OR_STEPS),
+        ("self.legacy.deployment != self.new.deployment", MSG_DISTINCT),
+        ("!has(self.hold) || !has(self.steps)", MSG_HOLD_WITH_STEPS),
+    )
+
+    legacy: Workload = Field(description="What serves traffic today.")
+    new: Workload = Field(description="What should serve it tomorrow.")
+    traffic: Traffic
+    risk: Risk | None = Field(None, description="Preset plan; explicit steps override it.")
+    steps: list[Step] | None = Field(None, min_length=1, max_length=MAX_STEPS)
+    hold: Duration | None = Field(None, description="Replaces the preset's hold after each step.")
+    analysis: Analysis | None = None
+    rollback: Rollback | None = None
+    depends_on: list[Dependency] | None = Field(
+        None,
+        max_length=MAX_DEPENDENCIES,
+        description="Rollouts in the same namespace that must have succeeded first.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
+
+    @model_validator(mode="after")
+    def _whole(self) -> RolloutSpec:
+        if self.risk is None and self.steps is None:
+            raise ValueError(MSG_RISK_OR_STEPS)
+        if self.legacy.deployment == self.new.deployment:
+            raise ValueError(MSG_DISTINCT)
+        if self.hold is not None and self.steps is not None:
+            raise ValueError(MSG_HOLD_WITH_STEPS)
+        if self.depends_on is not None:
+            names = [d.name for d in self.depends_on]
+            if len(set(names)) != len(names):
+                raise ValueError(MSG_UNIQUE_DEPENDENCIES)
+        return self
+
+    def effective_rollback(self) -> Rollback:
+        return self.rollback or Rollback()
+
+    def to_wire(self) -> dict[str, Any]:
+        return self.model_dump(by_alias=True, exclude_none=True, mode="json")

@@ -1,0 +1,45 @@
+"""The pure engine: (spec, status, observations) -> (new status, actions).
+
+No I/O and no clock: ``Observations.now`` is the time. Every action is idempotent, so a
+restarted operator may replay a decision safely.
+"""
+
+from segue.api.plan import PRESETS, plan
+from segue.engine.annotations import ABORT, APPROVE, ONE_SHOT, PAUSE, PREFIX, PROMOTE, RETRY
+from segue.engine.decide import decide, invalid_spec
+from segue.engine.types import (
+    Action,
+    ClearAnnotation,
+    Decision,
+    EmitEvent,
+    EventType,
+    GateRound,
+    GateVerdict,
+    Observations,
+    SetWeight,
+    Severity,
+)
+
+__all__ = [
+    "ABORT",
+    "APPROVE",
+    "ONE_SHOT",
+    "PAUSE",
+    "PREFIX",
+    "PRESETS",
+    "PROMOTE",
+    "RETRY",
+    "Action",
+    "ClearAnnotation",
+    "Decision",
+    "EmitEvent",
+    "EventType",
+    "GateRound",
+    "GateVerdict",
+    "Observations",
+    "SetWeight",
+    "Severity",
+    "decide",
+    "invalid_spec",
+    "plan",
+]

@@ -1,0 +1,79 @@
+"""kstatus-compatible conditions, derived from the decided status.
+
+- Ready: True only when Succeeded.
+- Progressing and Reconciling: True while the engine works towards a goal.
+- Stalled: True when a person has to act: missing references, an invalid spec, or a
+  rollback that ended (retry, or ship a new revision).
+- Healthy: the gates: True all pass, False one is failing, Unknown no data or no analysis.
+
+``lastTransitionTime`` moves only when a condition's status flips.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from segue.api.status import Condition, ConditionStatus, RolloutStatus
+from segue.engine.context import ACTIVE_PHASES
+
+
+def update(
+    status: RolloutStatus,
+    *,
+    now: datetime,
+    generation: int,
+    progress_reason: str | None,
+    analysis_configured: bool,
+    missing: str | None = None,
+    invalid: str | None = None,
+) -> None:
+    phase = status.phase or "Pending"
+    message = status.message or ""
+    new: list[Condition] = []
+
+    def put(type_: str, value: ConditionStatus, reason: str, text: str) -> None:
+        old = status.condition(type_)
+        flipped = old is None or old.status != value
+        new.append(
+            Condition(
+                type=type_,
+                status=value,
+                reason=reason,
+                message=text,
+                last_transition_time=now if flipped or old is None else old.last_transition_time,
+                observed_generation=generation,
+            )
+        )
+
+    put("Ready", _b(phase == "Succeeded"), phase, message)
+    working = phase in ACTIVE_PHASES and missing is None
+    reason = progress_reason or phase
+    put("Progressing", _b(working), reason if working else phase, message)
+    put("Reconciling", _b(working), reason if working else phase, message)
+    if missing is not None:
+        put("Stalled", "True", "MissingReference", missing)
+    elif invalid is not None:
+        put("Stalled", "True", "InvalidSpec", invalid)
+    elif phase in ("Failed", "RolledBack"):
+        put("Stalled", "True", phase, message)
+    else:
+        put("Stalled", "False", phase, "")
+    put("Healthy", *_health(status, analysis_configured))
+    status.conditions = new
+
+
+def _b(value: bool) -> ConditionStatus:
+    return "True" if value else "False"
+
+
+def _health(status: RolloutStatus, analysis_configured: bool) -> tuple[ConditionStatus, str, str]:
+    if not analysis_configured:
+        return "Unknown", "NoAnalysis", "no analysis configured"
+    failing = [g for g in status.gates if g.verdict == "Fail"]
+    if failing:
+        text = "; ".join(f"gate {g.name}: {g.message or g.bound}" for g in failing)
+        return "False", "GateFailing", text
+    if status.gates and all(g.verdict == "Pass" for g in status.gates):
+        return "True", "GatesPassing", f"all {len(status.gates)} gates pass"
+    waiting = [g.name for g in status.gates if g.verdict != "Pass"]
+    return "Unknown", "NoData", f"no verdict yet for gate(s) {', '.join(waiting)}"

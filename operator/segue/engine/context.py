@@ -1,0 +1,204 @@
+"""The working state of one decision: a private copy of the status being rewritten, and
+the actions, events and history entries the decision produces."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Final
+
+from segue.api.plan import plan as expand_plan
+from segue.api.spec import RolloutSpec, Step
+from segue.api.status import MAX_HISTORY, HistoryEntry, PausedReason, Phase, RolloutStatus
+from segue.engine.types import (
+    Action,
+    ClearAnnotation,
+    Decision,
+    EmitEvent,
+    EventType,
+    GateVerdict,
+    Observations,
+    SetWeight,
+)
+
+# Phases in which the engine works towards a goal (kstatus: Reconciling).
+ACTIVE_PHASES: Final[frozenset[Phase]] = frozenset(
+    {"Pending", "Waiting", "Progressing", "Paused", "AwaitingApproval", "RollingBack"}
+)
+# Phases in which traffic is split and the plan is walked.
+STEPPING_PHASES: Final[frozenset[Phase]] = frozenset({"Progressing", "Paused", "AwaitingApproval"})
+_WARNING_PHASES: Final[frozenset[Phase]] = frozenset({"RollingBack", "RolledBack", "Failed"})
+ACTOR: Final = "segue"
+
+
+def format_time(value: datetime) -> str:
+    """Second precision for messages; status fields keep full precision."""
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def seconds(delta: timedelta) -> float:
+    return delta.total_seconds()
+
+
+@dataclass
+class Outcome:
+    """Where a handler settles the phase this call, and why."""
+
+    phase: Phase
+    message: str
+    paused_reason: PausedReason | None = None
+    # Reason on the Progressing/Reconciling conditions while waiting (default: the phase).
+    reason: str | None = None
+    requeue: float | None = None
+
+
+@dataclass
+class Recorder:
+    """Status copy plus the side effects of one decision."""
+
+    status: RolloutStatus
+    now: datetime
+    generation: int
+    actions: list[Action] = field(default_factory=list)
+    requeue: list[float] = field(default_factory=list)
+    progress_reason: str | None = None
+
+    def set_weight(self, weight: int) -> None:
+        weight = max(0, min(100, weight))
+        # One weight per decision: a later request replaces an earlier one.
+        self.actions = [a for a in self.actions if not isinstance(a, SetWeight)]
+        self.actions.append(SetWeight(weight))
+
+    def event(self, type_: EventType, reason: str, message: str) -> None:
+        self.actions.append(EmitEvent(type_, reason, message))
+
+    def clear_annotation(self, key: str) -> None:
+        if ClearAnnotation(key) not in self.actions:
+            self.actions.append(ClearAnnotation(key))
+
+    def wake_in(self, seconds_: float | None) -> None:
+        if seconds_ is not None:
+            self.requeue.append(max(1.0, seconds_))
+
+    def record(
+        self,
+        event: str,
+        reason: str | None = None,
+        actor: str = ACTOR,
+        verdict: GateVerdict | None = None,
+    ) -> None:
+        entry = HistoryEntry(
+            time=self.now,
+            step=self.status.step,
+            weight=self.status.weight,
+            event=event,
+            reason=reason,
+            actor=actor,
+        )
+        if verdict is not None:
+            entry.gate = verdict.name
+            entry.value = verdict.value
+            entry.legacy_value = verdict.legacy_value
+            entry.bound = verdict.bound
+        self.status.history.append(entry)
+
+    def enter(
+        self,
+        phase: Phase,
+        message: str,
+        paused_reason: PausedReason | None = None,
+        actor: str = ACTOR,
+        verdict: GateVerdict | None = None,
+    ) -> bool:
+        """Set the phase; a change (of phase or pause reason) is one event and one history
+        entry. Returns whether it changed."""
+        st = self.status
+        st.message = message
+        if phase != "Paused":
+            paused_reason = None
+        if st.phase == phase and st.paused_reason == paused_reason:
+            return False
+        st.phase = phase
+        st.paused_reason = paused_reason
+        warn = phase in _WARNING_PHASES or (phase == "Paused" and paused_reason != "Manual")
+        self.event("Warning" if warn else "Normal", phase, message)
+        self.record(phase, message, actor, verdict)
+        return True
+
+    def settle(self, outcome: Outcome) -> None:
+        self.enter(outcome.phase, outcome.message, outcome.paused_reason)
+        self.progress_reason = outcome.reason
+        self.wake_in(outcome.requeue)
+
+    def decision(self) -> Decision:
+        self.status.history = self.status.history[-MAX_HISTORY:]
+        # Annotations are cleared last: the controller writes the status first.
+        ordered = [a for a in self.actions if not isinstance(a, ClearAnnotation)] + [
+            a for a in self.actions if isinstance(a, ClearAnnotation)
+        ]
+        return Decision(
+            status=self.status,
+            actions=tuple(ordered),
+            requeue_after=min(self.requeue) if self.requeue else None,
+        )
+
+
+@dataclass
+class Context(Recorder):
+    """A Recorder that also knows the spec, its plan and the observations."""
+
+    spec: RolloutSpec = field(kw_only=True)
+    plan: list[Step] = field(kw_only=True)
+    obs: Observations = field(kw_only=True)
+    manual_pause: bool = False
+
+    @classmethod
+    def create(cls, spec: RolloutSpec, status: RolloutStatus, obs: Observations) -> Context:
+        return cls(
+            status=status,
+            now=obs.now,
+            generation=obs.generation,
+            spec=spec,
+            plan=expand_plan(spec),
+            obs=obs,
+        )
+
+    def current_weight(self) -> int:
+        """The router's weight if it could be read, else the last one it reported."""
+        if self.obs.router_weight is not None:
+            return max(0, min(100, self.obs.router_weight))
+        return self.status.weight
+
+    def capacity_blocker(self, current: int | None, target: int) -> Outcome | None:
+        """A weight change needs ready pods on the side that gains traffic, unless the router
+        realises the weight by scaling (then ordering is its job)."""
+        if self.obs.router_manages_capacity:
+            return None
+        if current is not None and current == target:
+            return None
+        raising = current is not None and target > current
+        if raising and self.obs.new_ready <= 0:
+            name = self.spec.new.deployment
+            return Outcome(
+                "Progressing",
+                f"waiting for ready pods of Deployment {name} before moving {target}% of "
+                "traffic to the new version",
+                reason="WaitingForCapacity",
+                requeue=POLL_SECONDS,
+            )
+        if not raising and self.obs.legacy_ready <= 0:
+            name = self.spec.legacy.deployment
+            return Outcome(
+                "Progressing",
+                f"waiting for ready pods of Deployment {name} before moving traffic back to "
+                f"the legacy version (new version at {target}%)",
+                reason="WaitingForCapacity",
+                requeue=POLL_SECONDS,
+            )
+        return None
+
+
+# How soon to look again while waiting on something that has no event of its own (the
+# router catching up, pods becoming ready, dependencies, missing objects).
+POLL_SECONDS: Final = 5.0
+SLOW_POLL_SECONDS: Final = 30.0

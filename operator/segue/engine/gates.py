@@ -1,0 +1,216 @@
+"""Gate rounds: counting verdicts into per-gate streaks, and what the streaks allow.
+
+A round is counted once per gate (its ``evaluated_at`` must be newer than the gate's
+``lastEvaluated``), only while traffic is split: at weight 0 there is nothing to judge.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Final
+
+from segue.api.duration import parse_duration
+from segue.api.spec import Analysis
+from segue.api.status import GateStatus, Phase
+from segue.engine.context import STEPPING_PHASES, Context, Outcome, format_time, seconds
+from segue.engine.types import GateRound, GateVerdict
+
+_COUNTING_PHASES: Final[frozenset[Phase]] = STEPPING_PHASES | {"RollingBack"}
+
+
+@dataclass(frozen=True)
+class Trigger:
+    """A gate whose failure streak reached its limit in this round."""
+
+    verdict: GateVerdict
+    failures: int
+
+    def reason(self) -> str:
+        v = self.verdict
+        legacy = "" if v.legacy_value is None else f" (legacy {v.legacy_value:.4g})"
+        value = "no data" if v.value is None else f"{v.value:.4g}"
+        return (
+            f"gate {v.name} failed {self.failures}/{v.failure_limit}: value {value}{legacy}, "
+            f"bound {v.bound}: {v.message}"
+        )
+
+
+def counts_as_failure(verdict: GateVerdict, analysis: Analysis) -> bool:
+    if verdict.verdict == "Fail":
+        return True
+    return verdict.verdict == "Inconclusive" and analysis.no_data == "fail"
+
+
+def count_round(ctx: Context) -> list[Trigger]:
+    """Fold the latest round into ``status.gates``; return the gates that must act now."""
+    analysis = ctx.spec.analysis
+    st = ctx.status
+    if analysis is None:
+        st.gates = []
+        st.analysis_unreachable_since = None
+        return []
+    known = {g.name: g for g in st.gates}
+    st.gates = [known.get(g.name) or GateStatus(name=g.name) for g in analysis.gates]
+    rnd = ctx.obs.gates
+    if rnd is None or st.phase not in _COUNTING_PHASES:
+        return []
+    if rnd.error is None:
+        st.analysis_unreachable_since = None
+    elif st.analysis_unreachable_since is None:
+        st.analysis_unreachable_since = rnd.evaluated_at
+    if st.weight == 0:
+        return []
+    results = {r.name: r for r in rnd.results}
+    triggers: list[Trigger] = []
+    for entry in st.gates:
+        verdict = results.get(entry.name)
+        if verdict is None or not _newer(rnd.evaluated_at, entry.last_evaluated):
+            continue
+        entry.last_evaluated = rnd.evaluated_at
+        entry.verdict = verdict.verdict
+        entry.value = verdict.value
+        entry.legacy_value = verdict.legacy_value
+        entry.bound = verdict.bound
+        entry.message = verdict.message
+        entry.failure_limit = verdict.failure_limit
+        entry.on_failure = verdict.severity
+        if verdict.verdict == "Pass":
+            entry.consecutive_failures = 0
+            entry.consecutive_no_data = 0
+        elif counts_as_failure(verdict, analysis):
+            entry.consecutive_failures += 1
+            if entry.consecutive_failures >= verdict.failure_limit:
+                triggers.append(Trigger(verdict, entry.consecutive_failures))
+        else:
+            entry.consecutive_no_data += 1
+    return triggers
+
+
+def _newer(evaluated_at: datetime, last: datetime | None) -> bool:
+    return last is None or evaluated_at > last
+
+
+def pausing_gates(ctx: Context) -> list[GateStatus]:
+    """Gates with onFailure=pause whose streak is at its limit; a Pass resets the streak."""
+    return [
+        g
+        for g in ctx.status.gates
+        if g.on_failure == "pause"
+        and g.failure_limit is not None
+        and g.consecutive_failures >= g.failure_limit
+    ]
+
+
+def unavailable_blocker(ctx: Context) -> Outcome | None:
+    """Paused once the provider has been unreachable for longer than unreachableLimit."""
+    analysis = ctx.spec.analysis
+    since = ctx.status.analysis_unreachable_since
+    if analysis is None or since is None:
+        return None
+    limit = parse_duration(analysis.unreachable_limit)
+    left = seconds(since + limit - ctx.now)
+    if left >= 0:
+        ctx.wake_in(left)
+        return None
+    error = ctx.obs.gates.error if ctx.obs.gates is not None else None
+    return Outcome(
+        "Paused",
+        f"analysis unreachable since {format_time(since)}"
+        + (f" ({error})" if error else "")
+        + "; resumes when a round succeeds",
+        paused_reason="AnalysisUnavailable",
+        reason="AnalysisUnavailable",
+        requeue=_interval(analysis),
+    )
+
+
+def failing_blocker(ctx: Context) -> Outcome | None:
+    """A gate failing in the latest round holds everything, even a confirmed weight."""
+    analysis = ctx.spec.analysis
+    rnd = ctx.obs.gates
+    if analysis is None or rnd is None:
+        return None
+    names = {g.name for g in analysis.gates}
+    failing = [v for v in rnd.results if v.name in names and counts_as_failure(v, analysis)]
+    if not failing:
+        return None
+    streaks = {g.name: g.consecutive_failures for g in ctx.status.gates}
+    text = "; ".join(
+        f"gate {v.name} failing ({streaks.get(v.name, 0)}/{v.failure_limit}): {v.message}"
+        for v in failing
+    )
+    return Outcome(
+        "Progressing",
+        f"holding: {text}",
+        reason="GateFailing",
+        requeue=_interval(analysis),
+    )
+
+
+def advance_blocker(ctx: Context) -> Outcome | None:
+    """What stops the Rollout from moving past the current step or raising the weight:
+    with analysis, the latest round must be evaluated at or after stepStartedAt and every
+    gate in it must pass. No data never promotes."""
+    analysis = ctx.spec.analysis
+    if analysis is None:
+        return None
+    interval = _interval(analysis)
+    rnd: GateRound | None = ctx.obs.gates
+    st = ctx.status
+    if rnd is None:
+        return Outcome(
+            "Progressing",
+            "waiting for the first analysis round",
+            reason="WaitingForAnalysis",
+            requeue=interval,
+        )
+    if rnd.error is not None:
+        return Outcome(
+            "Progressing",
+            f"waiting for analysis: {rnd.error}",
+            reason="AnalysisUnavailable",
+            requeue=interval,
+        )
+    if st.step_started_at is not None and rnd.evaluated_at < st.step_started_at:
+        return Outcome(
+            "Progressing",
+            f"waiting for an analysis round after {format_time(st.step_started_at)}",
+            reason="WaitingForAnalysis",
+            requeue=interval,
+        )
+    blocked = failing_blocker(ctx)
+    if blocked is not None:
+        return blocked
+    results = {r.name: r for r in rnd.results}
+    errors: list[str] = []
+    no_data: list[str] = []
+    for gate in analysis.gates:
+        verdict = results.get(gate.name)
+        if verdict is None:
+            no_data.append(f"gate {gate.name}: not evaluated")
+        elif verdict.verdict == "Error":
+            errors.append(f"gate {gate.name}: {verdict.message}")
+        elif verdict.verdict != "Pass":
+            no_data.append(f"gate {gate.name}: {verdict.message}")
+    if errors:
+        return Outcome(
+            "Paused",
+            f"query error, not promoting: {'; '.join(errors)}",
+            paused_reason="QueryError",
+            reason="QueryError",
+            requeue=interval,
+        )
+    if no_data:
+        return Outcome(
+            "Paused",
+            f"no data, not promoting: {'; '.join(no_data)}",
+            paused_reason="NoData",
+            reason="NoData",
+            requeue=interval,
+        )
+    return None
+
+
+def _interval(analysis: Analysis) -> float:
+    return seconds(parse_duration(analysis.interval))

@@ -1,0 +1,169 @@
+"""Walking the plan: weights, holds, approvals and promotion, while traffic is split.
+
+Rules that keep every weight change safe:
+- a weight is asked of the router only after the side that gains has ready pods;
+- a step counts as reached only once the router reports its weight;
+- raising the weight (from above 0), ending a hold and passing an approval need a passing
+  analysis round evaluated after ``stepStartedAt``; a gate failing in the latest round holds
+  everything, even the confirmation of a weight already asked for.
+"""
+
+from __future__ import annotations
+
+from segue.api.duration import parse_duration
+from segue.engine.context import POLL_SECONDS, Context, Outcome, format_time, seconds
+from segue.engine.gates import (
+    advance_blocker,
+    failing_blocker,
+    pausing_gates,
+    unavailable_blocker,
+)
+
+
+def active(ctx: Context) -> None:
+    """Handle the stepping phases (Progressing, Paused, AwaitingApproval)."""
+    st = ctx.status
+    paused_by = pausing_gates(ctx)
+    unavailable = unavailable_blocker(ctx)
+    if ctx.manual_pause:
+        outcome = Outcome(
+            "Paused",
+            "paused by annotation segue.dev/pause; remove it to resume",
+            paused_reason="Manual",
+            reason="Paused",
+        )
+    elif paused_by:
+        details = "; ".join(
+            f"gate {g.name} failed {g.consecutive_failures}/{g.failure_limit} ({g.message})"
+            for g in paused_by
+        )
+        outcome = Outcome(
+            "Paused",
+            f"{details}; resumes when it passes",
+            paused_reason="GateFailed",
+            reason="GateFailed",
+        )
+    elif unavailable is not None:
+        outcome = unavailable
+    else:
+        if st.phase == "Paused" and st.paused_reason == "GateFailed" and st.step_started_at:
+            # The gate recovered: the observation window of this step starts over.
+            st.step_started_at = ctx.now
+        outcome = progress(ctx)
+    ctx.settle(outcome)
+
+
+def progress(ctx: Context) -> Outcome:
+    """Move through as many steps as the observations allow; say where it waits."""
+    st = ctx.status
+    plan = ctx.plan
+    for _ in range(2 * len(plan) + 4):
+        router = ctx.obs.router_weight
+        if router is None:
+            return Outcome(
+                "Progressing",
+                "cannot read the router's weight; retrying",
+                reason="RouterUnreadable",
+                requeue=POLL_SECONDS,
+            )
+        if router != st.target_weight:
+            return _converge(ctx, router, st.target_weight)
+        if st.promoting:
+            if st.target_weight != 100:
+                return _request(ctx, 100)
+            return _finish(ctx)
+        if st.step >= len(plan):
+            return _finish(ctx)
+        step = plan[st.step]
+        if step.set_weight is not None:
+            if st.target_weight != step.set_weight:
+                return _request(ctx, step.set_weight)
+            blocked = failing_blocker(ctx)
+            if blocked is not None:
+                return blocked
+            st.step_started_at = ctx.now
+            text = f"step {st.step}: weight {step.set_weight}% confirmed by the router"
+            ctx.event("Normal", "WeightSet", text)
+            ctx.record("WeightSet", text)
+            _advance(ctx)
+        elif step.pause is not None and step.pause.duration is not None:
+            if st.step_started_at is None:
+                st.step_started_at = ctx.now
+            end = st.step_started_at + parse_duration(step.pause.duration)
+            if ctx.now < end:
+                return Outcome(
+                    "Progressing",
+                    f"step {st.step}: holding at {st.target_weight}% until {format_time(end)}",
+                    reason="Holding",
+                    requeue=seconds(end - ctx.now),
+                )
+            blocked = advance_blocker(ctx)
+            if blocked is not None:
+                return blocked
+            _advance(ctx)
+        else:
+            if st.approved_step != st.step:
+                return Outcome(
+                    "AwaitingApproval",
+                    f"step {st.step} waits for approval at {st.target_weight}%: annotate "
+                    f"segue.dev/approve={st.step}",
+                    reason="AwaitingApproval",
+                )
+            blocked = advance_blocker(ctx)
+            if blocked is not None:
+                return blocked
+            _advance(ctx)
+    return Outcome("Progressing", "working through the plan", requeue=POLL_SECONDS)
+
+
+def _advance(ctx: Context) -> None:
+    st = ctx.status
+    st.step += 1
+    st.approved_step = None
+    if st.step < len(ctx.plan):
+        nxt = ctx.plan[st.step]
+        if nxt.pause is not None and nxt.pause.duration is not None:
+            st.step_started_at = ctx.now
+
+
+def _converge(ctx: Context, router: int, target: int) -> Outcome:
+    """A weight was asked for and the router does not report it yet: ask again (it is
+    idempotent, and survives an operator restart between status write and router write)."""
+    blocked = ctx.capacity_blocker(router, target)
+    if blocked is not None:
+        return blocked
+    ctx.set_weight(target)
+    return Outcome(
+        "Progressing",
+        f"step {ctx.status.step}: waiting for the router to report {target}% (reads {router}%)",
+        reason="WaitingForRouter",
+        requeue=POLL_SECONDS,
+    )
+
+
+def _request(ctx: Context, weight: int) -> Outcome:
+    st = ctx.status
+    current = st.target_weight
+    if weight > current:
+        # From 0 there is nothing to analyse yet; above it, more traffic needs a pass.
+        blocked = advance_blocker(ctx) if current > 0 else failing_blocker(ctx)
+        if blocked is not None:
+            return blocked
+    blocked = ctx.capacity_blocker(current, weight)
+    if blocked is not None:
+        return blocked
+    st.target_weight = weight
+    return _converge(ctx, current, weight)
+
+
+def _finish(ctx: Context) -> Outcome:
+    st = ctx.status
+    if st.target_weight != 100:
+        return _request(ctx, 100)
+    blocked = failing_blocker(ctx)
+    if blocked is not None:
+        return blocked
+    st.step = len(ctx.plan)
+    st.promoting = None
+    st.approved_step = None
+    return Outcome("Succeeded", "all traffic on the new version")

@@ -1,0 +1,179 @@
+"""Builders shared by the API and engine tests: specs, observations, gate rounds, and a
+small simulation in which the router follows SetWeight and annotations get cleared."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from segue.api import RolloutSpec, RolloutStatus
+from segue.engine import (
+    ClearAnnotation,
+    Decision,
+    EmitEvent,
+    GateRound,
+    GateVerdict,
+    Observations,
+    SetWeight,
+    decide,
+)
+
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+
+def spec_dict(**overrides: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "legacy": {"deployment": "checkout-v1"},
+        "new": {"deployment": "checkout-v2"},
+        "traffic": {
+            "gatewayAPI": {
+                "httpRoute": "checkout",
+                "legacyBackend": "checkout-v1",
+                "newBackend": "checkout-v2",
+            }
+        },
+        "risk": "low",
+    }
+    base.update(overrides)
+    return {k: v for k, v in base.items() if v is not None}
+
+
+def make_spec(**overrides: Any) -> RolloutSpec:
+    return RolloutSpec.model_validate(spec_dict(**overrides))
+
+
+def analysis(*gates: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    if not gates:
+        gates = ({"name": "errors", "query": "errors", "max": 0.05},)
+    return {"interval": "30s", "gates": list(gates), **extra}
+
+
+def verdict(
+    name: str = "errors",
+    result: str = "Pass",
+    *,
+    severity: str = "rollback",
+    limit: int = 1,
+    value: float | None = 0.01,
+    legacy: float | None = 0.01,
+    bound: str = "<= 0.05",
+    message: str = "",
+) -> GateVerdict:
+    return GateVerdict(
+        name=name,
+        verdict=result,  # type: ignore[arg-type]
+        value=value,
+        legacy_value=legacy,
+        bound=bound,
+        severity=severity,  # type: ignore[arg-type]
+        failure_limit=limit,
+        message=message or f"{name} {result.lower()}",
+    )
+
+
+def gate_round(at: datetime, *verdicts: GateVerdict, error: str | None = None) -> GateRound:
+    return GateRound(evaluated_at=at, results=tuple(verdicts), error=error)
+
+
+def observe(**overrides: Any) -> Observations:
+    values: dict[str, Any] = {
+        "now": T0,
+        "generation": 1,
+        "new_revision": "r1",
+        "router_weight": 0,
+        "legacy_ready": 3,
+        "new_ready": 3,
+    }
+    values.update(overrides)
+    return Observations(**values)
+
+
+@dataclass
+class Sim:
+    """A Rollout against a router that applies SetWeight at once (unless ``follow`` is off)
+    and a controller that clears annotations as asked."""
+
+    spec: RolloutSpec
+    now: datetime = T0
+    status: RolloutStatus | None = None
+    router: int | None = 0
+    legacy_ready: int = 3
+    new_ready: int = 3
+    manages_capacity: bool = False
+    annotations: dict[str, str] = field(default_factory=dict)
+    missing: tuple[str, ...] = ()
+    deps: tuple[str, ...] = ()
+    revision: str = "r1"
+    generation: int = 1
+    gates: GateRound | None = None
+    follow: bool = True
+    last: Decision | None = None
+    events: list[EmitEvent] = field(default_factory=list)
+    weights: list[int] = field(default_factory=list)
+
+    def obs(self) -> Observations:
+        return Observations(
+            now=self.now,
+            generation=self.generation,
+            new_revision=self.revision,
+            router_weight=self.router,
+            legacy_ready=self.legacy_ready,
+            new_ready=self.new_ready,
+            router_manages_capacity=self.manages_capacity,
+            annotations=dict(self.annotations),
+            missing=self.missing,
+            dependencies_pending=self.deps,
+            gates=self.gates,
+        )
+
+    def tick(self, seconds: float = 0.0) -> Decision:
+        self.now += timedelta(seconds=seconds)
+        d = decide(self.spec, self.status, self.obs())
+        self.last = d
+        self.status = d.status
+        for action in d.actions:
+            if isinstance(action, SetWeight):
+                self.weights.append(action.weight)
+                if self.follow:
+                    self.router = action.weight
+            elif isinstance(action, ClearAnnotation):
+                self.annotations.pop(action.key, None)
+            else:
+                self.events.append(action)
+        return d
+
+    def passing_round(self) -> GateRound:
+        """A round, evaluated now, in which every gate of the spec passes."""
+        assert self.spec.analysis is not None
+        self.gates = gate_round(self.now, *(verdict(g.name) for g in self.spec.analysis.gates))
+        return self.gates
+
+    def run(self, until: Callable[[Sim], bool], max_ticks: int = 200) -> Decision:
+        """Tick, jumping the clock by requeue_after (1 s when none), until ``until``."""
+        d = self.tick()
+        for _ in range(max_ticks):
+            if until(self):
+                return d
+            if self.spec.analysis is not None:
+                self.passing_round()
+            d = self.tick(d.requeue_after or 1.0)
+        raise AssertionError(f"not reached; status {self.st.phase} {self.st.message}")
+
+    @property
+    def st(self) -> RolloutStatus:
+        assert self.status is not None
+        return self.status
+
+    def phase(self) -> str | None:
+        return self.st.phase
+
+    def paused_reason(self) -> str | None:
+        return self.st.paused_reason
+
+    def rollback_mode(self) -> str | None:
+        return self.st.rollback.mode if self.st.rollback is not None else None
+
+    def history_events(self) -> list[str]:
+        return [h.event for h in self.st.history]
