@@ -1,0 +1,226 @@
+"""Prometheus as a metric provider, on prometheus-api-client.
+
+Blocking by nature (requests underneath): callers run :meth:`PrometheusProvider.query_scalar`
+in a thread. Every request carries a timeout; connection errors and 5xx answers are retried
+a bounded number of times with a short backoff, 4xx answers never (a 400 ``bad_data`` is a
+broken query, and asking again will not fix it).
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import math
+import re
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import requests
+from prometheus_api_client import PrometheusConnect
+from prometheus_api_client.exceptions import PrometheusApiClientException
+from urllib3.util.retry import Retry
+
+from segue.analysis.provider import (
+    ProviderUnavailable,
+    QueryRejected,
+    UnusableResult,
+    register_provider,
+)
+from segue.analysis.types import PrometheusSettings
+
+DEFAULT_RETRIES = 2
+DEFAULT_BACKOFF_S = 0.2
+
+_STATUS_RE = re.compile(r"^HTTP Status Code (\d+) \((.*)\)$", re.DOTALL)
+# Prometheus answers 400 (bad_data) for a query that does not parse and 422 (execution)
+# for one that parses but cannot run; both are the query's fault.
+_QUERY_STATUSES = frozenset({400, 422})
+
+
+class PrometheusProvider:
+    """One Prometheus endpoint. Safe to share between threads: each thread gets its own
+    client, since a requests session is not guaranteed thread-safe."""
+
+    def __init__(
+        self,
+        settings: PrometheusSettings,
+        *,
+        retries: int = DEFAULT_RETRIES,
+        backoff_s: float = DEFAULT_BACKOFF_S,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if settings.timeout_s <= 0:
+            raise ValueError("timeout_s must be positive")
+        self.settings = settings
+        self.retries = max(0, retries)
+        self.backoff_s = backoff_s
+        self._sleep = sleep
+        self._local = threading.local()
+        self._clients: list[PrometheusConnect] = []
+        self._clients_lock = threading.Lock()
+
+    @property
+    def name(self) -> str:
+        return "Prometheus"
+
+    @property
+    def max_query_seconds(self) -> float:
+        # Each attempt may wait up to the timeout to connect and again to read.
+        attempts = self.retries + 1
+        backoffs = sum(self.backoff_s * 2.0**i for i in range(self.retries))
+        return attempts * 2 * self.settings.timeout_s + backoffs
+
+    def _client(self) -> PrometheusConnect:
+        client: PrometheusConnect | None = getattr(self._local, "client", None)
+        if client is None:
+            session = requests.Session()
+            session.verify = self.settings.ca_file or True
+            headers = None
+            if self.settings.bearer_token:
+                headers = {"Authorization": f"Bearer {self.settings.bearer_token}"}
+            client = PrometheusConnect(
+                url=self.settings.address.rstrip("/"),
+                headers=headers,
+                # Retries are ours (see query_scalar): the library's default retries 5xx
+                # three times with 1 s backoff and cannot tell them from our 4xx policy.
+                # read=False makes urllib3 re-raise a read timeout as itself, so requests
+                # reports ReadTimeout rather than a generic ConnectionError.
+                retry=Retry(total=0, read=False, raise_on_status=False),
+                session=session,
+                timeout=self.settings.timeout_s,
+            )
+            self._local.client = client
+            with self._clients_lock:
+                self._clients.append(client)
+        return client
+
+    def close(self) -> None:
+        with self._clients_lock:
+            clients, self._clients = self._clients, []
+        for client in clients:
+            client.close()
+
+    def query_scalar(self, query: str) -> float | None:
+        """Run an instant query; one number, or None for no data (empty, NaN, ±Inf)."""
+        client = self._client()
+        # Prometheus stops evaluating at this server-side timeout too, so a heavy query does
+        # not keep running after we gave up on it.
+        params = {"timeout": f"{self.settings.timeout_s:g}s"}
+        last = "no attempt made"
+        for attempt in range(self.retries + 1):
+            if attempt:
+                self._sleep(self.backoff_s * 2.0 ** (attempt - 1))
+            try:
+                result = client.custom_query(query, params=params)
+            except requests.exceptions.SSLError as e:
+                raise ProviderUnavailable(f"TLS error talking to {self._where()}: {e}") from e
+            except requests.exceptions.ReadTimeout as e:
+                # The server took the request but is slow: retrying would only double the wait.
+                raise ProviderUnavailable(
+                    f"{self._where()} did not answer within {self.settings.timeout_s:g}s"
+                ) from e
+            except requests.exceptions.ConnectionError as e:
+                last = f"cannot connect to {self._where()}: {_short(e)}"
+                continue
+            except PrometheusApiClientException as e:
+                status, detail = _parse_status_error(str(e))
+                if status in _QUERY_STATUSES:
+                    raise QueryRejected(detail) from e
+                if status is not None and status >= 500:
+                    last = f"{self._where()} answered HTTP {status}: {detail}"
+                    continue
+                hint = " (check the bearer token)" if status in (401, 403) else ""
+                raise ProviderUnavailable(
+                    f"{self._where()} answered HTTP {status}{hint}: {detail}"
+                ) from e
+            except (ValueError, KeyError, TypeError) as e:
+                # A 200 that is not a Prometheus API answer: the address points elsewhere.
+                raise ProviderUnavailable(
+                    f"{self._where()} did not answer like Prometheus: {_short(e)}"
+                ) from e
+            except requests.exceptions.RequestException as e:
+                raise ProviderUnavailable(f"request to {self._where()} failed: {_short(e)}") from e
+            return parse_result(result)
+        raise ProviderUnavailable(f"{last} (after {self.retries + 1} attempts)")
+
+    def _where(self) -> str:
+        return f"Prometheus at {self.settings.address}"
+
+
+def parse_result(result: Any) -> float | None:
+    """The ``data.result`` of an instant query as one number, or None for no data.
+
+    prometheus-api-client drops ``resultType``, so the shape tells: a scalar or string is
+    ``[time, "value"]``, a vector or matrix a list of ``{"metric": ..., ...}`` objects.
+    """
+    if not isinstance(result, list):
+        raise UnusableResult(f"unexpected result of type {type(result).__name__}")
+    if len(result) == 2 and not isinstance(result[0], dict):
+        return _to_float(result[1])
+    if not result:
+        return None
+    if any(isinstance(item, dict) and "values" in item for item in result):
+        raise UnusableResult(
+            "query returns a range vector; an instant value is needed "
+            "(wrap the [range] selector in a function such as rate(...))"
+        )
+    if len(result) > 1:
+        raise UnusableResult(f"query returns {len(result)} series; aggregate it (e.g. sum(...))")
+    item = result[0]
+    if not isinstance(item, dict) or "value" not in item:
+        raise UnusableResult(f"unexpected result item {item!r}")
+    return _to_float(item["value"][1])
+
+
+def _to_float(raw: Any) -> float | None:
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        raise UnusableResult(f"query returns a string, not a number: {raw!r}") from None
+    # NaN (0/0, a quantile of nothing) and ±Inf are "no data": neither a pass nor a failure.
+    if math.isnan(value) or math.isinf(value):
+        return None
+    return value
+
+
+def _parse_status_error(message: str) -> tuple[int | None, str]:
+    """Status code and Prometheus' own error text from the library's exception message,
+    which is ``HTTP Status Code 400 (b'{"status":"error",...}')``."""
+    m = _STATUS_RE.match(message)
+    if not m:
+        return None, message
+    status = int(m.group(1))
+    body_repr = m.group(2)
+    try:
+        body = ast.literal_eval(body_repr)
+        text = body.decode("utf-8", "replace") if isinstance(body, bytes) else str(body)
+    except (ValueError, SyntaxError):
+        text = body_repr
+    try:
+        payload = json.loads(text)
+    except ValueError:
+        return status, text.strip()[:500] or f"HTTP {status}"
+    if isinstance(payload, dict) and isinstance(payload.get("error"), str):
+        return status, payload["error"]
+    return status, text.strip()[:500]
+
+
+def _short(e: BaseException) -> str:
+    # requests wraps urllib3 errors which wrap the socket error; the innermost is the useful
+    # part ("Connection refused"), the outer ones repeat the URL.
+    seen: set[int] = set()
+    inner: BaseException = e
+    while id(inner) not in seen:
+        seen.add(id(inner))
+        reason = getattr(inner, "reason", None)
+        if isinstance(reason, BaseException):
+            inner = reason
+        elif inner.args and isinstance(inner.args[0], BaseException):
+            inner = inner.args[0]
+    text = str(inner) or type(inner).__name__
+    return text[:300]
+
+
+register_provider("prometheus", PrometheusSettings, PrometheusProvider)

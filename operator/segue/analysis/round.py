@@ -1,0 +1,167 @@
+"""One analysis round: every gate of a Rollout evaluated once, concurrently.
+
+The provider is blocking, so each query runs in a thread (``asyncio.to_thread``) and the
+event loop never waits on the network. Gates are independent: a broken gate yields an
+``Error`` verdict of its own and never spoils the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from segue.analysis.judge import error_verdict, judge, provider_error_message
+from segue.analysis.provider import MetricProvider, ProviderError, ProviderUnavailable
+from segue.analysis.templates import (
+    ResolvedGate,
+    bound_text,
+    fallback_bound,
+    fallback_failure_limit,
+    fallback_severity,
+    resolve_gate,
+)
+from segue.analysis.templating import TemplateError, render
+from segue.analysis.types import GateRound, GateSpec, GateVerdict, RoundContext
+
+log = logging.getLogger(__name__)
+
+_Outcome = float | None | ProviderError
+
+
+@dataclass(frozen=True)
+class _Planned:
+    gate: ResolvedGate
+    new_query: str
+    # None when the legacy side cannot be queried (then only absolute bounds can be judged).
+    legacy_query: str | None
+
+
+async def evaluate_round(
+    gates: Sequence[GateSpec],
+    context: RoundContext,
+    provider: MetricProvider,
+    now: datetime,
+) -> GateRound:
+    """Evaluate all gates for one round.
+
+    Each gate's query runs for the new version, and for the legacy version too: a ratio
+    bound needs it, and for absolute bounds it is shown next to the new value. Identical
+    queries run once. ``error`` is set on the round when every query that ran failed with
+    :class:`ProviderUnavailable`.
+    """
+    results: list[GateVerdict | _Planned] = [_plan(spec, context) for spec in gates]
+
+    queries: dict[str, asyncio.Task[_Outcome]] = {}
+    for item in results:
+        if isinstance(item, _Planned):
+            for q in (item.new_query, item.legacy_query):
+                if q is not None and q not in queries:
+                    queries[q] = asyncio.create_task(_query(provider, q))
+    if queries:
+        await asyncio.wait(queries.values())
+    outcomes = {q: task.result() for q, task in queries.items()}
+
+    verdicts = tuple(
+        item if isinstance(item, GateVerdict) else _verdict(item, outcomes, context, provider)
+        for item in results
+    )
+    error = None
+    if outcomes and all(isinstance(o, ProviderUnavailable) for o in outcomes.values()):
+        first = next(iter(outcomes.values()))
+        error = f"{provider.name} unreachable for every query of the round: {first}"
+    return GateRound(evaluated_at=now, results=verdicts, error=error)
+
+
+def _plan(spec: GateSpec, ctx: RoundContext) -> GateVerdict | _Planned:
+    try:
+        gate = resolve_gate(spec)
+    except TemplateError as e:
+        return error_verdict(
+            spec.name,
+            f"gate {spec.name} is misconfigured: {e}",
+            bound=fallback_bound(spec),
+            severity=fallback_severity(spec),
+            failure_limit=fallback_failure_limit(spec),
+        )
+    bound = bound_text(gate.bounds, gate.per_traffic_share)
+    common = {"namespace": ctx.namespace, "rollout": ctx.rollout, "interval": ctx.interval}
+    try:
+        new_query = render(gate.query, version=ctx.new_version, **common)
+    except TemplateError as e:
+        return error_verdict(
+            gate.name,
+            f"cannot build the query of gate {gate.name} for the new version: {e}",
+            bound=bound,
+            severity=gate.severity,
+            failure_limit=gate.failure_limit,
+        )
+    legacy_query: str | None = None
+    try:
+        legacy_query = render(gate.query, version=ctx.legacy_version, **common)
+    except TemplateError as e:
+        # Only a ratio bound needs legacy; otherwise its value is merely shown.
+        if gate.bounds.relative:
+            return error_verdict(
+                gate.name,
+                f"cannot build the query of gate {gate.name} for the legacy version: {e}",
+                bound=bound,
+                severity=gate.severity,
+                failure_limit=gate.failure_limit,
+            )
+    if legacy_query == new_query:
+        # Legacy and new would be the same number, so a ratio bound would always read 1x.
+        legacy_query = None
+        if gate.bounds.relative:
+            return error_verdict(
+                gate.name,
+                f"gate {gate.name} compares with legacy but its query is the same for both "
+                "versions (does it use {{ version }}, and do the versions differ?)",
+                bound=bound,
+                severity=gate.severity,
+                failure_limit=gate.failure_limit,
+            )
+    return _Planned(gate, new_query, legacy_query)
+
+
+def _verdict(
+    item: _Planned,
+    outcomes: dict[str, _Outcome],
+    ctx: RoundContext,
+    provider: MetricProvider,
+) -> GateVerdict:
+    gate = item.gate
+    new = outcomes[item.new_query]
+    legacy = outcomes[item.legacy_query] if item.legacy_query is not None else None
+    failed: ProviderError | None = None
+    if isinstance(new, ProviderError):
+        failed = new
+    elif isinstance(legacy, ProviderError) and gate.bounds.relative:
+        failed = legacy
+    if failed is not None:
+        return error_verdict(
+            gate.name,
+            provider_error_message(gate.name, failed, provider.name),
+            bound=bound_text(gate.bounds, gate.per_traffic_share),
+            severity=gate.severity,
+            failure_limit=gate.failure_limit,
+            value=None if isinstance(new, ProviderError) else new,
+            legacy_value=None if isinstance(legacy, ProviderError) else legacy,
+        )
+    # For absolute bounds the legacy value is informational: its failure does not matter.
+    legacy_value = None if isinstance(legacy, ProviderError) else legacy
+    assert not isinstance(new, ProviderError)
+    return judge(gate, new, legacy_value, weight=ctx.weight)
+
+
+async def _query(provider: MetricProvider, query: str) -> _Outcome:
+    try:
+        return await asyncio.to_thread(provider.query_scalar, query)
+    except ProviderError as e:
+        return e
+    except Exception as e:
+        # A provider bug must not take the round (or the other gates) down with it.
+        log.exception("metric provider %s failed on %r", provider.name, query)
+        return ProviderError(f"unexpected {type(e).__name__}: {e}")

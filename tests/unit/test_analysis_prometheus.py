@@ -1,0 +1,277 @@
+"""The Prometheus provider against a scripted HTTP server on loopback, and the registry."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlparse
+
+import pytest
+
+from segue.analysis.prometheus import PrometheusProvider, _parse_status_error, parse_result
+from segue.analysis.provider import (
+    MetricProvider,
+    ProviderUnavailable,
+    QueryRejected,
+    UnusableResult,
+    create_provider,
+    provider_for,
+    provider_kinds,
+)
+from segue.analysis.types import PrometheusSettings
+
+
+def vector(*values: str) -> dict[str, object]:
+    return {
+        "status": "success",
+        "data": {
+            "resultType": "vector",
+            "result": [
+                {"metric": {"i": str(i)}, "value": [1700000000.0, v]} for i, v in enumerate(values)
+            ],
+        },
+    }
+
+
+def error(status: str, kind: str, text: str) -> dict[str, object]:
+    return {"status": status, "errorType": kind, "error": text}
+
+
+@dataclass
+class FakePrometheus:
+    """Answers /api/v1/query with scripted (status, body) pairs; the last one repeats."""
+
+    answers: list[tuple[int, object]] = field(default_factory=list)
+    requests: list[dict[str, object]] = field(default_factory=list)
+    url: str = ""
+
+    def answer(self) -> tuple[int, object]:
+        return self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+
+
+@pytest.fixture
+def fake() -> Iterator[FakePrometheus]:
+    state = FakePrometheus()
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            url = urlparse(self.path)
+            state.requests.append(
+                {"path": url.path, "params": parse_qs(url.query), "headers": dict(self.headers)}
+            )
+            status, body = state.answer()
+            raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(raw)))
+            self.end_headers()
+            self.wfile.write(raw)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    state.url = f"http://127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    yield state
+    server.shutdown()
+    server.server_close()
+
+
+def provider(url: str, **kw: object) -> tuple[PrometheusProvider, list[float]]:
+    sleeps: list[float] = []
+    settings = PrometheusSettings(
+        address=url,
+        timeout_s=float(kw.pop("timeout_s", 2.0)),  # type: ignore[arg-type]
+        bearer_token=kw.pop("bearer_token", None),  # type: ignore[arg-type]
+    )
+    return PrometheusProvider(settings, sleep=sleeps.append, **kw), sleeps  # type: ignore[arg-type]
+
+
+# --- result parsing ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("result", "expected"),
+    [
+        ([{"metric": {}, "value": [1.0, "0.25"]}], 0.25),
+        ([1.0, "3"], 3.0),
+        ([], None),
+        ([{"metric": {}, "value": [1.0, "NaN"]}], None),
+        ([{"metric": {}, "value": [1.0, "+Inf"]}], None),
+        ([{"metric": {}, "value": [1.0, "-Inf"]}], None),
+        ([1.0, "NaN"], None),
+    ],
+)
+def test_parse_result(result, expected):
+    assert parse_result(result) == expected
+
+
+def test_several_series_must_be_aggregated():
+    item = {"metric": {}, "value": [1.0, "1"]}
+    with pytest.raises(UnusableResult, match=r"^query returns 3 series; aggregate it \(e.g. sum"):
+        parse_result([item, item, item])
+
+
+def test_range_vector_and_string_are_refused():
+    with pytest.raises(UnusableResult, match="range vector"):
+        parse_result([{"metric": {}, "values": [[1.0, "1"]]}])
+    with pytest.raises(UnusableResult, match="string"):
+        parse_result([1.0, "hello"])
+    assert issubclass(UnusableResult, QueryRejected)
+
+
+def test_parse_status_error():
+    body = json.dumps(error("error", "bad_data", 'invalid parameter "query": 1:5: parse error'))
+    message = f"HTTP Status Code 400 ({body.encode()!r})"
+    assert _parse_status_error(message) == (400, 'invalid parameter "query": 1:5: parse error')
+    assert _parse_status_error("HTTP Status Code 502 (b'Bad Gateway')") == (502, "Bad Gateway")
+    assert _parse_status_error("something else") == (None, "something else")
+
+
+# --- over HTTP -----------------------------------------------------------------------------
+
+
+def test_value_and_request(fake):
+    fake.answers = [(200, vector("0.125"))]
+    p, _ = provider(fake.url, bearer_token="s3cret", timeout_s=2.5)
+    assert p.query_scalar('sum(rate(x{v="v2"}[1m]))') == 0.125
+    (req,) = fake.requests
+    assert req["path"] == "/api/v1/query"
+    assert req["params"] == {"query": ['sum(rate(x{v="v2"}[1m]))'], "timeout": ["2.5s"]}
+    assert req["headers"]["Authorization"] == "Bearer s3cret"
+
+
+def test_no_authorization_header_without_token(fake):
+    fake.answers = [(200, vector())]
+    p, _ = provider(fake.url)
+    assert p.query_scalar("x") is None
+    assert "Authorization" not in fake.requests[0]["headers"]
+
+
+def test_bad_query_is_rejected_without_retry(fake):
+    text = 'invalid parameter "query": 1:5: parse error: unexpected end of input inside braces'
+    fake.answers = [(400, error("error", "bad_data", text))]
+    p, sleeps = provider(fake.url)
+    with pytest.raises(QueryRejected) as e:
+        p.query_scalar("foo{")
+    assert e.value.detail == text
+    assert len(fake.requests) == 1 and sleeps == []
+
+
+def test_execution_error_is_rejected(fake):
+    fake.answers = [(422, error("error", "execution", "many-to-many matching not allowed"))]
+    p, _ = provider(fake.url)
+    with pytest.raises(QueryRejected, match="many-to-many"):
+        p.query_scalar("a / b")
+
+
+def test_5xx_is_retried_then_succeeds(fake):
+    fake.answers = [(503, error("error", "unavailable", "busy")), (200, vector("7"))]
+    p, sleeps = provider(fake.url, retries=2, backoff_s=0.1)
+    assert p.query_scalar("x") == 7.0
+    assert len(fake.requests) == 2 and sleeps == [0.1]
+
+
+def test_5xx_retries_are_bounded(fake):
+    fake.answers = [(500, b"internal error")]
+    p, sleeps = provider(fake.url, retries=2, backoff_s=0.1)
+    with pytest.raises(ProviderUnavailable, match=r"HTTP 500.*after 3 attempts"):
+        p.query_scalar("x")
+    assert len(fake.requests) == 3 and sleeps == [0.1, 0.2]
+
+
+def test_unauthorized_is_unavailable_not_retried(fake):
+    fake.answers = [(401, b"Unauthorized")]
+    p, sleeps = provider(fake.url, bearer_token="wrong")
+    with pytest.raises(ProviderUnavailable, match="bearer token"):
+        p.query_scalar("x")
+    assert len(fake.requests) == 1 and sleeps == []
+
+
+def test_not_prometheus(fake):
+    fake.answers = [(200, b"<html>hello</html>")]
+    p, _ = provider(fake.url)
+    with pytest.raises(ProviderUnavailable, match="did not answer like Prometheus"):
+        p.query_scalar("x")
+
+
+def test_connection_refused_is_retried_then_unavailable():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    # The port is free again: nothing listens there.
+    p, sleeps = provider(f"http://127.0.0.1:{port}", retries=2, backoff_s=0.05)
+    with pytest.raises(ProviderUnavailable, match=r"cannot connect.*after 3 attempts"):
+        p.query_scalar("x")
+    assert sleeps == [0.05, 0.1]
+
+
+def test_silent_server_times_out_quickly():
+    # A listening socket that never answers: the connection succeeds, the answer never comes.
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(8)
+        p, sleeps = provider(f"http://127.0.0.1:{s.getsockname()[1]}", timeout_s=0.3)
+        start = time.monotonic()
+        with pytest.raises(ProviderUnavailable, match=r"did not answer within 0.3s"):
+            p.query_scalar("x")
+        assert time.monotonic() - start < 2
+        assert sleeps == []
+
+
+def test_ca_file_and_worst_case_duration(tmp_path):
+    ca = tmp_path / "ca.pem"
+    p = PrometheusProvider(
+        PrometheusSettings(address="https://prom:9090", ca_file=str(ca), timeout_s=1),
+        retries=2,
+        backoff_s=0.5,
+    )
+    assert p._client()._session.verify == str(ca)
+    assert p.max_query_seconds == pytest.approx(3 * 2 * 1 + 0.5 + 1.0)
+    p.close()
+    with pytest.raises(ValueError):
+        PrometheusProvider(PrometheusSettings(timeout_s=0))
+
+
+def test_threads_get_their_own_client():
+    p = PrometheusProvider(PrometheusSettings())
+    clients = []
+    t = threading.Thread(target=lambda: clients.append(p._client()))
+    t.start()
+    t.join()
+    assert clients[0] is not p._client()
+    assert p._client() is p._client()
+
+
+# --- settings and registry -----------------------------------------------------------------
+
+
+def test_address_defaults(monkeypatch):
+    monkeypatch.delenv("SEGUE_PROMETHEUS_ADDRESS", raising=False)
+    assert PrometheusSettings.from_env().address == "http://127.0.0.1:9090"
+    monkeypatch.setenv("SEGUE_PROMETHEUS_ADDRESS", "http://prometheus.monitoring:9090/")
+    assert PrometheusSettings.from_env().address == "http://prometheus.monitoring:9090"
+    assert PrometheusSettings.from_env("http://mine:9090").address == "http://mine:9090"
+
+
+def test_token_is_not_in_repr():
+    assert "s3cret" not in repr(PrometheusSettings(bearer_token="s3cret"))
+
+
+def test_registry():
+    assert provider_kinds()["prometheus"] is PrometheusSettings
+    p = create_provider(PrometheusSettings(address="http://a:9090"))
+    assert isinstance(p, PrometheusProvider) and isinstance(p, MetricProvider)
+    assert p.name == "Prometheus"
+    shared = provider_for(PrometheusSettings(address="http://b:9090"))
+    assert provider_for(PrometheusSettings(address="http://b:9090")) is shared
+    assert provider_for(PrometheusSettings(address="http://c:9090")) is not shared
+    with pytest.raises(TypeError, match="no metric provider for str"):
+        create_provider("http://a:9090")
