@@ -1,0 +1,116 @@
+"""Gateway API router: the weights of two backendRefs in one rule of an HTTPRoute.
+
+Only the two `weight` fields are written, by JSON patch with the field manager "segue",
+guarded by `test` operations so a concurrent edit that reorders the backends fails instead
+of moving the wrong weight. Everything else in the route stays with whoever applied it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from segue.traffic.base import FIELD_MANAGER, RouterError
+
+GROUP = "gateway.networking.k8s.io"
+VERSION = "v1"
+PLURAL = "httproutes"
+
+
+class GatewayAPIRouter:
+    manages_capacity = False
+
+    def __init__(
+        self,
+        api: client.ApiClient,
+        namespace: str,
+        http_route: str,
+        legacy_backend: str,
+        new_backend: str,
+        rule_index: int = 0,
+    ) -> None:
+        self._objects = client.CustomObjectsApi(api)
+        self.namespace = namespace
+        self.http_route = http_route
+        self.legacy_backend = legacy_backend
+        self.new_backend = new_backend
+        self.rule_index = rule_index
+
+    @property
+    def _where(self) -> str:
+        return f"HTTPRoute {self.namespace}/{self.http_route}"
+
+    async def _get(self) -> dict[str, Any]:
+        try:
+            route = await asyncio.to_thread(
+                lambda: self._objects.get_namespaced_custom_object(
+                    GROUP, VERSION, self.namespace, PLURAL, self.http_route
+                )
+            )
+        except ApiException as e:
+            if e.status == 404:
+                raise RouterError(f"{self._where} not found") from e
+            raise
+        if not isinstance(route, dict):
+            raise RouterError(f"{self._where}: unexpected answer from the API server")
+        return route
+
+    def _locate(self, route: dict[str, Any]) -> tuple[int, int, list[dict[str, Any]]]:
+        rules = route.get("spec", {}).get("rules") or []
+        if self.rule_index >= len(rules):
+            raise RouterError(
+                f"{self._where} has {len(rules)} rule(s); spec.traffic.gatewayAPI.ruleIndex "
+                f"is {self.rule_index}"
+            )
+        refs: list[dict[str, Any]] = rules[self.rule_index].get("backendRefs") or []
+        names = [r.get("name") for r in refs]
+        missing = [b for b in (self.legacy_backend, self.new_backend) if b not in names]
+        if missing:
+            raise RouterError(
+                f"{self._where} rule {self.rule_index} has no backendRef named "
+                f"{', '.join(missing)} (it has: {', '.join(str(n) for n in names) or 'none'})"
+            )
+        return names.index(self.legacy_backend), names.index(self.new_backend), refs
+
+    async def verify(self) -> list[str]:
+        try:
+            self._locate(await self._get())
+        except RouterError as e:
+            return [str(e)]
+        return []
+
+    async def read_weight(self) -> int:
+        legacy_i, new_i, refs = self._locate(await self._get())
+        # Gateway API's default weight is 1 when the field is absent.
+        legacy_w = int(refs[legacy_i].get("weight", 1))
+        new_w = int(refs[new_i].get("weight", 1))
+        if legacy_w + new_w == 0:
+            return 0
+        return round(100 * new_w / (legacy_w + new_w))
+
+    async def set_weight(self, weight: int) -> None:
+        if not 0 <= weight <= 100:
+            raise ValueError(f"weight {weight} outside 0..100")
+        legacy_i, new_i, refs = self._locate(await self._get())
+        if refs[legacy_i].get("weight") == 100 - weight and refs[new_i].get("weight") == weight:
+            return  # already there: no write at all
+        base = f"/spec/rules/{self.rule_index}/backendRefs"
+        patch: list[dict[str, Any]] = [
+            {"op": "test", "path": f"{base}/{legacy_i}/name", "value": self.legacy_backend},
+            {"op": "test", "path": f"{base}/{new_i}/name", "value": self.new_backend},
+            {"op": "add", "path": f"{base}/{legacy_i}/weight", "value": 100 - weight},
+            {"op": "add", "path": f"{base}/{new_i}/weight", "value": weight},
+        ]
+        await asyncio.to_thread(
+            self._objects.patch_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            self.namespace,
+            PLURAL,
+            self.http_route,
+            patch,
+            field_manager=FIELD_MANAGER,
+        )
