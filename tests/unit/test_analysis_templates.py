@@ -125,7 +125,7 @@ def test_explicit_bounds_replace_the_templates_as_a_whole():
 
 def test_custom_query_defaults():
     g = resolve_gate(GateSpec("c", query='sum(x{v="{{ version }}"})', max=1))
-    assert (g.severity, g.failure_limit, g.per_traffic_share) == ("rollback-graceful", 1, False)
+    assert (g.severity, g.failure_limit, g.per_traffic_share) == ("rollback", 1, False)
     g = resolve_gate(GateSpec("c", query="sum(x)", max=1, per_traffic_share=True))
     assert g.per_traffic_share
 
@@ -157,7 +157,7 @@ def test_fallbacks_for_unresolvable_gates():
     assert fallback_failure_limit(spec) == 1
     assert fallback_bound(spec) == "<= 0.05"
     spec = GateSpec("g", query="x", on_failure="nonsense", failure_limit=-1, min=3)
-    assert fallback_severity(spec) == "rollback-graceful"
+    assert fallback_severity(spec) == "rollback"
     assert fallback_failure_limit(spec) == 1
     assert fallback_bound(spec) == ">= 3"
 

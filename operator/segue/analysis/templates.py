@@ -52,7 +52,7 @@ DEFAULT_LABELS: Final[Mapping[str, str]] = {
 
 # A custom query that states no failure policy rolls back gracefully: it acts, but only
 # onto ready capacity and in a ramp.
-CUSTOM_DEFAULT_SEVERITY: Final[Severity] = "rollback-graceful"
+CUSTOM_DEFAULT_SEVERITY: Final[Severity] = "rollback"
 CUSTOM_DEFAULT_FAILURE_LIMIT: Final = 1
 
 

@@ -28,7 +28,7 @@ class GateSpec:
     Exactly one of ``query`` (PromQL with ``{{ placeholders }}``) or ``template`` (a
     built-in, see ``templates.py``) is set. Bounds left ``None`` fall back to the template's;
     ``failure_limit``/``on_failure`` left ``None`` fall back to the template's defaults, or
-    to 1 and ``rollback-graceful`` for a custom query.
+    to 1 and ``rollback`` (immediate) for a custom query.
     """
 
     name: str
