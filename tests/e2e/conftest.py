@@ -24,6 +24,7 @@ import pytest
 from kubernetes import client, config
 
 import cluster  # hack/cluster.py
+from tests.e2e import support
 
 
 @dataclass
@@ -137,3 +138,31 @@ def namespace(kube: Kube) -> Iterator[str]:
         time.sleep(0.2)
     yield name
     core.delete_namespace(name)
+
+
+@pytest.fixture(scope="session")
+def crds(kube: Kube) -> None:
+    """Segue's CRD and the real Gateway API CRDs (from the sigs.k8s.io/gateway-api module)."""
+    root = Path(__file__).resolve().parents[2]
+    paths = [root / "crds" / "rollouts.segue.dev.yaml", *cluster.gateway_api_crds()]
+    for path in paths:
+        kube.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(path))
+    kube.kubectl(
+        "wait", "--for=condition=Established", "--timeout=60s",
+        "crd/rollouts.segue.dev", "crd/httproutes.gateway.networking.k8s.io",
+    )  # fmt: skip
+
+
+@pytest.fixture
+def operator(
+    kube: Kube, prometheus: Prometheus, namespace: str, crds: None, tmp_path: Path
+) -> Iterator[support.OperatorProcess]:
+    """The real operator (`python -m segue`) watching this test's namespace."""
+    op = support.start_operator(
+        kube.kubeconfig, namespace, tmp_path / "operator.log", prometheus=prometheus.url
+    )
+    try:
+        yield op
+    finally:
+        op.stop()
+        print(f"--- operator log ({op.log_path}) ---\n{op.log()[-6000:]}")

@@ -28,6 +28,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=os.environ.get("SEGUE_LIVENESS", "http://0.0.0.0:8080/healthz"),
         help="liveness endpoint URL served by the operator (default %(default)s)",
     )
+    parser.add_argument(
+        "--prometheus-address",
+        default=os.environ.get("SEGUE_PROMETHEUS_ADDRESS"),
+        help="Prometheus for Rollouts that name none (env SEGUE_PROMETHEUS_ADDRESS)",
+    )
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=int(os.environ.get("SEGUE_METRICS_PORT", "8081")),
+        help="port of the operator's own /metrics (0: off; default %(default)s)",
+    )
     parser.add_argument("--verbose", "-v", action="store_true", help="debug logging")
     return parser.parse_args(argv)
 
@@ -40,14 +51,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     log.info("Segue %s starting", __version__)
     # Importing the handlers registers them with kopf's default registry.
-    from segue.controller import handlers  # noqa: F401
+    from segue.controller import handlers
 
+    operator = handlers.build(args.prometheus_address, hooks=[])
     asyncio.run(
         kopf.operator(
             clusterwide=not args.namespace,
             namespaces=args.namespace,
             liveness_endpoint=args.liveness,
             standalone=True,
+            memo=kopf.Memo(**{handlers.MEMO_KEY: operator}),
         )
     )
     return 0

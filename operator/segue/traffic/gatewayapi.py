@@ -113,4 +113,6 @@ class GatewayAPIRouter:
             self.http_route,
             patch,
             field_manager=FIELD_MANAGER,
+            # The client defaults to a merge patch for custom objects; this is a JSON patch.
+            _content_type="application/json-patch+json",
         )

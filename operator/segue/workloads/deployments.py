@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 from dataclasses import dataclass
 
 from kubernetes import client
@@ -22,6 +24,7 @@ class DeploymentState:
     ready: int  # pods Ready, as the Deployment controller counts them
     updated: int
     annotations: dict[str, str]
+    template_hash: str = ""  # of the pod template: a new image is a new version
 
     @property
     def settled(self) -> bool:
@@ -31,6 +34,7 @@ class DeploymentState:
 
 class Deployments:
     def __init__(self, api: client.ApiClient, namespace: str) -> None:
+        self._api = api
         self._apps = client.AppsV1Api(api)
         self.namespace = namespace
 
@@ -42,6 +46,8 @@ class Deployments:
                 raise DeploymentMissing(f"Deployment {self.namespace}/{name}") from e
             raise
         spec, status, meta = d.spec, d.status, d.metadata
+        template = self._api.sanitize_for_serialization(spec.template) if spec else None  # type: ignore[no-untyped-call]
+        digest = hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()
         replicas = spec.replicas if spec is not None else None
         return DeploymentState(
             name=name,
@@ -49,6 +55,7 @@ class Deployments:
             ready=(status.ready_replicas if status else None) or 0,
             updated=(status.updated_replicas if status else None) or 0,
             annotations=dict((meta.annotations if meta else None) or {}),
+            template_hash=digest[:12],
         )
 
     async def scale(self, name: str, replicas: int) -> None:

@@ -1,0 +1,209 @@
+"""The operator's own Prometheus metrics, on a registry of their own.
+
+Label cardinality stays bounded: per-Rollout series carry only namespace, rollout, and
+values from fixed sets (phases, verdicts, versions, rollback reasons), gate series go when
+a gate leaves the spec, and ``forget`` removes every series of a deleted Rollout.
+Served on a port of their own (kopf's liveness endpoint has another).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Final, Literal, get_args
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from segue.api import PHASES, RolloutStatus, Verdict
+
+# Not 8080: that is the default of kopf's liveness endpoint (--liveness). 9464 is the port
+# OpenTelemetry's Prometheus exporter uses, rarely taken by anything else in a pod.
+DEFAULT_METRICS_PORT: Final = 9464
+DEFAULT_METRICS_ADDR: Final = "0.0.0.0"
+
+ReasonKind = Literal["gate", "abort", "dependency", "other"]
+REASON_KINDS: Final[tuple[ReasonKind, ...]] = get_args(ReasonKind)
+VERDICTS: Final[tuple[Verdict, ...]] = get_args(Verdict)
+VERSIONS: Final = ("new", "legacy")
+RESULTS: Final = ("ok", "error")
+
+# Reconciles are mostly API round trips: milliseconds to a few seconds, more when the
+# API server is slow; the long tail is what to see.
+_DURATION_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+_ABORT_ACTOR: Final = "segue.dev/abort"
+
+
+def rollback_reason(status: RolloutStatus) -> ReasonKind:
+    """Classify the rollback ``status`` is in, from the history entry that started it:
+    a gate's verdict, a person's abort annotation, or something else."""
+    entry = next((h for h in reversed(status.history) if h.event == "RollingBack"), None)
+    if entry is None:
+        return "other"
+    if entry.gate:
+        return "gate"
+    if entry.actor == _ABORT_ACTOR:
+        return "abort"
+    return "other"
+
+
+@dataclass
+class _Series:
+    """The label values in use for one Rollout, so that all of them can be removed."""
+
+    gates: set[str] = field(default_factory=set)
+    reasons: set[str] = field(default_factory=set)
+
+
+class OperatorMetrics:
+    """Metrics the controller updates. Thread-safe, as prometheus_client is."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        rollout = ("namespace", "rollout")
+        gate = (*rollout, "gate")
+        self.phase = Gauge(
+            "segue_rollout_phase",
+            "1 for the Rollout's current phase, 0 for the others.",
+            (*rollout, "phase"),
+            registry=r,
+        )
+        self.step = Gauge(
+            "segue_rollout_step", "Index of the Rollout's current step.", rollout, registry=r
+        )
+        self.weight = Gauge(
+            "segue_rollout_weight",
+            "Percentage of traffic on the new version, as read back from the router.",
+            rollout,
+            registry=r,
+        )
+        self.gate_value = Gauge(
+            "segue_gate_value",
+            "Last value of a gate's query per version; absent when there was no data.",
+            (*gate, "version"),
+            registry=r,
+        )
+        self.gate_verdict = Gauge(
+            "segue_gate_verdict",
+            "1 for a gate's last verdict, 0 for the others (all 0 before the first).",
+            (*gate, "verdict"),
+            registry=r,
+        )
+        self.rollbacks = Counter(
+            "segue_rollbacks",
+            "Rollbacks started, by kind of reason (gate, abort, dependency, other).",
+            (*rollout, "reason"),
+            registry=r,
+        )
+        self.reconcile_duration = Histogram(
+            "segue_reconcile_duration_seconds",
+            "Time taken by one reconcile of a Rollout.",
+            ("result",),
+            buckets=_DURATION_BUCKETS,
+            registry=r,
+        )
+        self.notifications_dropped = Counter(
+            "segue_notifications_dropped",
+            "Notifications dropped before delivery (queue full, or shutdown).",
+            registry=r,
+        )
+        self.notifications_failed = Counter(
+            "segue_notifications_failed",
+            "Notifications a receiver did not accept after the retries.",
+            registry=r,
+        )
+        # Both results exist from the start, so a ratio of errors reads 0 rather than nothing.
+        for result in RESULTS:
+            self.reconcile_duration.labels(result)
+        self._series: dict[tuple[str, str], _Series] = {}
+        self._lock = threading.Lock()
+        self._server: WSGIServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def observe(self, namespace: str, name: str, status: RolloutStatus) -> None:
+        """Set the Rollout's phase, step, weight and gate series from its status."""
+        with self._lock:
+            series = self._series.setdefault((namespace, name), _Series())
+            for phase in PHASES:
+                self.phase.labels(namespace, name, phase).set(1 if phase == status.phase else 0)
+            self.step.labels(namespace, name).set(status.step)
+            self.weight.labels(namespace, name).set(status.weight)
+            current = {g.name for g in status.gates}
+            for gone in series.gates - current:
+                self._remove_gate(namespace, name, gone)
+            series.gates = current
+            for g in status.gates:
+                for version, value in (("new", g.value), ("legacy", g.legacy_value)):
+                    if value is None:
+                        self.gate_value.remove(namespace, name, g.name, version)
+                    else:
+                        self.gate_value.labels(namespace, name, g.name, version).set(value)
+                for verdict in VERDICTS:
+                    self.gate_verdict.labels(namespace, name, g.name, verdict).set(
+                        1 if verdict == g.verdict else 0
+                    )
+
+    def rollback(self, namespace: str, name: str, reason_kind: str) -> None:
+        """Count a rollback. A reason outside the fixed set counts as "other"."""
+        reason = reason_kind if reason_kind in REASON_KINDS else "other"
+        with self._lock:
+            self._series.setdefault((namespace, name), _Series()).reasons.add(reason)
+            self.rollbacks.labels(namespace, name, reason).inc()
+
+    def forget(self, namespace: str, name: str) -> None:
+        """Remove every series of a Rollout (it was deleted)."""
+        with self._lock:
+            series = self._series.pop((namespace, name), _Series())
+            for phase in PHASES:
+                self.phase.remove(namespace, name, phase)
+            self.step.remove(namespace, name)
+            self.weight.remove(namespace, name)
+            for gate in series.gates:
+                self._remove_gate(namespace, name, gate)
+            for reason in series.reasons:
+                self.rollbacks.remove(namespace, name, reason)
+
+    @contextmanager
+    def reconcile_timer(self) -> Iterator[None]:
+        """Time the body; an exception counts as result="error" and propagates."""
+        start = time.perf_counter()
+        result = "error"
+        try:
+            yield
+            result = "ok"
+        finally:
+            self.reconcile_duration.labels(result).observe(time.perf_counter() - start)
+
+    def notification_dropped(self) -> None:
+        self.notifications_dropped.inc()
+
+    def notification_failed(self) -> None:
+        self.notifications_failed.inc()
+
+    def serve(self, port: int = DEFAULT_METRICS_PORT, addr: str = DEFAULT_METRICS_ADDR) -> int:
+        """Serve /metrics over HTTP from a daemon thread; returns the bound port (useful with
+        port 0). Serving twice is an error."""
+        if self._server is not None:
+            raise RuntimeError("metrics are already served")
+        self._server, self._thread = start_http_server(port, addr, registry=self.registry)
+        return int(self._server.server_port)
+
+    def close(self) -> None:
+        """Stop serving (tests; the operator just exits)."""
+        server, self._server = self._server, None
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def _remove_gate(self, namespace: str, name: str, gate: str) -> None:
+        for version in VERSIONS:
+            self.gate_value.remove(namespace, name, gate, version)
+        for verdict in VERDICTS:
+            self.gate_verdict.remove(namespace, name, gate, verdict)
