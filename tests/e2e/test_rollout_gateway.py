@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from functools import partial
 from typing import Any
 
 import pytest
@@ -44,7 +45,7 @@ def workloads(kube: Any, namespace: str, crds: None) -> Rollouts:
     )
     rollouts = Rollouts(kube.api_client, namespace)
     for name in ("shop-v1", "shop-v2"):
-        wait_until(f"{name} ready", lambda n=name: rollouts.replicas(n), lambda r: r[1] == 2)
+        wait_until(f"{name} ready", partial(rollouts.replicas, name), lambda r: r[1] == 2)
     return rollouts
 
 
