@@ -20,9 +20,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 
 from segue.api import PHASES, RolloutStatus, Verdict
 
-# Not 8080: that is the default of kopf's liveness endpoint (--liveness). 9464 is the port
-# OpenTelemetry's Prometheus exporter uses, rarely taken by anything else in a pod.
-DEFAULT_METRICS_PORT: Final = 9464
+# Not 8080: that is the default of kopf's liveness endpoint (--liveness). The chart's
+# metrics.port and the operator's --metrics-port default to the same.
+DEFAULT_METRICS_PORT: Final = 8081
 DEFAULT_METRICS_ADDR: Final = "0.0.0.0"
 
 ReasonKind = Literal["gate", "abort", "dependency", "other"]
@@ -146,6 +146,20 @@ class OperatorMetrics:
                     self.gate_verdict.labels(namespace, name, g.name, verdict).set(
                         1 if verdict == g.verdict else 0
                     )
+
+    def decided(
+        self,
+        namespace: str,
+        name: str,
+        old: RolloutStatus | None,
+        new: RolloutStatus,
+        obj: object = None,
+    ) -> None:
+        """The controller's hook after a decision is applied: observe the new status, and
+        count a rollback when one starts."""
+        self.observe(namespace, name, new)
+        if new.phase == "RollingBack" and (old is None or old.phase != "RollingBack"):
+            self.rollback(namespace, name, rollback_reason(new))
 
     def rollback(self, namespace: str, name: str, reason_kind: str) -> None:
         """Count a rollback. A reason outside the fixed set counts as "other"."""

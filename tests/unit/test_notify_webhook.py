@@ -1,0 +1,302 @@
+"""The dispatcher against a real HTTP receiver on 127.0.0.1: delivery, retries, refusals,
+hanging receivers and a full queue."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from segue.api import RolloutStatus
+from segue.notify import (
+    Dispatcher,
+    Notification,
+    NotificationHook,
+    RetryPolicy,
+    WebhookTarget,
+    json_payload,
+    post,
+    slack_payload,
+)
+
+AT = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+FAST = RetryPolicy(timeout=2.0, retries=3, backoff=0.01)
+
+
+def note(step: int = 1, kind: str = "PhaseChanged") -> Notification:
+    return Notification(
+        kind=kind,  # type: ignore[arg-type]
+        namespace="shop",
+        rollout="checkout",
+        phase="Progressing",
+        step=step,
+        weight=10 * step,
+        message=f"step {step}",
+        time=AT,
+    )
+
+
+@dataclass
+class Hit:
+    path: str
+    body: Any
+    headers: dict[str, str]
+
+
+@dataclass
+class Receiver:
+    """Answers each path with its scripted statuses in turn (the last one repeats; 200 when
+    none); paths under /hang never answer until the receiver closes."""
+
+    script: dict[str, list[int]] = field(default_factory=dict)
+    hits: list[Hit] = field(default_factory=list)
+    release: asyncio.Event = field(default_factory=asyncio.Event)
+    runner: web.AppRunner | None = None
+    port: int = 0
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def bodies(self, path: str) -> list[Any]:
+        return [h.body for h in self.hits if h.path == path]
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.hits.append(Hit(request.path, await request.json(), dict(request.headers)))
+        if request.path.startswith("/hang"):
+            await self.release.wait()
+            return web.Response(status=200)
+        statuses = self.script.get(request.path, [200])
+        status = statuses.pop(0) if len(statuses) > 1 else statuses[0]
+        return web.Response(status=status, text="nope" if status >= 400 else "ok")
+
+    async def __aenter__(self) -> Receiver:
+        app = web.Application()
+        app.router.add_post("/{tail:.*}", self.handle)
+        self.runner = web.AppRunner(app, shutdown_timeout=1.0)
+        await self.runner.setup()
+        await web.TCPSite(self.runner, "127.0.0.1", 0).start()
+        self.port = self.runner.addresses[0][1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.release.set()
+        assert self.runner is not None
+        await self.runner.cleanup()
+
+
+def run(test: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    asyncio.run(asyncio.wait_for(test(), timeout=30))
+
+
+async def until(check: Callable[[], bool], within: float = 5.0) -> None:
+    deadline = time.monotonic() + within
+    while not check():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.01)
+
+
+class Counts:
+    """Stands in for OperatorMetrics as the dispatcher's observer."""
+
+    def __init__(self) -> None:
+        self.dropped = 0
+        self.failed = 0
+
+    def notification_dropped(self) -> None:
+        self.dropped += 1
+
+    def notification_failed(self) -> None:
+        self.failed += 1
+
+
+def test_delivers_slack_and_json_bodies() -> None:
+    async def body() -> None:
+        async with Receiver() as rx:
+            d = Dispatcher(policy=FAST)
+            await d.start()
+            n = note()
+            queued = d.publish(
+                [WebhookTarget(rx.url("/slack"), "slack"), WebhookTarget(rx.url("/json"), "json")],
+                n,
+            )
+            assert queued == 2
+            await d.stop(deadline=5)
+            # What arrives is exactly the payload, through a JSON round trip.
+            assert rx.bodies("/slack") == [json.loads(json.dumps(slack_payload(n)))]
+            assert rx.bodies("/json") == [json.loads(json.dumps(json_payload(n)))]
+            hit = rx.hits[0]
+            assert hit.headers["Content-Type"].startswith("application/json")
+            assert hit.headers["User-Agent"].startswith("segue-notify/")
+            assert (d.stats.delivered, d.stats.failed, d.stats.dropped) == (2, 0, 0)
+
+    run(body)
+
+
+def test_retries_a_500_then_succeeds() -> None:
+    async def body() -> None:
+        async with Receiver(script={"/flaky": [500, 503, 200]}) as rx:
+            counts = Counts()
+            async with Dispatcher(policy=FAST, observer=counts) as d:
+                d.publish([WebhookTarget(rx.url("/flaky"))], note())
+                await until(lambda: d.stats.delivered == 1)
+            assert len(rx.bodies("/flaky")) == 3
+            assert (d.stats.failed, counts.failed) == (0, 0)
+
+    run(body)
+
+
+def test_retries_a_429_and_gives_up_after_the_retries() -> None:
+    async def body() -> None:
+        async with Receiver(script={"/busy": [429, 200], "/down": [502]}) as rx:
+            counts = Counts()
+            async with Dispatcher(policy=FAST, observer=counts) as d:
+                d.publish([WebhookTarget(rx.url("/busy")), WebhookTarget(rx.url("/down"))], note())
+                await until(lambda: d.stats.delivered + d.stats.failed == 2)
+            assert len(rx.bodies("/busy")) == 2
+            assert len(rx.bodies("/down")) == 1 + FAST.retries
+            assert (d.stats.delivered, d.stats.failed, counts.failed) == (1, 1, 1)
+
+    run(body)
+
+
+def test_a_404_is_not_retried() -> None:
+    async def body() -> None:
+        async with Receiver(script={"/gone": [404, 200]}) as rx:
+            counts = Counts()
+            async with Dispatcher(policy=FAST, observer=counts) as d:
+                d.publish([WebhookTarget(rx.url("/gone"))], note())
+                await until(lambda: d.stats.failed == 1)
+                await asyncio.sleep(0.1)  # room for a retry that must not come
+            assert len(rx.bodies("/gone")) == 1
+            assert counts.failed == 1 and d.stats.delivered == 0
+
+    run(body)
+
+
+def test_connection_refused_is_retried_then_fails() -> None:
+    async def body() -> None:
+        with socket.socket() as s:  # a port nobody listens on
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        target = WebhookTarget(f"http://127.0.0.1:{port}/hook")
+        async with aiohttp.ClientSession() as session:
+            result = await post(session, target, {"x": 1}, RetryPolicy(retries=2, backoff=0.01))
+        assert (result.outcome, result.attempts, result.status) == ("failed", 3, None)
+        assert result.error is not None and "127.0.0.1" not in result.error
+
+    run(body)
+
+
+def test_a_hanging_receiver_never_delays_publish() -> None:
+    async def body() -> None:
+        async with Receiver() as rx:
+            d = Dispatcher(policy=RetryPolicy(timeout=0.5, retries=0))
+            await d.start()
+            hang, ok = WebhookTarget(rx.url("/hang")), WebhookTarget(rx.url("/ok"))
+            d.publish([hang], note(1))
+            await until(lambda: len(rx.bodies("/hang")) == 1)
+            # The worker is now stuck on the hanging receiver: publishing stays instant and
+            # the event loop stays responsive.
+            started = time.perf_counter()
+            for step in range(2, 52):
+                d.publish([hang, ok], note(step))
+            took = time.perf_counter() - started
+            assert took < 0.05, f"publish took {took:.3f}s"
+            started = time.perf_counter()
+            await asyncio.sleep(0.01)
+            assert time.perf_counter() - started < 0.2
+            # The timeout frees the worker; the other receiver still gets its messages.
+            await until(lambda: len(rx.bodies("/ok")) >= 1, within=5)
+            assert d.stats.failed >= 1
+            await d.stop(deadline=0.1)
+            assert d.stats.delivered + d.stats.failed + d.stats.dropped == 101
+
+    run(body)
+
+
+def test_stop_keeps_to_its_deadline_with_a_hanging_receiver() -> None:
+    async def body() -> None:
+        async with Receiver() as rx:
+            counts = Counts()
+            d = Dispatcher(policy=RetryPolicy(timeout=30, retries=0), observer=counts)
+            await d.start()
+            d.publish([WebhookTarget(rx.url("/hang"))], note(1))
+            d.publish([WebhookTarget(rx.url("/hang"))], note(2))
+            await until(lambda: len(rx.hits) == 1)
+            started = time.perf_counter()
+            await d.stop(deadline=0.2)
+            assert time.perf_counter() - started < 2
+            # The one in flight and the one queued are both lost, and counted.
+            assert d.stats.dropped == counts.dropped == 2
+            assert d.publish([WebhookTarget(rx.url("/ok"))], note(3)) == 0
+            assert d.stats.dropped == 3
+
+    run(body)
+
+
+def test_a_full_queue_drops_the_oldest() -> None:
+    async def body() -> None:
+        async with Receiver() as rx:
+            counts = Counts()
+            d = Dispatcher(max_queue=2, policy=FAST, observer=counts)
+            target = WebhookTarget(rx.url("/json"))
+            for step in (1, 2, 3):
+                d.publish([target], note(step))  # not started: the queue only fills
+            assert (d.pending, d.stats.dropped, counts.dropped) == (2, 1, 1)
+            await d.start()
+            await d.stop(deadline=5)
+            assert [b["step"] for b in rx.bodies("/json")] == [2, 3]
+            assert d.stats.delivered == 2
+
+    run(body)
+
+
+def test_targets_get_only_the_kinds_they_want() -> None:
+    async def body() -> None:
+        async with Receiver() as rx:
+            rollbacks = WebhookTarget.of(rx.url("/rb"), "json", ["RollbackStarted"])
+            everything = WebhookTarget(rx.url("/all"), "json")
+            async with Dispatcher(policy=FAST) as d:
+                assert d.publish([rollbacks, everything], note(1, "PhaseChanged")) == 1
+                assert d.publish([rollbacks, everything], note(2, "RollbackStarted")) == 2
+                await until(lambda: d.stats.delivered == 3)
+            assert [b["event"] for b in rx.bodies("/rb")] == ["RollbackStarted"]
+            assert [b["event"] for b in rx.bodies("/all")] == ["PhaseChanged", "RollbackStarted"]
+
+    run(body)
+
+
+def test_the_hook_publishes_status_changes_to_the_rollouts_targets() -> None:
+    async def body() -> None:
+        async with Receiver() as rx:
+            asked: list[tuple[str, str, object]] = []
+
+            def targets_for(namespace: str, name: str, obj: object) -> list[WebhookTarget]:
+                asked.append((namespace, name, obj))
+                return [WebhookTarget(rx.url("/json"))]
+
+            async with Dispatcher(policy=FAST) as d:
+                hook = NotificationHook(d, targets_for, clock=lambda: AT)
+                old = RolloutStatus(phase="Progressing", step=1, weight=10)
+                new = RolloutStatus(phase="Succeeded", step=6, weight=100)
+                hook.decided("shop", "checkout", old, old, {"kind": "Rollout"})
+                assert asked == []  # nothing changed: the Secrets are not even read
+                hook.decided("shop", "checkout", old, new, {"kind": "Rollout"})
+                await until(lambda: d.stats.delivered == 1)
+            assert asked == [("shop", "checkout", {"kind": "Rollout"})]
+            (sent,) = rx.bodies("/json")
+            assert (sent["event"], sent["weight"], sent["time"]) == (
+                "Succeeded",
+                100,
+                "2026-03-01T12:00:00Z",
+            )
+
+    run(body)
