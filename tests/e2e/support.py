@@ -242,3 +242,56 @@ def start_sim(kubeconfig: str, app: str, *source: str, rate: float = 200.0) -> S
         _, err = proc.communicate(timeout=5)
         raise AssertionError(f"simulator did not start: {line!r}\n{err}")
     return Sim(proc, line.removeprefix("listening on "), app)
+
+
+class PrivatePrometheus:
+    """A Prometheus of one test's own, so the test can stop and start it without touching
+    the shared one. Same binary and scrape settings as hack/cluster.py's."""
+
+    def __init__(self, workdir: Path, target: str) -> None:
+        import cluster  # hack/cluster.py
+
+        self.binary = cluster.ensure_prometheus()
+        self.workdir = workdir
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = workdir / "prometheus.yml"
+        config.write_text(
+            "global: {scrape_interval: 1s, scrape_timeout: 1s, evaluation_interval: 1s}\n"
+            "scrape_configs:\n"
+            f"  - job_name: sim\n    static_configs: [{{targets: ['{target}']}}]\n"
+        )
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        log = (self.workdir / "prometheus.log").open("ab")
+        self.proc = subprocess.Popen(
+            [
+                self.binary,
+                f"--config.file={self.workdir / 'prometheus.yml'}",
+                f"--storage.tsdb.path={self.workdir / 'data'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+                "--log.level=warn",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+        def ready() -> bool:
+            try:
+                with urllib.request.urlopen(f"{self.url}/-/ready", timeout=1) as r:
+                    return bool(r.status == 200)
+            except OSError:
+                return False
+
+        wait_until("Prometheus ready", ready, bool, timeout=60)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None

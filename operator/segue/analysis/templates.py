@@ -50,8 +50,8 @@ DEFAULT_LABELS: Final[Mapping[str, str]] = {
     "quantile": "0.99",
 }
 
-# A custom query that states no failure policy rolls back gracefully: it acts, but only
-# onto ready capacity and in a ramp.
+# A custom query that states no failure policy rolls back at once: a bound the user wrote
+# is a hard limit unless they say otherwise (the CRD documents the same default).
 CUSTOM_DEFAULT_SEVERITY: Final[Severity] = "rollback"
 CUSTOM_DEFAULT_FAILURE_LIMIT: Final = 1
 

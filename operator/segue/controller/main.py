@@ -49,6 +49,10 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
     )
+    if not args.verbose:
+        # kopf logs every handled watch event at INFO, and aiohttp every liveness probe.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+        logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     log.info("Segue %s starting", __version__)
     # Importing the handlers registers them with kopf's default registry.
     from segue.controller import handlers
