@@ -68,7 +68,7 @@ def setup(kube: Any, namespace: str, crds: None, prometheus: Any) -> Iterator[Se
         sim.stop()
 
 
-def gated(app: str, steps: list[dict[str, Any]], gates: list[dict[str, Any]], **spec: Any) -> Any:
+def gated(app: str, steps: list[Any], gates: list[Any], **spec: Any) -> Any:
     analysis = {"interval": "2s", "gates": gates, **spec.pop("analysis", {})}
     return {
         "apiVersion": "segue.dev/v1alpha1",
