@@ -19,10 +19,21 @@ RollbackMode = Literal["immediate", "graceful"]
 OnFailure = Literal["rollback", "rollback-graceful", "pause"]
 NoDataPolicy = Literal["pause", "fail"]
 GateTemplateName = Literal["error-rate", "latency", "throughput", "success-rate"]
+NotificationFormat = Literal["slack", "json"]
+NotificationKind = Literal[
+    "PhaseChanged",
+    "ApprovalNeeded",
+    "GateFailed",
+    "RollbackStarted",
+    "RolledBack",
+    "Succeeded",
+    "Failed",
+]
 
 MAX_STEPS: Final = 64
 MAX_GATES: Final = 16
 MAX_DEPENDENCIES: Final = 16
+MAX_NOTIFICATIONS: Final = 8
 MAX_QUERY_LENGTH: Final = 4096
 
 MSG_RISK_OR_STEPS: Final = "spec: set risk (low, medium or critical) or steps"
@@ -244,6 +255,25 @@ class Dependency(SpecModel):
     name: ObjectName = Field(description="A Rollout in the same namespace.")
 
 
+class WebhookSecretRef(SpecModel):
+    """The Secret (same namespace) holding a webhook URL: URLs carry credentials."""
+
+    name: ObjectName
+    key: str = Field("url", max_length=253, description="Key of the URL in the Secret.")
+
+
+class Notification(SpecModel):
+    """A webhook told about phase changes, approvals needed, gate failures and rollbacks."""
+
+    secret_ref: WebhookSecretRef
+    format: NotificationFormat = Field(
+        "json", description="slack: a Slack-compatible message; json: every field."
+    )
+    events: list[NotificationKind] | None = Field(
+        None, max_length=7, description="Which kinds to send; default: all."
+    )
+
+
 class RolloutSpec(SpecModel):
     """Move traffic from the legacy to the new version in gated steps."""
 
@@ -261,6 +291,7 @@ class RolloutSpec(SpecModel):
     hold: Duration | None = Field(None, description="Replaces the preset's hold after each step.")
     analysis: Analysis | None = None
     rollback: Rollback | None = None
+    notifications: list[Notification] | None = Field(None, max_length=MAX_NOTIFICATIONS)
     depends_on: list[Dependency] | None = Field(
         None,
         max_length=MAX_DEPENDENCIES,

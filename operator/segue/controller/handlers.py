@@ -20,8 +20,11 @@ from segue import GROUP, PLURAL, VERSION
 from segue.api.spec import RolloutSpec
 from segue.controller.gates import GateRunner
 from segue.controller.kube import Json, Secrets, make_api_client
-from segue.controller.reconcile import BadStatus, Hooks, Reconciler, Runtime
+from segue.controller.metrics import OperatorMetrics
+from segue.controller.notifications import WebhookTargets
+from segue.controller.reconcile import BadStatus, Reconciler, Runtime
 from segue.engine import ONE_SHOT
+from segue.notify import Dispatcher, NotificationHook
 from segue.traffic.base import RouterError
 from segue.traffic.registry import router_for
 
@@ -42,6 +45,9 @@ class Operator:
     """Process-wide parts, built once at start-up."""
 
     reconciler: Reconciler
+    metrics: OperatorMetrics
+    dispatcher: Dispatcher
+    targets: WebhookTargets
     runtimes: dict[Key, Runtime] = field(default_factory=dict)
     fingerprints: dict[Key, tuple[Any, ...]] = field(default_factory=dict)
 
@@ -51,12 +57,20 @@ def post_event(obj: Json, type_: str, reason: str, message: str) -> None:
     kopf.event(cast(kopf.Body, obj), type=type_, reason=reason, message=message[:1024])
 
 
-def build(prometheus_address: str | None, hooks: list[Hooks]) -> Operator:
+def build(prometheus_address: str | None) -> Operator:
     api = make_api_client()
+    secrets = Secrets(api)
+    metrics = OperatorMetrics()
+    dispatcher = Dispatcher(observer=metrics)
+    targets = WebhookTargets(secrets)
     reconciler = Reconciler(
-        api, GateRunner(Secrets(api), prometheus_address), post_event, hooks=hooks
+        api,
+        GateRunner(secrets, prometheus_address),
+        post_event,
+        hooks=[metrics, NotificationHook(dispatcher, targets.targets_for)],
+        targets=targets,
     )
-    return Operator(reconciler=reconciler)
+    return Operator(reconciler, metrics, dispatcher, targets)
 
 
 def configure_settings(settings: kopf.OperatorSettings) -> None:
@@ -74,8 +88,16 @@ def configure_settings(settings: kopf.OperatorSettings) -> None:
 
 
 @kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     configure_settings(settings)
+    op: Operator = memo[MEMO_KEY]
+    await op.dispatcher.start()
+
+
+@kopf.on.cleanup()
+async def shutdown(memo: Any, **_: Any) -> None:
+    op: Operator = memo[MEMO_KEY]
+    await op.dispatcher.stop(deadline=5.0)
 
 
 def needs_daemon(body: kopf.Body, **_: Any) -> bool:
@@ -106,6 +128,8 @@ def wake(body: kopf.Body, type: str | None, memo: Any, **_: Any) -> None:
     key = (meta.get("namespace", ""), meta.get("name", ""))
     if type == "DELETED":
         op.fingerprints.pop(key, None)
+        op.metrics.forget(*key)
+        op.targets.forget(*key)
         return
     fingerprint = _fingerprint(body)
     if op.fingerprints.get(key) != fingerprint:
@@ -133,7 +157,8 @@ async def drive(
         while not stopped:
             rt.wake.clear()
             try:
-                wait = await op.reconciler.reconcile(namespace, name, rt)
+                with op.metrics.reconcile_timer():
+                    wait = await op.reconciler.reconcile(namespace, name, rt)
                 failures = 0
             except BadStatus as e:
                 log.error("%s", e)

@@ -25,6 +25,7 @@ from segue.api.spec import RolloutSpec
 from segue.api.status import RolloutStatus
 from segue.controller.gates import GateRunner, RoundScheduler
 from segue.controller.kube import Json, Rollouts, is_status
+from segue.controller.notifications import WebhookTargets
 from segue.engine import ONE_SHOT, PAUSE, Decision, Observations, decide, invalid_spec
 from segue.engine.types import ClearAnnotation, EmitEvent, SetWeight
 from segue.traffic.base import Router, RouterError
@@ -93,8 +94,10 @@ class Reconciler:
         gates: GateRunner,
         post_event: PostEvent,
         hooks: Sequence[Hooks] = (),
+        targets: WebhookTargets | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
+        self.targets = targets
         self.api = api
         self.rollouts = Rollouts(api)
         self.gates = gates
@@ -122,6 +125,9 @@ class Reconciler:
             await self._apply(obj, raw_status, status, decision, router=None)
             return None
 
+        if self.targets is not None:
+            for problem in await self.targets.refresh(namespace, name, spec):
+                self.post_event(obj, "Warning", "NotificationConfig", problem)
         router = router_for(self.api, namespace, spec)
         obs, missing_objects = await self._observe(obj, spec, status, router, rt)
         decision = decide(spec, status, obs)
