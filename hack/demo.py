@@ -1,0 +1,199 @@
+#!/usr/bin/env python3
+"""The Segue demo: a local cluster, Prometheus, the operator and three Rollouts.
+
+1. checkout: healthy metrics; Segue walks the low-risk preset (holds shortened) to 100 %.
+2. payments: 20 % errors are injected into the new version at 25 %; the error-rate gate
+   fails and Segue returns all traffic to legacy by itself, with the numbers in status.
+3. search: a person aborts mid-way; traffic returns to legacy.
+
+    python hack/demo.py            # or: make demo
+    python hack/demo.py --keep     # leave the operator and simulators running afterwards
+
+The cluster stays up afterwards for exploring (`python hack/cluster.py down` stops it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+import scenario
+from scenario import Env
+
+NAMESPACE = "segue-demo"
+BAR = 20
+
+
+def say(text: str) -> None:
+    print(f"\n==> {text}", flush=True)
+
+
+def gates(app: str) -> dict[str, Any]:
+    labels = {"app": app, "window": "5s"}
+    return {
+        "interval": "2s",
+        "gates": [
+            {"name": "error-rate", "template": "error-rate", "labels": labels},
+            {"name": "latency", "template": "latency", "labels": labels},
+        ],
+    }
+
+
+def line(obj: dict[str, Any]) -> str:
+    st = obj.get("status") or {}
+    weight = int(st.get("weight", 0))
+    filled = round(BAR * weight / 100)
+    bar = "#" * filled + "." * (BAR - filled)
+    gate_text = "  ".join(
+        f"{g['name']} {_num(g.get('value'))} ({g.get('bound', '')}) {g.get('verdict') or '-'}"
+        for g in st.get("gates", [])
+    )
+    step = f"{st.get('step', 0)}/{st.get('totalSteps', '?')}"
+    head = f"  {obj['metadata']['name']:<9} {st.get('phase') or 'Pending':<16} step {step:<6}"
+    return f"{head} [{bar}] {weight:>3}%  {gate_text}".rstrip()
+
+
+def _num(v: Any) -> str:
+    return "no data" if v is None else f"{float(v):.3f}"
+
+
+def follow(
+    env: Env, name: str, until: set[str], timeout: float = 300, on_weight: Any = None
+) -> Any:
+    """Print a line whenever the Rollout's phase, step, weight or verdicts change."""
+    deadline = time.monotonic() + timeout
+    last = ""
+    while time.monotonic() < deadline:
+        obj = env.get_json(NAMESPACE, "rollout.segue.dev", name)
+        if obj:
+            text = line(obj)
+            key = (
+                text.split("[")[0]
+                + text.split("]")[1].split("  ")[0]
+                + str([g.get("verdict") for g in (obj.get("status") or {}).get("gates", [])])
+            )
+            if key != last:
+                print(text, flush=True)
+                last = key
+            status = obj.get("status") or {}
+            if on_weight is not None:
+                on_weight(status)
+            if status.get("phase") in until:
+                return obj
+        time.sleep(0.5)
+    raise SystemExit(f"{name} did not reach {sorted(until)} in {timeout:.0f}s")
+
+
+def history(obj: dict[str, Any], last: int = 6) -> None:
+    for h in (obj.get("status") or {}).get("history", [])[-last:]:
+        numbers = ""
+        if h.get("gate"):
+            numbers = (
+                f" [gate {h['gate']}: value {_num(h.get('value'))}, legacy "
+                f"{_num(h.get('legacyValue'))}, bound {h.get('bound')}]"
+            )
+        print(f"    {h['time'][11:19]} step {h['step']:>2} {h['weight']:>3}% {h['event']:<12} "
+              f"{h.get('reason') or ''}{numbers}")  # fmt: skip
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--keep", action="store_true", help="leave operator and simulators up")
+    args = parser.parse_args()
+
+    say("Local cluster and Prometheus (the first run builds the control plane; see README)")
+    env = scenario.start_cluster()
+    scenario.ensure_namespace(env, NAMESPACE)
+    logs = Path(env.info["logs"])
+
+    say(f"The Segue operator (log: {logs / 'operator.log'})")
+    operator = scenario.start_operator(env, NAMESPACE, logs / "operator.log")
+    apps = ("checkout", "payments", "search")
+    sims: dict[str, scenario.Sim] = {}
+    try:
+        if env.kubectl("get", "-n", NAMESPACE, "rollouts.segue.dev", "-o", "name").strip():
+            say("Removing the Rollouts of an earlier run")
+            env.kubectl("delete", "-n", NAMESPACE, "rollouts.segue.dev", "--all", "--timeout=120s")
+
+        say(f"Legacy and new Deployments, Services and HTTPRoutes in namespace {NAMESPACE}")
+        for app in apps:
+            scenario.service_pair(env, NAMESPACE, app)
+        table = env.kubectl("get", "-n", NAMESPACE, "deployments,httproutes")
+        print("  " + table.replace("\n", "\n  "))
+
+        say("Traffic simulators (200 req/s each, split by the live HTTPRoute weights)")
+        for app in apps:
+            sims[app] = scenario.start_sim(env, NAMESPACE, app, logs)
+            print(f"  {app}: metrics on http://{sims[app].host_port}/metrics, scraped every 1s")
+
+        say("1/3 checkout: low-risk preset (10 → 25 → 50 → 75 → 100 %), holds of 3s, gated")
+        env.apply(
+            NAMESPACE,
+            scenario.rollout("checkout", risk="low", hold="3s", analysis=gates("checkout")),
+        )
+        done = follow(env, "checkout", {"Succeeded", "RolledBack", "Failed"})
+        history(done, last=4)
+
+        say("2/3 payments: 20 % errors appear in the new version at 25 % of traffic")
+        steps = [{"setWeight": 10}, {"pause": {"duration": "4s"}}, {"setWeight": 25},
+                 {"pause": {"duration": "1m"}}, {"setWeight": 50}]  # fmt: skip
+        env.apply(NAMESPACE, scenario.rollout("payments", steps=steps, analysis=gates("payments")))
+        injected = False
+
+        def inject(status: dict[str, Any]) -> None:
+            nonlocal injected
+            if not injected and status.get("weight") == 25:
+                injected = True
+                print("  !! injecting 20 % errors into payments v2", flush=True)
+                sims["payments"].set("new", errorRate=0.2)
+
+        done = follow(env, "payments", {"Succeeded", "RolledBack", "Failed"}, on_weight=inject)
+        history(done, last=4)
+        weight = scenario.route_weight(env, NAMESPACE, "payments")
+        print(f"  HTTPRoute payments now sends {weight}% to v2")
+
+        say("3/3 search: a person aborts at 30 %")
+        steps = [{"setWeight": 30}, {"approval": {}}, {"setWeight": 100}]
+        env.apply(NAMESPACE, scenario.rollout("search", steps=steps, analysis=gates("search")))
+        follow(env, "search", {"AwaitingApproval"})
+        print(
+            '  $ kubectl annotate rollout search segue.dev/abort="latency complaints from support"'
+        )
+        env.kubectl("annotate", "-n", NAMESPACE, "rollout.segue.dev/search",
+                    "segue.dev/abort=latency complaints from support")  # fmt: skip
+        done = follow(env, "search", {"RolledBack", "Failed"})
+        history(done, last=3)
+        print(
+            f"  HTTPRoute search now sends {scenario.route_weight(env, NAMESPACE, 'search')}% to v2"
+        )
+
+        say("Where things stand")
+        print(
+            "  " + env.kubectl("get", "-n", NAMESPACE, "rollouts.segue.dev").replace("\n", "\n  ")
+        )
+        events = env.kubectl(
+            "get", "events", "-n", NAMESPACE, "--field-selector", "involvedObject.name=payments",
+            "--sort-by=.metadata.creationTimestamp", "-o",
+            "custom-columns=TYPE:.type,REASON:.reason,MESSAGE:.message",
+        )  # fmt: skip
+        print("  Events of payments:\n  " + "\n  ".join(e[:150] for e in events.splitlines()[-6:]))
+    finally:
+        if not args.keep:
+            operator.stop()
+            for sim in sims.values():
+                sim.stop()
+    print(
+        f"\nExplore:\n  export KUBECONFIG={env.kubeconfig}\n"
+        f"  kubectl-segue get -n {NAMESPACE}            # or: .venv/bin/kubectl-segue\n"
+        f"  kubectl-segue history payments -n {NAMESPACE}\n"
+        f"  kubectl describe rollout.segue.dev payments -n {NAMESPACE}\n"
+        "Stop the cluster: make cluster-down",
+        flush=True,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
