@@ -179,6 +179,7 @@ def service_pair(env: Env, namespace: str, app: str) -> None:
 class Process:
     proc: subprocess.Popen[Any]
     name: str
+    metrics_port: int = 0
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -192,7 +193,7 @@ class Process:
 
 @dataclass
 class Sim(Process):
-    host_port: str
+    host_port: str = ""
     job: str = ""
 
     def stop(self) -> None:
@@ -227,7 +228,7 @@ def start_sim(env: Env, namespace: str, app: str, logs: Path) -> Sim:
         proc.kill()
         raise SystemExit(f"the traffic simulator for {app} did not start: {line!r}")
     job = f"trafficsim-{namespace}-{app}"
-    sim = Sim(proc, f"trafficsim-{app}", line.removeprefix("listening on "), job)
+    sim = Sim(proc, f"trafficsim-{app}", host_port=line.removeprefix("listening on "), job=job)
     cluster.add_scrape_target(job, sim.host_port)
     wait_for(
         f"Prometheus to scrape the simulator of {app}",
@@ -239,10 +240,10 @@ def start_sim(env: Env, namespace: str, app: str, logs: Path) -> Sim:
 
 
 def start_operator(env: Env, namespace: str, log: Path, verbose: bool = False) -> Process:
-    port = free_port()
+    port, metrics_port = free_port(), free_port()
     argv = [
         sys.executable, "-m", "segue", "--namespace", namespace,
-        "--liveness", f"http://127.0.0.1:{port}/healthz", "--metrics-port", str(free_port()),
+        "--liveness", f"http://127.0.0.1:{port}/healthz", "--metrics-port", str(metrics_port),
         "--prometheus-address", env.prometheus,
     ]  # fmt: skip
     if verbose:
@@ -265,7 +266,7 @@ def start_operator(env: Env, namespace: str, log: Path, verbose: bool = False) -
             return False
 
     wait_for("the operator's liveness endpoint", alive, bool, 60)
-    return Process(proc, "operator")
+    return Process(proc, "operator", metrics_port)
 
 
 def rollout(app: str, name: str | None = None, **spec: Any) -> dict[str, Any]:

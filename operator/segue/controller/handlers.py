@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from segue import GROUP, PLURAL, VERSION
 from segue.api.spec import RolloutSpec
 from segue.controller.gates import GateRunner
-from segue.controller.kube import Json, Secrets, make_api_client
+from segue.controller.kube import REQUESTS, Json, Secrets, make_api_client
 from segue.controller.metrics import OperatorMetrics
 from segue.controller.notifications import WebhookTargets
 from segue.controller.reconcile import BadStatus, Reconciler, Runtime
@@ -61,6 +61,7 @@ def build(prometheus_address: str | None) -> Operator:
     api = make_api_client()
     secrets = Secrets(api)
     metrics = OperatorMetrics()
+    REQUESTS.listeners.append(lambda method: metrics.kube_requests.labels(method).inc())
     dispatcher = Dispatcher(observer=metrics)
     targets = WebhookTargets(secrets)
     reconciler = Reconciler(

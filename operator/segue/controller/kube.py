@@ -27,10 +27,13 @@ class RequestCounter:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.counts: collections.Counter[str] = collections.Counter()
+        self.listeners: list[Callable[[str], None]] = []
 
     def add(self, method: str) -> None:
         with self._lock:
             self.counts[method] += 1
+        for listener in self.listeners:
+            listener(method)
 
     def total(self) -> int:
         with self._lock:

@@ -116,6 +116,13 @@ class OperatorMetrics:
             "Notifications a receiver did not accept after the retries.",
             registry=r,
         )
+        self.kube_requests = Counter(
+            "segue_kube_requests",
+            "Requests the operator's reconciles sent to the Kubernetes API, by HTTP method "
+            "(kopf's own watch and event traffic is not included).",
+            ["method"],
+            registry=r,
+        )
         # Both results exist from the start, so a ratio of errors reads 0 rather than nothing.
         for result in RESULTS:
             self.reconcile_duration.labels(result)

@@ -156,10 +156,7 @@ class Reconciler:
             except DeploymentMissing:
                 missing.append(f"Deployment {namespace}/{deployment} ({side})")
         router_weight: int | None = None
-        if not missing:
-            problems = await router.verify()
-            missing.extend(problems)
-        if not missing:
+        if not missing:  # reading the weight also verifies the routing object
             try:
                 router_weight = await router.read_weight()
             except RouterError as e:
