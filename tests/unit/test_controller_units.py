@@ -30,7 +30,7 @@ def test_merge_patch_nulls_removed_keys_recursively():
 
 def body(phase: str | None, generation: int = 1, observed: int | None = 1, **ann: Any) -> Any:
     status = {} if phase is None else {"phase": phase, "observedGeneration": observed}
-    return {"metadata": {"generation": generation, "annotations": ann}, "status": status}
+    return {"metadata": {"generation": generation, "annotations": ann or {}}, "status": status}
 
 
 @pytest.mark.parametrize(
@@ -42,8 +42,8 @@ def body(phase: str | None, generation: int = 1, observed: int | None = 1, **ann
         (body("Succeeded"), False),
         (body("RolledBack"), False),
         (body("Failed", generation=2, observed=1), True),  # a corrected spec resumes
-        (body("RolledBack", **{"segue.dev/retry": "x"}), True),
-        (body("Succeeded", **{"segue.dev/pause": ""}), False),  # pause is a level, no work
+        (body("RolledBack", ann={"segue.dev/retry": "x"}), True),
+        (body("Succeeded", ann={"segue.dev/pause": ""}), False),  # pause is a level, no work
     ],
 )
 def test_a_daemon_runs_only_while_there_is_work(obj: Any, expected: bool):
