@@ -28,7 +28,7 @@ def test_merge_patch_nulls_removed_keys_recursively():
     assert merge_patch({"history": [1, 2]}, {"history": [2]}) == {"history": [2]}
 
 
-def body(phase: str | None, generation: int = 1, observed: int | None = 1, **ann: Any) -> Any:
+def body(phase: str | None, generation: int = 1, observed: int | None = 1, ann: Any = None) -> Any:
     status = {} if phase is None else {"phase": phase, "observedGeneration": observed}
     return {"metadata": {"generation": generation, "annotations": ann or {}}, "status": status}
 
