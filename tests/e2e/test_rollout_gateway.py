@@ -205,3 +205,26 @@ def test_missing_route_is_reported_and_retried(kube, namespace, crds, operator):
     assert any(r == "MissingReference" for _, r, _ in rollouts.events("shop"))
     apply(kube, namespace, httproute("shop", "shop-v1", "shop-v2"))
     wait_until("Succeeded", lambda: rollouts.phase("shop"), lambda p: p == "Succeeded", 90)
+
+
+def test_no_traffic_goes_to_a_version_without_ready_pods(kube, namespace, crds, operator):
+    rollouts = Rollouts(kube.api_client, namespace)
+    apply(
+        kube,
+        namespace,
+        deployment("shop-v1", "shop", 1),
+        deployment("shop-v2", "shop", 0),
+        httproute("shop", "shop-v1", "shop-v2"),
+    )
+    apply(kube, namespace, rollout("shop", steps=[{"setWeight": 50}]))
+    status = wait_until(
+        "the wait to be explained",
+        lambda: rollouts.status("shop"),
+        lambda s: "waiting for ready pods of Deployment shop-v2" in (s.get("message") or ""),
+    )
+    assert status["phase"] == "Progressing"
+    time.sleep(2)
+    assert rollouts.new_weight("shop") == 0
+    kube.kubectl("scale", "-n", namespace, "deployment/shop-v2", "--replicas=1")
+    wait_until("Succeeded", lambda: rollouts.phase("shop"), lambda p: p == "Succeeded", 60)
+    assert rollouts.route_weights("shop") == (0, 100)
