@@ -33,6 +33,11 @@ e2e: $(VENV)/.installed
 demo: $(VENV)/.installed
 	$(PY) hack/demo.py
 
+## bench: rollback latency (fault visible in Prometheus -> weight 0) and API requests per step
+bench: $(VENV)/.installed
+	$(PY) hack/bench_rollback.py --runs 20 --interval 2s
+	$(PY) hack/count_requests.py --steps 5
+
 cluster-up: $(VENV)/.installed
 	$(PY) hack/cluster.py up
 
