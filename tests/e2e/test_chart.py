@@ -1,0 +1,733 @@
+"""The Helm chart (charts/segue): what it renders, what it installs, and proof that the real
+operator does its job under exactly the permissions the chart grants.
+
+The rendering tests need only the helm binary built with the control plane (cluster.build());
+the install tests and the operator run need the local cluster.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client
+
+import cluster  # hack/cluster.py
+from segue import GROUP, PLURAL, VERSION
+from tests.e2e.conftest import Kube
+from tests.e2e.support import (
+    OperatorProcess,
+    Rollouts,
+    apply,
+    deployment,
+    free_port,
+    httproute,
+    wait_until,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "charts" / "segue"
+CHART_META = yaml.safe_load((CHART / "Chart.yaml").read_text())
+Doc = dict[str, Any]
+Grant = tuple[str, str, str, tuple[str, ...]]  # (apiGroup, resource, verb, resourceNames)
+
+# What the operator does through the API, per namespace it handles (see templates/rbac.yaml).
+NAMESPACED_GRANTS: frozenset[Grant] = frozenset(
+    {(GROUP, "rollouts", v, ()) for v in ("get", "list", "watch", "patch")}
+    | {(GROUP, "rollouts/status", "patch", ())}
+    | {("", "events", "create", ())}
+    | {("apps", "deployments", v, ()) for v in ("get", "patch")}
+    | {("apps", "deployments/scale", "patch", ())}
+    | {("gateway.networking.k8s.io", "httproutes", v, ()) for v in ("get", "patch")}
+)
+# kopf observes CRDs at runtime in cluster-wide mode; never in namespace-scoped mode.
+CLUSTER_ONLY_GRANTS: frozenset[Grant] = frozenset(
+    {("apiextensions.k8s.io", "customresourcedefinitions", v, ()) for v in ("list", "watch")}
+)
+READ_VERBS = {"get", "list", "watch"}
+
+
+# --- rendering ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def helm() -> Path:
+    """helm as built into the binary cache with the control plane (built if missing)."""
+    return cluster.build() / "helm"
+
+
+def run_helm(helm: Path, *args: str, chart: Path = CHART) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(helm), *args, str(chart)], capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def render(
+    helm: Path, *sets: str, chart: Path = CHART, namespace: str = "segue-system"
+) -> list[Doc]:
+    """`helm template` with `--set` for each of `sets`; the rendered objects."""
+    args = ["template", "segue", "--namespace", namespace]
+    for s in sets:
+        args += ["--set", s]
+    result = run_helm(helm, *args, chart=chart)
+    assert result.returncode == 0, result.stderr
+    return [d for d in yaml.safe_load_all(result.stdout) if d]
+
+
+def by_kind(docs: list[Doc], kind: str) -> list[Doc]:
+    return [d for d in docs if d["kind"] == kind]
+
+
+def one(docs: list[Doc], kind: str) -> Doc:
+    found = by_kind(docs, kind)
+    assert len(found) == 1, f"expected one {kind}, found {len(found)}"
+    return found[0]
+
+
+def grants(rules: list[Doc]) -> set[Grant]:
+    """Every (apiGroup, resource, verb, resourceNames) a list of PolicyRules allows."""
+    out: set[Grant] = set()
+    for rule in rules:
+        assert "nonResourceURLs" not in rule, rule
+        names = tuple(sorted(rule.get("resourceNames") or ()))
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                for verb in rule["verbs"]:
+                    out.add((group, resource, verb, names))
+    return out
+
+
+def assert_least_privilege(rules: list[Doc]) -> None:
+    """Nothing the operator does not use: no wildcard, no write but patch and posting Events,
+    no Secret access except get by name."""
+    for group, resource, verb, names in grants(rules):
+        assert "*" not in (group, resource, verb), (group, resource, verb)
+        assert verb in READ_VERBS | {"patch", "create"}, (group, resource, verb)
+        if verb == "create":
+            assert (group, resource) == ("", "events"), f"create on {group}/{resource}"
+        if resource == "secrets":
+            assert group == "" and verb == "get" and names, "Secrets only by name, get only"
+
+
+def secret_grants(names: list[str]) -> set[Grant]:
+    return {("", "secrets", "get", tuple(sorted(names)))} if names else set()
+
+
+def container(docs: list[Doc]) -> Doc:
+    pod = one(docs, "Deployment")["spec"]["template"]["spec"]
+    assert len(pod["containers"]) == 1
+    c: Doc = pod["containers"][0]
+    return c
+
+
+def test_chart_lints_clean(helm: Path) -> None:
+    for sets in (
+        [],
+        ["rbac.scope=namespace", "watchNamespaces={shop,payments}", "secretNames={prom}"],
+        ["serviceMonitor.enabled=true", "grafanaDashboard.enabled=true", "logLevel=debug"],
+    ):
+        args = ["lint", "--strict"] + [a for s in sets for a in ("--set", s)]
+        result = run_helm(helm, *args)
+        assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_chart_metadata(helm: Path) -> None:
+    assert CHART_META["apiVersion"] == "v2"
+    assert CHART_META["appVersion"] == "0.1.0"
+    crds = run_helm(helm, "show", "crds")
+    assert crds.returncode == 0, crds.stderr
+    assert (ROOT / "crds" / "rollouts.segue.dev.yaml").read_text() in crds.stdout
+
+
+def test_cluster_scope_grants_exactly_what_the_operator_uses(helm: Path) -> None:
+    docs = render(helm)
+    assert {d["kind"] for d in docs} == {
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Deployment",
+        "Service",
+    }
+    role = one(docs, "ClusterRole")
+    assert grants(role["rules"]) == NAMESPACED_GRANTS | CLUSTER_ONLY_GRANTS
+    assert_least_privilege(role["rules"])
+    # kopf lists namespaces only to resolve namespace patterns, never in cluster-wide mode.
+    assert not any(g[1] == "namespaces" for g in grants(role["rules"]))
+
+    binding = one(docs, "ClusterRoleBinding")
+    sa = one(docs, "ServiceAccount")
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "ClusterRole",
+        "name": role["metadata"]["name"],
+    }
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": sa["metadata"]["name"], "namespace": "segue-system"}
+    ]
+    pod = one(docs, "Deployment")["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == sa["metadata"]["name"]
+    assert not [a for a in container(docs)["args"] if a.startswith("--namespace")]
+
+
+def test_namespace_scope_has_a_role_per_watched_namespace_and_nothing_cluster_wide(
+    helm: Path,
+) -> None:
+    docs = render(helm, "rbac.scope=namespace", "watchNamespaces={shop,payments}")
+    assert not by_kind(docs, "ClusterRole") and not by_kind(docs, "ClusterRoleBinding")
+    roles = by_kind(docs, "Role")
+    bindings = by_kind(docs, "RoleBinding")
+    assert sorted(r["metadata"]["namespace"] for r in roles) == ["payments", "shop"]
+    assert sorted(b["metadata"]["namespace"] for b in bindings) == ["payments", "shop"]
+    sa = one(docs, "ServiceAccount")["metadata"]["name"]
+    for role in roles:
+        assert grants(role["rules"]) == NAMESPACED_GRANTS
+        assert_least_privilege(role["rules"])
+    for b in bindings:
+        assert b["roleRef"]["kind"] == "Role"
+        assert b["subjects"] == [
+            {"kind": "ServiceAccount", "name": sa, "namespace": "segue-system"}
+        ]
+    args = container(docs)["args"]
+    assert [a for a in args if a.startswith("--namespace")] == [
+        "--namespace=shop",
+        "--namespace=payments",
+    ]
+
+
+def test_namespace_scope_defaults_to_the_release_namespace(helm: Path) -> None:
+    docs = render(helm, "rbac.scope=namespace", namespace="team-a")
+    assert [r["metadata"]["namespace"] for r in by_kind(docs, "Role")] == ["team-a"]
+    assert [b["metadata"]["namespace"] for b in by_kind(docs, "RoleBinding")] == ["team-a"]
+    assert "--namespace=team-a" in container(docs)["args"]
+
+
+@pytest.mark.parametrize("scope", ["cluster", "namespace"])
+def test_secrets_only_by_name_and_none_by_default(helm: Path, scope: str) -> None:
+    kinds = {"cluster": "ClusterRole", "namespace": "Role"}
+    for names in ([], ["prom-creds"], ["prom-creds", "slack-webhook"]):
+        sets = [f"rbac.scope={scope}"]
+        if names:
+            sets.append("secretNames={" + ",".join(names) + "}")
+        for role in by_kind(render(helm, *sets), kinds[scope]):
+            secrets = {g for g in grants(role["rules"]) if g[1] == "secrets"}
+            assert secrets == secret_grants(names)
+            assert_least_privilege(role["rules"])
+
+
+def test_every_rule_in_the_template_says_why_it_is_needed() -> None:
+    lines = (CHART / "templates" / "rbac.yaml").read_text().splitlines()
+    for i, line in enumerate(lines):
+        if line.lstrip().startswith("- apiGroups:"):
+            assert lines[i - 1].lstrip().startswith("#"), f"rule without a comment: {line!r}"
+
+
+def test_deployment_is_hardened(helm: Path) -> None:
+    docs = render(helm)
+    deploy = one(docs, "Deployment")
+    assert deploy["spec"]["replicas"] == 1  # standalone kopf: no peering, one operator
+    assert deploy["spec"]["strategy"] == {"type": "Recreate"}
+    pod = deploy["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] == 65532
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    c = container(docs)
+    sc = c["securityContext"]
+    assert sc["runAsNonRoot"] is True
+    assert sc["runAsUser"] == 65532
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert c["resources"]["requests"].keys() == {"cpu", "memory"}
+    assert c["resources"]["limits"].keys() == {"cpu", "memory"}
+
+    assert c["image"] == f"ghcr.io/segue-dev/segue:{CHART_META['appVersion']}"
+    assert "--liveness=http://0.0.0.0:8080/healthz" in c["args"]
+    assert "--metrics-port=8081" in c["args"]
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    assert ports == {"health": 8080, "metrics": 8081}
+    probe = c["livenessProbe"]["httpGet"]
+    assert probe["path"] == "/healthz"
+    assert ports[probe["port"]] == 8080
+
+    mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert "emptyDir" in volumes[mounts["/tmp"]]
+
+
+def test_values_reach_the_deployment(helm: Path) -> None:
+    docs = render(
+        helm,
+        "image.tag=dev",
+        "prometheusAddress=http://prometheus.monitoring:9090",
+        "logLevel=debug",
+        "metrics.port=9100",
+    )
+    c = container(docs)
+    assert c["image"] == "ghcr.io/segue-dev/segue:dev"
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    assert env["SEGUE_PROMETHEUS_ADDRESS"] == "http://prometheus.monitoring:9090"
+    assert "--verbose" in c["args"] and "--metrics-port=9100" in c["args"]
+    service = one(docs, "Service")
+    assert service["spec"]["ports"] == [
+        {"name": "metrics", "port": 9100, "targetPort": "metrics", "protocol": "TCP"}
+    ]
+
+
+def test_metrics_service_and_optional_service_monitor(helm: Path) -> None:
+    docs = render(helm)
+    service = one(docs, "Service")
+    assert service["spec"]["ports"] == [
+        {"name": "metrics", "port": 8081, "targetPort": "metrics", "protocol": "TCP"}
+    ]
+    pod_labels = one(docs, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+    assert not by_kind(docs, "ServiceMonitor")
+
+    docs = render(helm, "serviceMonitor.enabled=true", "serviceMonitor.labels.release=kps")
+    monitor = one(docs, "ServiceMonitor")
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert monitor["metadata"]["labels"]["release"] == "kps"
+    assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
+    assert monitor["spec"]["endpoints"][0]["path"] == "/metrics"
+    assert (
+        monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    )
+
+
+def test_grafana_dashboard_configmap_only_when_enabled_and_present(
+    helm: Path, tmp_path: Path
+) -> None:
+    chart = tmp_path / "segue"
+    shutil.copytree(CHART, chart)
+    dashboard = chart / "dashboards" / "segue.json"
+    dashboard.unlink(missing_ok=True)
+    assert not by_kind(render(helm, "grafanaDashboard.enabled=true", chart=chart), "ConfigMap")
+
+    dashboard.parent.mkdir(exist_ok=True)
+    content = {"title": "Segue", "panels": [{"type": "timeseries", "title": "Weight <%>"}]}
+    dashboard.write_text(json.dumps(content, indent=2) + "\n")
+    assert not by_kind(render(helm, chart=chart), "ConfigMap")
+    docs = render(
+        helm,
+        "grafanaDashboard.enabled=true",
+        "grafanaDashboard.namespace=monitoring",
+        chart=chart,
+    )
+    cm = one(docs, "ConfigMap")
+    assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert cm["metadata"]["namespace"] == "monitoring"
+    assert cm["data"]["segue.json"] == dashboard.read_text()
+
+    # The real dashboard, when the chart carries it, is valid JSON and travels unchanged.
+    real = CHART / "dashboards" / "segue.json"
+    if real.exists():
+        cm = one(render(helm, "grafanaDashboard.enabled=true"), "ConfigMap")
+        assert json.loads(cm["data"]["segue.json"]) == json.loads(real.read_text())
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("rbac.scope=bogus", "rbac/scope"),
+        ("bogus=1", "additional properties 'bogus'"),
+        ("rbac.bogus=1", "additional properties 'bogus'"),
+        ("image.pullPolicy=Sometimes", "pullPolicy"),
+        ("logLevel=trace", "logLevel"),
+        ("watchNamespaces={Not_A_Namespace}", "watchNamespaces"),
+        ("secretNames={UPPER}", "secretNames"),
+        ("metrics.port=8080", "metrics/port"),
+        ("metrics.port=80", "metrics/port"),
+        ("serviceMonitor.enabled=yes", "serviceMonitor/enabled"),
+        ("prometheusAddress=prometheus:9090", "prometheusAddress"),
+        ("resources.limits.gpu=1", "additional properties 'gpu'"),
+        # Schema-valid, but contradictory: the template refuses it.
+        ("watchNamespaces={shop}", "only applies with rbac.scope=namespace"),
+    ],
+)
+def test_bad_values_are_rejected(helm: Path, setting: str, message: str) -> None:
+    result = run_helm(helm, "template", "segue", "--set", setting)
+    assert result.returncode != 0, f"--set {setting} rendered"
+    assert message in result.stderr, result.stderr
+
+
+# --- installing into the cluster -----------------------------------------------------------
+
+
+def fresh_namespace(kube: Kube, labels: dict[str, str] | None = None) -> str:
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    core = client.CoreV1Api(kube.api_client)
+    core.create_namespace(
+        client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels=labels))
+    )
+    wait_until(
+        f"the default ServiceAccount in {name}",
+        lambda: [sa.metadata.name for sa in core.list_namespaced_service_account(name).items],
+        lambda names: "default" in names,
+        timeout=30,
+    )
+    return name
+
+
+@pytest.fixture
+def release_namespace(kube: Kube) -> Iterator[str]:
+    """A namespace for the Helm release, enforcing the restricted Pod Security Standard, so
+    the operator's pod must meet it to be admitted at all."""
+    name = fresh_namespace(kube, {"pod-security.kubernetes.io/enforce": "restricted"})
+    yield name
+    client.CoreV1Api(kube.api_client).delete_namespace(name)
+
+
+class Release:
+    """One `helm install` of the chart, uninstalled by `uninstall()`."""
+
+    def __init__(self, kube: Kube, namespace: str, scope: str, watch: list[str]) -> None:
+        self.kube = kube
+        self.namespace = namespace
+        self.scope = scope
+        self.name = f"segue-{uuid.uuid4().hex[:6]}"  # contains "segue": the full name
+        self.sa = f"system:serviceaccount:{namespace}:{self.name}"
+        self.watch = watch
+
+    def helm(self, *args: str) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [str(self.kube.bin_dir / "helm"), f"--kubeconfig={self.kube.kubeconfig}", *args],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        assert result.returncode == 0, f"helm {' '.join(args)}:\n{result.stdout}{result.stderr}"
+        return result
+
+    def install(self, *sets: str) -> None:
+        args = ["install", self.name, str(CHART), "-n", self.namespace, "--wait", "--timeout=3m"]
+        args += ["--set", f"rbac.scope={self.scope}"]
+        if self.watch:
+            args += ["--set", "watchNamespaces={" + ",".join(self.watch) + "}"]
+        for s in sets:
+            args += ["--set", s]
+        self.helm(*args)
+
+    def uninstall(self) -> None:
+        self.helm("uninstall", self.name, "-n", self.namespace, "--wait", "--timeout=2m")
+
+    def can(self, verb: str, resource: str, namespace: str | None, sub: str = "") -> bool:
+        """`kubectl auth can-i` as the chart's ServiceAccount; namespace None: cluster-wide."""
+        args = ["auth", "can-i", verb, resource, f"--as={self.sa}"]
+        args += ["--all-namespaces"] if namespace is None else ["-n", namespace]
+        if sub:
+            args.append(f"--subresource={sub}")
+        out = self.kube.kubectl(*args, check=False).stdout.strip()
+        assert out in ("yes", "no"), out
+        return out == "yes"
+
+
+@pytest.fixture
+def releases(kube: Kube) -> Iterator[list[Release]]:
+    made: list[Release] = []
+    yield made
+    for release in made:
+        release.helm("uninstall", release.name, "-n", release.namespace, "--ignore-not-found")
+
+
+def assert_permissions(release: Release, allowed_in: list[str], elsewhere: str) -> None:
+    """What the ServiceAccount may do in the namespaces it handles, and nothing more."""
+    for ns in allowed_in:
+        assert release.can("patch", "rollouts.segue.dev", ns, sub="status")
+        assert release.can("watch", "rollouts.segue.dev", ns)
+        assert release.can("patch", "httproutes.gateway.networking.k8s.io", ns)
+        assert release.can("get", "deployments.apps", ns)
+        assert release.can("patch", "deployments.apps", ns, sub="scale")
+        assert not release.can("update", "deployments.apps", ns, sub="scale")
+        assert release.can("create", "events", ns)
+        assert release.can("get", "secrets/prom-creds", ns)
+        assert not release.can("get", "secrets/other", ns)
+        assert not release.can("list", "secrets", ns)
+        assert not release.can("watch", "secrets", ns)
+        assert not release.can("delete", "deployments.apps", ns)
+        assert not release.can("update", "deployments.apps", ns)
+        assert not release.can("create", "deployments.apps", ns)
+        assert not release.can("create", "pods", ns)
+        assert not release.can("delete", "pods", ns)
+        assert not release.can("create", "rollouts.segue.dev", ns)
+        assert not release.can("delete", "rollouts.segue.dev", ns)
+        assert not release.can("update", "httproutes.gateway.networking.k8s.io", ns)
+        assert not release.can("patch", "services", ns)
+        assert not release.can("get", "configmaps", ns)
+    assert not release.can("list", "secrets", None)
+    assert not release.can("list", "namespaces", None)
+    assert not release.can("create", "clusterrolebindings.rbac.authorization.k8s.io", None)
+    cluster_wide = release.scope == "cluster"
+    assert release.can("list", "rollouts.segue.dev", None) is cluster_wide
+    assert release.can("watch", "customresourcedefinitions.apiextensions.k8s.io", None) is (
+        cluster_wide
+    )
+    assert release.can("patch", "rollouts.segue.dev", elsewhere, sub="status") is cluster_wide
+    assert release.can("patch", "httproutes.gateway.networking.k8s.io", elsewhere) is (cluster_wide)
+
+
+@pytest.mark.parametrize("scope", ["cluster", "namespace"])
+def test_install_grants_exactly_the_operator_permissions(
+    kube: Kube, namespace: str, release_namespace: str, releases: list[Release], scope: str
+) -> None:
+    # The release lives in release_namespace; namespace is where Rollouts would be.
+    watch = [namespace] if scope == "namespace" else []
+    release = Release(kube, release_namespace, scope, watch)
+    releases.append(release)
+    release.install("secretNames={prom-creds}")
+
+    ns = release_namespace
+    kube.kubectl(
+        "wait", "--for=condition=Available", f"deployment/{release.name}", "-n", ns, "--timeout=60s"
+    )
+    kube.kubectl("get", "serviceaccount", release.name, "-n", ns)
+    kube.kubectl("get", "service", f"{release.name}-metrics", "-n", ns)
+    cluster_rbac = ["clusterrole", release.name], ["clusterrolebinding", release.name]
+    if scope == "cluster":
+        for kind, name in cluster_rbac:
+            kube.kubectl("get", kind, name)
+    else:
+        for kind, name in cluster_rbac:
+            assert kube.kubectl("get", kind, name, check=False).returncode != 0
+        kube.kubectl("get", "role", release.name, "-n", namespace)
+        kube.kubectl("get", "rolebinding", release.name, "-n", namespace)
+        assert kube.kubectl("get", "role", release.name, "-n", ns, check=False).returncode != 0
+
+    # In namespace scope the release namespace itself is not watched: it stands for "elsewhere".
+    assert_permissions(release, allowed_in=[namespace], elsewhere=ns)
+
+    release.uninstall()
+    releases.remove(release)
+    for kind, name in cluster_rbac:
+        assert kube.kubectl("get", kind, name, check=False).returncode != 0
+    assert kube.kubectl("get", "deployment", release.name, "-n", ns, check=False).returncode != 0
+    assert not release.can("patch", "rollouts.segue.dev", namespace, sub="status")
+
+
+# --- the real operator under the chart's ServiceAccount --------------------------------------
+
+
+def token_kubeconfig(kube: Kube, release: Release, path: Path) -> Path:
+    """A kubeconfig that authenticates as the chart's ServiceAccount (a bound token), against
+    the same API server and CA as the test's own kubeconfig."""
+    token = kube.kubectl(
+        "create", "token", release.name, "-n", release.namespace, "--duration=1h"
+    ).stdout.strip()
+    view = json.loads(kube.kubectl("config", "view", "--raw", "--minify", "-o", "json").stdout)
+    server = dict(view["clusters"][0]["cluster"])
+    if "certificate-authority" in server:
+        ca = Path(server.pop("certificate-authority")).read_bytes()
+        server["certificate-authority-data"] = base64.b64encode(ca).decode()
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "c", "cluster": server}],
+        "users": [{"name": "segue", "user": {"token": token}}],
+        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "segue"}}],
+        "current-context": "c",
+    }
+    path.write_text(yaml.safe_dump(config))
+    path.chmod(0o600)
+    return path
+
+
+def start_operator_as(kubeconfig: Path, namespaces: list[str], log_path: Path) -> OperatorProcess:
+    """`python -m segue` with the arguments the chart gives it: one --namespace per watched
+    namespace, none in cluster scope (then it watches all namespaces)."""
+    liveness = f"http://127.0.0.1:{free_port()}/healthz"
+    argv = [sys.executable, "-m", "segue", "--liveness", liveness]
+    argv += ["--metrics-port", str(free_port())]
+    for ns in namespaces:
+        argv += ["--namespace", ns]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KUBERNETES_")}
+    env["KUBECONFIG"] = str(kubeconfig)
+    env.pop("SEGUE_PROMETHEUS_ADDRESS", None)
+    with log_path.open("ab") as out:
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+    op = OperatorProcess(proc, log_path, liveness)
+
+    def live() -> bool:
+        if proc.poll() is not None:
+            raise AssertionError(f"operator exited with {proc.returncode}:\n{op.log()[-4000:]}")
+        try:
+            with urllib.request.urlopen(liveness, timeout=1) as r:
+                return bool(r.status == 200)
+        except OSError:
+            return False
+
+    wait_until("the operator's liveness endpoint", live, bool, timeout=60)
+    return op
+
+
+# The API server's wording when RBAC denies a request.
+RBAC_DENIAL = re.compile(
+    r'cannot (?P<verb>[a-z]+) resource "(?P<resource>[^"]+)" in API group "(?P<group>[^"]*)"'
+    r"(?P<where> at the cluster scope| in the namespace)"
+)
+# In namespace scope kopf still tries to observe namespaces and CRDs cluster-wide; it is
+# refused (there is no cluster-wide permission, by design) and carries on with the namespaces
+# it was given and the CRDs present at start-up.
+KOPF_OBSERVATION = {
+    ("list", "namespaces", ""),
+    ("watch", "namespaces", ""),
+    ("list", "customresourcedefinitions", "apiextensions.k8s.io"),
+    ("watch", "customresourcedefinitions", "apiextensions.k8s.io"),
+}
+KOPF_OBSERVATION_WARNINGS = (
+    "Not enough permissions to list namespaces",
+    "Not enough permissions to watch for namespaces",
+    "Not enough permissions to watch for resources",
+)
+
+
+def rbac_refusals(log: str, scope: str) -> list[str]:
+    """Log lines where RBAC refused the operator something it asked for.
+
+    Other refusals are not about the chart (e.g. posting an Event into a namespace that is
+    being deleted, which a cluster-wide operator meets when other tests clean up).
+    """
+    problems = []
+    for line in log.splitlines():
+        denials = {
+            (m["verb"], m["resource"], m["group"], m["where"].strip())
+            for m in RBAC_DENIAL.finditer(line)
+        }
+        expected = scope == "namespace" and all(
+            (verb, resource, group) in KOPF_OBSERVATION and where == "at the cluster scope"
+            for verb, resource, group, where in denials
+        )
+        if denials and not expected:
+            problems.append(line)
+        warned = "Not enough permissions" in line
+        if warned and not (
+            scope == "namespace" and any(w in line for w in KOPF_OBSERVATION_WARNINGS)
+        ):
+            problems.append(line)
+    return problems
+
+
+def test_rbac_refusals_are_recognised_in_the_operator_log() -> None:
+    sa = 'User "system:serviceaccount:ns:segue"'
+    namespaces = (
+        "ERROR kopf._cogs.clients.watching: Request attempt #1/9 failed; will retry: GET "
+        f"/api/v1/namespaces -> APIForbiddenError('namespaces is forbidden: {sa} cannot list "
+        'resource "namespaces" in API group "" at the cluster scope\', ...)'
+    )
+    route = (
+        f'ERROR kopf.objects: ... httproutes.gateway.networking.k8s.io "web" is forbidden: {sa} '
+        'cannot patch resource "httproutes" in API group "gateway.networking.k8s.io" in the '
+        'namespace "shop"'
+    )
+    warning = "WARNING kopf._core.reactor.observation: Not enough permissions to list namespaces."
+    terminating = (
+        'ERROR kopf._core.engines.posting: ... events "segue-" is forbidden: unable to create new '
+        "content in namespace t-1 because it is being terminated"
+    )
+    log = "\n".join([namespaces, route, warning, terminating])
+    assert rbac_refusals(log, "cluster") == [namespaces, route, warning]
+    assert rbac_refusals(log, "namespace") == [route]
+
+
+def rollout_manifest(router: str) -> Doc:
+    traffic: Doc = (
+        {"gatewayAPI": {"httpRoute": "web", "legacyBackend": "web-v1", "newBackend": "web-v2"}}
+        if router == "gatewayAPI"
+        else {"replicas": {}}
+    )
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "Rollout",
+        "metadata": {"name": "web"},
+        "spec": {
+            "legacy": {"deployment": "web-v1"},
+            "new": {"deployment": "web-v2"},
+            "traffic": traffic,
+            "steps": [{"setWeight": 50}, {"pause": {"duration": "1s"}}, {"setWeight": 100}],
+        },
+    }
+
+
+@pytest.mark.parametrize("router", ["gatewayAPI", "replicas"])
+@pytest.mark.parametrize("scope", ["cluster", "namespace"])
+def test_operator_runs_under_chart_rbac(
+    kube: Kube,
+    crds: None,
+    namespace: str,
+    release_namespace: str,
+    releases: list[Release],
+    tmp_path: Path,
+    scope: str,
+    router: str,
+) -> None:
+    """The real operator, authenticated as the chart's ServiceAccount and nothing else, takes
+    a Rollout to Succeeded: the chart's RBAC is enough, and the log shows no refusal."""
+    release = Release(kube, release_namespace, scope, [namespace] if scope == "namespace" else [])
+    releases.append(release)
+    release.install()
+
+    rollouts = Rollouts(kube.api_client, namespace)
+    replicas = {"gatewayAPI": (2, 2), "replicas": (2, 0)}[router]
+    apply(kube, namespace, deployment("web-v1", "web", replicas[0]))
+    apply(kube, namespace, deployment("web-v2", "web", replicas[1]))
+    if router == "gatewayAPI":
+        apply(kube, namespace, httproute("web", "web-v1", "web-v2"))
+    wait_until(
+        "web-v1 and web-v2 ready",
+        lambda: (rollouts.replicas("web-v1")[1], rollouts.replicas("web-v2")[1]),
+        lambda ready: ready == replicas,
+    )
+
+    kubeconfig = token_kubeconfig(kube, release, tmp_path / "sa.kubeconfig")
+    op = start_operator_as(kubeconfig, release.watch, tmp_path / "operator.log")
+    try:
+        apply(kube, namespace, rollout_manifest(router))
+
+        def phase() -> str | None:
+            if op.proc.poll() is not None:
+                raise AssertionError(f"operator exited with {op.proc.returncode}:\n{op.log()}")
+            return rollouts.phase("web")
+
+        try:
+            wait_until("Rollout web Succeeded", phase, lambda p: p == "Succeeded", timeout=120)
+        except AssertionError as e:
+            raise AssertionError(f"{e}\n--- operator log ---\n{op.log()[-6000:]}") from None
+
+        if router == "gatewayAPI":
+            assert rollouts.route_weights("web") == (0, 100)
+        else:
+            wait_until(
+                "web-v1 scaled to 0 and web-v2 to 2",
+                lambda: (rollouts.replicas("web-v1")[0], rollouts.replicas("web-v2")[0]),
+                lambda r: r == (0, 2),
+                timeout=30,
+            )
+        assert rollouts.events("web"), "the operator posted no Event about the Rollout"
+        assert rbac_refusals(op.log(), scope) == [], op.log()[-6000:]
+
+        # Delete while the operator runs, so it removes its finalizer and nothing is left.
+        custom = client.CustomObjectsApi(kube.api_client)
+        custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "web")
+
+        def names() -> list[str]:
+            found: Any = custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)
+            return [r["metadata"]["name"] for r in found["items"]]
+
+        wait_until("the Rollout to be gone", names, lambda n: "web" not in n, timeout=30)
+    finally:
+        op.stop()
+        print(f"--- operator log ({op.log_path}) ---\n{op.log()[-6000:]}")
+    release.uninstall()
+    releases.remove(release)
