@@ -577,23 +577,9 @@ RBAC_DENIAL = re.compile(
     r'cannot (?P<verb>[a-z]+) resource "(?P<resource>[^"]+)" in API group "(?P<group>[^"]*)"'
     r"(?P<where> at the cluster scope| in the namespace)"
 )
-# In namespace scope kopf still tries to observe namespaces and CRDs cluster-wide; it is
-# refused (there is no cluster-wide permission, by design) and carries on with the namespaces
-# it was given and the CRDs present at start-up.
-KOPF_OBSERVATION = {
-    ("list", "namespaces", ""),
-    ("watch", "namespaces", ""),
-    ("list", "customresourcedefinitions", "apiextensions.k8s.io"),
-    ("watch", "customresourcedefinitions", "apiextensions.k8s.io"),
-}
-KOPF_OBSERVATION_WARNINGS = (
-    "Not enough permissions to list namespaces",
-    "Not enough permissions to watch for namespaces",
-    "Not enough permissions to watch for resources",
-)
 
 
-def rbac_refusals(log: str, scope: str) -> list[str]:
+def rbac_refusals(log: str) -> list[str]:
     """Log lines where RBAC refused the operator something it asked for.
 
     Other refusals are not about the chart (e.g. posting an Event into a namespace that is
@@ -601,20 +587,7 @@ def rbac_refusals(log: str, scope: str) -> list[str]:
     """
     problems = []
     for line in log.splitlines():
-        denials = {
-            (m["verb"], m["resource"], m["group"], m["where"].strip())
-            for m in RBAC_DENIAL.finditer(line)
-        }
-        expected = scope == "namespace" and all(
-            (verb, resource, group) in KOPF_OBSERVATION and where == "at the cluster scope"
-            for verb, resource, group, where in denials
-        )
-        if denials and not expected:
-            problems.append(line)
-        warned = "Not enough permissions" in line
-        if warned and not (
-            scope == "namespace" and any(w in line for w in KOPF_OBSERVATION_WARNINGS)
-        ):
+        if RBAC_DENIAL.search(line) or "Not enough permissions" in line:
             problems.append(line)
     return problems
 
@@ -637,8 +610,7 @@ def test_rbac_refusals_are_recognised_in_the_operator_log() -> None:
         "content in namespace t-1 because it is being terminated"
     )
     log = "\n".join([namespaces, route, warning, terminating])
-    assert rbac_refusals(log, "cluster") == [namespaces, route, warning]
-    assert rbac_refusals(log, "namespace") == [route]
+    assert rbac_refusals(log) == [namespaces, route, warning]
 
 
 def rollout_manifest(router: str) -> Doc:
@@ -715,7 +687,7 @@ def test_operator_runs_under_chart_rbac(
                 timeout=30,
             )
         assert rollouts.events("web"), "the operator posted no Event about the Rollout"
-        assert rbac_refusals(op.log(), scope) == [], op.log()[-6000:]
+        assert rbac_refusals(op.log()) == [], op.log()[-6000:]
 
         # Delete while the operator runs, so it removes its finalizer and nothing is left.
         custom = client.CustomObjectsApi(kube.api_client)

@@ -48,6 +48,8 @@ class Operator:
     metrics: OperatorMetrics
     dispatcher: Dispatcher
     targets: WebhookTargets
+    # Watching named namespaces only: no cluster-wide discovery, so a Role suffices.
+    namespaced: bool = False
     runtimes: dict[Key, Runtime] = field(default_factory=dict)
     fingerprints: dict[Key, tuple[Any, ...]] = field(default_factory=dict)
 
@@ -92,6 +94,9 @@ def configure_settings(settings: kopf.OperatorSettings) -> None:
 async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     configure_settings(settings)
     op: Operator = memo[MEMO_KEY]
+    if op.namespaced:
+        # kopf would otherwise try (and, under a Role, fail) to list namespaces and CRDs.
+        settings.scanning.disabled = True
     await op.dispatcher.start()
 
 

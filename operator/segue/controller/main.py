@@ -58,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     from segue.controller import handlers
 
     operator = handlers.build(args.prometheus_address)
+    operator.namespaced = bool(args.namespace)
     if args.metrics_port:
         port = operator.metrics.serve(args.metrics_port)
         log.info("metrics on http://0.0.0.0:%d/metrics", port)
