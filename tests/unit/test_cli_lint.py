@@ -1,0 +1,144 @@
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+
+from segue.cli import lint
+from segue.cli.main import main
+
+FIXTURES = Path(__file__).parent / "fixtures" / "cli_lint"
+GOOD = str(FIXTURES / "good.yaml")
+BROKEN = str(FIXTURES / "broken.yaml")
+SYNTAX = str(FIXTURES / "syntax.yaml")
+
+ROLLOUT = """\
+apiVersion: segue.dev/v1alpha1
+kind: Rollout
+metadata: {name: web}
+spec:
+  legacy: {deployment: web-v1}
+  new: {deployment: web-v2}
+  traffic: {replicas: {}}
+"""
+
+
+def _run(*args: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, list[str]]:
+    code = main(["lint", *args])
+    return code, capsys.readouterr().out.splitlines()
+
+
+def test_good_manifests(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out = _run(GOOD, capsys=capsys)
+    assert code == 0
+    assert out == ["2 Rollouts OK (3 documents in 1 file)"]
+
+
+def test_every_broken_field_is_named(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out = _run(BROKEN, capsys=capsys)
+    assert code == 1
+    prefix = f"{BROKEN}:"
+    expected = {
+        "0: spec.traffic.gatewayAPI.newBackend: required field missing (line 8)",
+        "0: spec.steps[1].pause.duration: invalid duration '10x'",
+        "0: spec.steps[2].setWeight: Input should be less than or equal to 100 (got 500) (line 12)",
+        "0: spec.steps[3]: each step must have exactly one of setWeight, pause or approval",
+        "0: spec.analysis.gates[0]: a gate with a query needs a bound",
+        "0: spec.rollbak: unknown field",
+        "1: metadata.name: required field missing",
+        "1: spec.risk: Input should be 'low', 'medium' or 'critical' (got 'extreme')",
+        "2: apiVersion: unknown version segue.dev/v1beta1 (use segue.dev/v1alpha1) (line 29)",
+        "3: kind: unknown kind 'Canary' in segue.dev/v1alpha1 (known: Rollout)",
+    }
+    for text in expected:
+        assert any(line.startswith(prefix + text) for line in out), (text, out)
+    assert len(out) == len(expected) + 1
+    assert out[-1] == "10 problems found (2 Rollouts in 1 file)"
+
+
+def test_yaml_syntax_error_has_file_and_line(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out = _run(SYNTAX, capsys=capsys)
+    assert code == 1
+    assert out[0] == (
+        f"{SYNTAX}:1: YAML syntax error: mapping values are not allowed here (line 14, column 13)"
+    )
+
+
+def test_model_rules_are_reported_on_spec(tmp_path: Path) -> None:
+    path = tmp_path / "same.yaml"
+    path.write_text(ROLLOUT.replace("web-v2", "web-v1") + "  risk: low\n")
+    report = lint.lint_paths([str(path)])
+    assert [str(p) for p in report.problems] == [
+        f"{path}:0: spec: spec.new.deployment must differ from spec.legacy.deployment (line 5)"
+    ]
+    path.write_text(ROLLOUT)
+    assert [str(p) for p in lint.lint_paths([str(path)]).problems] == [
+        f"{path}:0: spec: set risk (low, medium or critical) or steps (line 5)"
+    ]
+
+
+def test_types_are_checked_as_strictly_as_the_api_server(tmp_path: Path) -> None:
+    # YAML reads 1.10 as the float 1.1 and "5" stays a string; the CRD rejects both.
+    path = tmp_path / "types.yaml"
+    text = ROLLOUT.replace("web-v2}", "web-v2, version: 1.10}") + "  steps: [{setWeight: '5'}]\n"
+    path.write_text(text)
+    problems = [str(p) for p in lint.lint_paths([str(path)]).problems]
+    assert problems == [
+        f"{path}:0: spec.new.version: Input should be a valid string (got 1.1) (line 6)",
+        f"{path}:0: spec.steps[0].setWeight: Input should be a valid integer (got '5') (line 8)",
+    ]
+
+
+def test_bad_names_get_a_readable_hint(tmp_path: Path) -> None:
+    path = tmp_path / "names.yaml"
+    path.write_text(ROLLOUT.replace("name: web", "name: Web_1").replace("web-v1", "Web_v1"))
+    problems = [str(p) for p in lint.lint_paths([str(path)]).problems]
+    assert f"{path}:0: metadata.name: must be a DNS-1123 name" in problems[0]
+    assert "spec.legacy.deployment: must be a DNS-1123 name" in problems[1]
+    assert "(got 'Web_v1')" in problems[1]
+
+
+def test_directories_recurse_and_skip_other_objects(tmp_path: Path) -> None:
+    (tmp_path / "apps" / "web").mkdir(parents=True)
+    (tmp_path / ".git").mkdir()
+    (tmp_path / "apps" / "web" / "rollout.yml").write_text(ROLLOUT + "  risk: low\n")
+    (tmp_path / "apps" / "web" / "argo.yaml").write_text(
+        "apiVersion: argoproj.io/v1alpha1\nkind: Rollout\nmetadata: {name: x}\nspec: {}\n"
+    )
+    (tmp_path / "apps" / "notes.txt").write_text("not: [yaml")
+    (tmp_path / ".git" / "broken.yaml").write_text("kind: [")
+    (tmp_path / "values.yaml").write_text("---\n---\nreplicas: 3\n---\n- a list\n")
+    report = lint.lint_paths([str(tmp_path)])
+    assert report.ok, report.problems
+    assert (report.files, report.rollouts) == (3, 1)
+    assert report.summary() == "1 Rollout OK (5 documents in 3 files)"
+
+
+def test_stdin(capsys: pytest.CaptureFixture[str]) -> None:
+    out = io.StringIO()
+    code = lint.run(["-"], out, stdin=io.StringIO(ROLLOUT + "  risk: medium\n"))
+    assert code == 0
+    assert out.getvalue() == "1 Rollout OK (1 documents in 1 file)\n"
+    out = io.StringIO()
+    assert lint.run(["-"], out, stdin=io.StringIO(ROLLOUT)) == 1
+    assert out.getvalue().startswith("<stdin>:0: spec: set risk")
+
+
+def test_missing_file(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out = _run("does-not-exist.yaml", GOOD, capsys=capsys)
+    assert code == 1
+    assert out[0] == "does-not-exist.yaml: no such file or directory"
+
+
+@pytest.mark.parametrize(
+    ("loc", "path"),
+    [
+        ((), "spec"),
+        (("steps", 2, "setWeight"), "spec.steps[2].setWeight"),
+        (("analysis", "gates", 0, "labels", "app.kubernetes.io/name"),
+         "spec.analysis.gates[0].labels['app.kubernetes.io/name']"),
+    ],
+)  # fmt: skip
+def test_field_path(loc: tuple[int | str, ...], path: str) -> None:
+    assert lint.field_path(loc) == path
