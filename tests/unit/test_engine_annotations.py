@@ -175,3 +175,20 @@ def test_retry_from_failed_restarts() -> None:
     sim.annotations["segue.dev/retry"] = ""
     sim.tick(1)
     assert sim.phase() == "Progressing" and sim.st.step == 0
+
+
+def test_a_spec_corrected_after_failing_mid_rollback_finishes_the_rollback() -> None:
+    sim = _awaiting()
+    sim.annotations["segue.dev/abort"] = "bad"
+    sim.follow = False  # the router has not reached 0 yet
+    sim.tick(1)
+    assert sim.phase() == "RollingBack"
+    sim.status = invalid_spec(sim.status, now=sim.now, generation=2, message="x").status
+    assert sim.phase() == "Failed"
+    sim.generation = 3
+    sim.follow = True
+    d = sim.tick(1)
+    assert sim.phase() in ("RollingBack", "RolledBack")
+    assert all(a.weight == 0 for a in d.actions if isinstance(a, SetWeight))
+    sim.run(lambda s: s.phase() == "RolledBack")
+    assert sim.router == 0

@@ -293,3 +293,13 @@ def test_critical_walk_with_analysis_and_approvals() -> None:
     assert sim.weights == [1, 5, 10, 25, 50, 75, 100]
     assert sim.history_events().count("Approved") == 3
     assert sim.st.condition("Healthy") is not None
+
+
+def test_an_approval_before_any_traffic_needs_no_analysis_round() -> None:
+    spec = make_spec(steps=[{"approval": {}}, {"setWeight": 50}], analysis=analysis())
+    sim = Sim(spec)
+    sim.tick()
+    assert sim.phase() == "AwaitingApproval" and sim.router == 0
+    sim.annotations["segue.dev/approve"] = "0"
+    sim.tick(1)  # no round has run: at weight 0 there is nothing to analyse
+    assert sim.st.step == 1 and sim.st.target_weight == 50

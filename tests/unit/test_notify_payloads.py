@@ -112,7 +112,7 @@ def test_slack_clips_long_messages_to_slack_limits() -> None:
 
 def test_approval_needed_says_how_to_approve() -> None:
     n = note(kind="ApprovalNeeded", phase="AwaitingApproval", gate=None, step=4, weight=25)
-    hint = "kubectl annotate rollout checkout -n shop segue.dev/approve=4"
+    hint = "kubectl annotate rollouts.segue.dev/checkout -n shop segue.dev/approve=4"
     assert hint in summary(n)
     assert any(hint in str(b) for b in slack_payload(n)["blocks"])
     assert "awaits approval of step 4" in slack_payload(n)["text"]

@@ -27,6 +27,7 @@ from segue.engine import ONE_SHOT
 from segue.notify import Dispatcher, NotificationHook
 from segue.traffic.base import RouterError
 from segue.traffic.registry import router_for
+from segue.workloads.deployments import DeploymentMissing, Deployments
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,7 @@ NOTHING_TO_UNDO: Final = frozenset({None, "Pending", "Waiting", "Succeeded", "Ro
 # Deleting: how long to keep asking the router for weight 0 before letting the object go.
 DELETE_RETRIES: Final = 30
 MEMO_KEY: Final = "segue"
+KOPF_DIFFBASE: Final = "segue.dev/last-handled-configuration"  # kopf's, not a person's
 
 Key = tuple[str, str]
 
@@ -80,7 +82,7 @@ def configure_settings(settings: kopf.OperatorSettings) -> None:
     # Keep kopf's bookkeeping under Segue's own prefix, never under kopf's defaults.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="segue.dev")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix="segue.dev", key="last-handled-configuration"
+        prefix="segue.dev", key=KOPF_DIFFBASE.removeprefix("segue.dev/")
     )
     settings.persistence.finalizer = "segue.dev/finalizer"
     settings.posting.level = logging.WARNING  # Segue posts its own Events for transitions
@@ -123,7 +125,13 @@ def _fingerprint(body: kopf.Body) -> tuple[Any, ...]:
     """What a person can change: spec (generation) and Segue's annotations."""
     meta = body.get("metadata", {})
     annotations = meta.get("annotations") or {}
-    mine = tuple(sorted((k, v) for k, v in annotations.items() if k.startswith("segue.dev/")))
+    mine = tuple(
+        sorted(
+            (k, v)
+            for k, v in annotations.items()
+            if k.startswith("segue.dev/") and k != KOPF_DIFFBASE
+        )
+    )
     return (meta.get("generation"), mine, meta.get("deletionTimestamp"))
 
 
@@ -209,6 +217,12 @@ async def return_traffic(
         return  # an invalid spec never moved traffic under this generation
     router = router_for(op.reconciler.api, namespace or "", spec)
     try:
+        if not router.manages_capacity and not await _legacy_ready(op, namespace or "", spec):
+            if retry < DELETE_RETRIES:
+                # Never move all traffic onto a legacy version that has no ready pods.
+                raise kopf.TemporaryError("waiting for ready legacy pods", delay=2)
+            post_event(dict(body), "Warning", "Deleted", "deleted; legacy has no ready pods")
+            return
         if await router.read_weight() == 0:
             post_event(dict(body), "Normal", "Deleted", "deleted; all traffic on legacy")
             return
@@ -223,3 +237,11 @@ async def return_traffic(
         post_event(dict(body), "Warning", "Deleted", "deleted; the router did not reach 0% in time")
         return
     raise kopf.TemporaryError("waiting for the router to report 0% on the new version", delay=2)
+
+
+async def _legacy_ready(op: Operator, namespace: str, spec: RolloutSpec) -> bool:
+    try:
+        state = await Deployments(op.reconciler.api, namespace).read(spec.legacy.deployment)
+    except DeploymentMissing:
+        return False
+    return state.ready > 0

@@ -137,6 +137,10 @@ def _run(ctx: Context, spec_changed: bool) -> None:
             active(ctx)
         elif st.phase == "RollingBack":
             rollback.tick(ctx)
+        elif st.phase == "Failed" and spec_changed and st.rollback is not None:
+            # It failed while rolling back (or after): a corrected spec finishes the
+            # rollback, it never walks forward again (retry does that).
+            ctx.enter("RollingBack", "spec corrected; finishing the rollback")
         elif st.phase == "Failed" and spec_changed:
             ctx.enter("Progressing", f"spec corrected; resuming at step {st.step}")
         if (st.phase, st.paused_reason) == before:

@@ -155,6 +155,10 @@ def advance_blocker(ctx: Context) -> Outcome | None:
     analysis = ctx.spec.analysis
     if analysis is None:
         return None
+    if ctx.status.target_weight == 0 and ctx.current_weight() == 0:
+        # No traffic on the new version yet (a pause or approval before the first
+        # setWeight): there is nothing to analyse, and rounds only run with traffic.
+        return None
     interval = _interval(analysis)
     rnd: GateRound | None = ctx.obs.gates
     st = ctx.status

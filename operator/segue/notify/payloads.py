@@ -59,7 +59,11 @@ def describe_gate(gate: GateDetails) -> str:
 
 
 def approve_hint(n: Notification) -> str:
-    return f"kubectl annotate rollout {n.rollout} -n {n.namespace} segue.dev/approve={n.step}"
+    # The resource is spelled out: `rollout` alone may mean Argo Rollouts' kind.
+    return (
+        f"kubectl segue approve {n.rollout} -n {n.namespace} (or kubectl annotate "
+        f"rollouts.segue.dev/{n.rollout} -n {n.namespace} segue.dev/approve={n.step})"
+    )
 
 
 def summary(n: Notification) -> str:
