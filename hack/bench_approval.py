@@ -31,7 +31,10 @@ def main() -> int:
     env = scenario.start_cluster()
     scenario.ensure_namespace(env, NAMESPACE)
     operator = scenario.start_operator(
-        env, NAMESPACE, Path(env.info["logs"]) / "operator-approval.log"
+        env.kubeconfig,
+        Path(env.info["logs"]) / "operator-approval.log",
+        [NAMESPACE],
+        prometheus=env.prometheus,
     )
     api = config.new_client_from_config(config_file=env.kubeconfig)  # type: ignore[no-untyped-call]
     objects = client.CustomObjectsApi(api)

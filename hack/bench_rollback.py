@@ -71,7 +71,9 @@ def main() -> int:
     env = scenario.start_cluster()
     scenario.ensure_namespace(env, NAMESPACE)
     logs = Path(env.info["logs"])
-    operator = scenario.start_operator(env, NAMESPACE, logs / "operator-bench.log")
+    operator = scenario.start_operator(
+        env.kubeconfig, logs / "operator-bench.log", [NAMESPACE], prometheus=env.prometheus
+    )
     env.kubectl("delete", "-n", NAMESPACE, "rollouts.segue.dev", "--all", "--timeout=120s")
     scenario.service_pair(env, NAMESPACE, APP)
     sim = scenario.start_sim(env, NAMESPACE, APP, logs)

@@ -40,7 +40,9 @@ def main() -> int:
     env = scenario.start_cluster()
     scenario.ensure_namespace(env, NAMESPACE)
     logs = Path(env.info["logs"])
-    operator = scenario.start_operator(env, NAMESPACE, logs / "operator-count.log")
+    operator = scenario.start_operator(
+        env.kubeconfig, logs / "operator-count.log", [NAMESPACE], prometheus=env.prometheus
+    )
     port = operator.metrics_port
     try:
         env.kubectl("delete", "-n", NAMESPACE, "rollouts.segue.dev", "--all", "--timeout=120s")

@@ -109,7 +109,9 @@ def main() -> int:
     logs = Path(env.info["logs"])
 
     say(f"The Segue operator (log: {logs / 'operator.log'})")
-    operator = scenario.start_operator(env, NAMESPACE, logs / "operator.log")
+    operator = scenario.start_operator(
+        env.kubeconfig, logs / "operator.log", [NAMESPACE], prometheus=env.prometheus
+    )
     apps = ("checkout", "payments", "search")
     sims: dict[str, scenario.Sim] = {}
     try:

@@ -11,10 +11,11 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -35,7 +36,7 @@ def wait_for(what: str, get: Callable[[], T], ok: Callable[[T], bool], timeout: 
         if ok(last):
             return last
         time.sleep(0.1)
-    raise SystemExit(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
+    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
 
 
 def free_port() -> int:
@@ -114,8 +115,11 @@ def ensure_namespace(env: Env, namespace: str) -> None:
     )
 
 
-def deployment(name: str, app: str, version: str, replicas: int = 2) -> dict[str, Any]:
-    labels = {"app": app, "version": version}
+def deployment(
+    name: str, app: str, replicas: int = 2, version: str | None = None
+) -> dict[str, Any]:
+    """A Deployment whose pods carry app=<app> and version=<version, default: name>."""
+    labels = {"app": app, "version": version or name}
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -125,7 +129,7 @@ def deployment(name: str, app: str, version: str, replicas: int = 2) -> dict[str
             "selector": {"matchLabels": labels},
             "template": {
                 "metadata": {"labels": labels},
-                "spec": {"containers": [{"name": "app", "image": f"example.com/{app}:{version}"}]},
+                "spec": {"containers": [{"name": "app", "image": f"example.com/{app}:{name}"}]},
             },
         },
     }
@@ -140,7 +144,7 @@ def service(name: str, app: str, version: str) -> dict[str, Any]:
     }
 
 
-def httproute(name: str, legacy: str, new: str) -> dict[str, Any]:
+def httproute(name: str, legacy: str, new: str, legacy_weight: int = 100) -> dict[str, Any]:
     return {
         "apiVersion": "gateway.networking.k8s.io/v1",
         "kind": "HTTPRoute",
@@ -150,8 +154,8 @@ def httproute(name: str, legacy: str, new: str) -> dict[str, Any]:
             "rules": [
                 {
                     "backendRefs": [
-                        {"name": legacy, "port": 80, "weight": 100},
-                        {"name": new, "port": 80, "weight": 0},
+                        {"name": legacy, "port": 80, "weight": legacy_weight},
+                        {"name": new, "port": 80, "weight": 100 - legacy_weight},
                     ]
                 }
             ],
@@ -163,8 +167,8 @@ def service_pair(env: Env, namespace: str, app: str) -> None:
     """<app>-v1 (legacy) and <app>-v2 (new): Deployments, Services and one HTTPRoute."""
     env.apply(
         namespace,
-        deployment(f"{app}-v1", app, "v1"),
-        deployment(f"{app}-v2", app, "v2"),
+        deployment(f"{app}-v1", app, version="v1"),
+        deployment(f"{app}-v2", app, version="v2"),
         service(f"{app}-v1", app, "v1"),
         service(f"{app}-v2", app, "v2"),
         httproute(app, f"{app}-v1", f"{app}-v2"),
@@ -175,90 +179,148 @@ def service_pair(env: Env, namespace: str, app: str) -> None:
         )
 
 
-@dataclass
-class Process:
-    proc: subprocess.Popen[Any]
-    name: str
-    metrics_port: int = 0
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+def stop_process(proc: subprocess.Popen[Any], sig: int = signal.SIGTERM) -> int:
+    """Signal, wait up to 15 s, then kill; returns the exit code."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
 
 
 @dataclass
-class Sim(Process):
-    host_port: str = ""
-    job: str = ""
+class Sim:
+    """hack/trafficsim.py, running; its /config changes behaviour at run time."""
 
-    def stop(self) -> None:
-        super().stop()
-        if self.job:
-            cluster.remove_scrape_target(self.job)
+    proc: subprocess.Popen[str]
+    host_port: str
+    app: str
+    job: str = ""  # the Prometheus scrape job, removed on stop
+
+    def config(self) -> dict[str, Any]:
+        with urllib.request.urlopen(f"http://{self.host_port}/config", timeout=5) as r:
+            body: dict[str, Any] = json.load(r)
+        return body
+
+    def put(self, patch: dict[str, Any]) -> dict[str, Any]:
+        req = urllib.request.Request(
+            f"http://{self.host_port}/config", data=json.dumps(patch).encode(), method="PUT"
+        )
+        with urllib.request.urlopen(req, timeout=5) as r:
+            body: dict[str, Any] = json.load(r)
+        return body
 
     def set(self, version: str, **behaviour: float) -> None:
-        body = json.dumps({version: behaviour}).encode()
-        req = urllib.request.Request(f"http://{self.host_port}/config", data=body, method="PUT")
-        with urllib.request.urlopen(req, timeout=5):
-            pass
+        self.put({version: behaviour})
+
+    def weight(self) -> float | None:
+        w = self.config()["weight"]
+        return None if w is None else float(w)
+
+    def stop(self) -> int:
+        code = stop_process(self.proc)
+        if self.proc.stdout:
+            self.proc.stdout.close()
+        if self.job:
+            cluster.remove_scrape_target(self.job)
+        return code
 
 
-def start_sim(env: Env, namespace: str, app: str, logs: Path) -> Sim:
-    """The traffic simulator for <app>, following its HTTPRoute; scraped every second."""
-    proc = subprocess.Popen(
-        [
-            sys.executable, str(ROOT / "hack" / "trafficsim.py"), "--port", "0", "--app", app,
-            "--legacy-version", "v1", "--new-version", "v2", "--rate", "200",
-            "--legacy-latency-ms", "40", "--new-latency-ms", "40",
-            "--httproute", f"{namespace}/{app}",
-            "--legacy-backend", f"{app}-v1", "--new-backend", f"{app}-v2",
-            "--kubeconfig", env.kubeconfig,
-        ],
-        stdout=subprocess.PIPE, stderr=(logs / f"trafficsim-{app}.log").open("ab"), text=True,
-    )  # fmt: skip
+def launch_sim(
+    kubeconfig: str, app: str, *source: str, rate: float = 200.0, log: Path | None = None
+) -> Sim:
+    """The simulator for <app> (versions v1 and v2, 50 ms each) with a weight source
+    (--httproute ..., --deployments ..., --static-weight ...); returns once it listens."""
+    log = log or Path(tempfile.mkdtemp(prefix="segue-sim-")) / f"trafficsim-{app}.log"
+    with log.open("ab") as err:
+        proc = subprocess.Popen(
+            [
+                sys.executable, str(ROOT / "hack" / "trafficsim.py"), "--port", "0",
+                "--app", app, "--legacy-version", "v1", "--new-version", "v2",
+                "--rate", str(rate), "--legacy-latency-ms", "50", "--new-latency-ms", "50",
+                "--kubeconfig", kubeconfig, *source,
+            ],
+            stdout=subprocess.PIPE, stderr=err, text=True,
+        )  # fmt: skip
     assert proc.stdout is not None
     ready, _, _ = select.select([proc.stdout], [], [], 30)
     line = proc.stdout.readline().strip() if ready else ""
     if not line.startswith("listening on "):
-        proc.kill()
-        raise SystemExit(f"the traffic simulator for {app} did not start: {line!r}")
-    job = f"trafficsim-{namespace}-{app}"
-    sim = Sim(proc, f"trafficsim-{app}", host_port=line.removeprefix("listening on "), job=job)
-    cluster.add_scrape_target(job, sim.host_port)
+        stop_process(proc, signal.SIGKILL)
+        detail = log.read_text(errors="replace")[-2000:]
+        raise RuntimeError(f"the traffic simulator for {app} did not start: {line!r}\n{detail}")
+    return Sim(proc, line.removeprefix("listening on "), app)
+
+
+def start_sim(env: Env, namespace: str, app: str, logs: Path) -> Sim:
+    """The simulator for <app>, following its HTTPRoute, scraped by Prometheus every second."""
+    sim = launch_sim(
+        env.kubeconfig, app,
+        "--httproute", f"{namespace}/{app}",
+        "--legacy-backend", f"{app}-v1", "--new-backend", f"{app}-v2",
+        log=logs / f"trafficsim-{app}.log",
+    )  # fmt: skip
+    sim.job = f"trafficsim-{namespace}-{app}"
+    cluster.add_scrape_target(sim.job, sim.host_port)
     wait_for(
         f"Prometheus to scrape the simulator of {app}",
-        lambda: env.query(f'up{{job="trafficsim-{namespace}-{app}"}}'),
+        lambda: env.query(f'up{{job="{sim.job}"}}'),
         lambda v: v == 1.0,
         60,
     )
     return sim
 
 
-def start_operator(env: Env, namespace: str, log: Path, verbose: bool = False) -> Process:
-    port, metrics_port = free_port(), free_port()
-    argv = [
-        sys.executable, "-m", "segue", "--namespace", namespace,
-        "--liveness", f"http://127.0.0.1:{port}/healthz", "--metrics-port", str(metrics_port),
-        "--prometheus-address", env.prometheus,
-    ]  # fmt: skip
+@dataclass
+class Operator:
+    """`python -m segue`, running."""
+
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+    metrics_port: int
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        stop_process(self.proc, sig)
+
+
+def start_operator(
+    kubeconfig: str,
+    log: Path,
+    namespaces: Sequence[str] = (),
+    prometheus: str | None = None,
+    metrics_port: int | None = None,
+    verbose: bool = False,
+) -> Operator:
+    """The operator against ``kubeconfig``, watching ``namespaces`` (none: all of them);
+    returns once its liveness endpoint answers."""
+    port = free_port()
+    metrics_port = metrics_port or free_port()
+    argv = [sys.executable, "-m", "segue", "--liveness", f"http://127.0.0.1:{port}/healthz"]
+    argv += ["--metrics-port", str(metrics_port)]
+    for namespace in namespaces:
+        argv += ["--namespace", namespace]
+    if prometheus:
+        argv += ["--prometheus-address", prometheus]
     if verbose:
         argv.append("--verbose")
-    proc = subprocess.Popen(
-        argv,
-        stdout=log.open("ab"),
-        stderr=subprocess.STDOUT,
-        env={**os.environ, "KUBECONFIG": env.kubeconfig},
-        cwd=ROOT,
-    )
+    # Only the given kubeconfig: never in-cluster credentials from the environment.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KUBERNETES_")}
+    env["KUBECONFIG"] = kubeconfig
+    with log.open("ab") as out:
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+    operator = Operator(proc, log, metrics_port)
 
     def alive() -> bool:
         if proc.poll() is not None:
-            raise SystemExit(f"the operator exited ({proc.returncode}); see {log}")
+            raise RuntimeError(
+                f"the operator exited ({proc.returncode}):\n{operator.log()[-4000:]}"
+            )
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1):
                 return True
@@ -266,7 +328,7 @@ def start_operator(env: Env, namespace: str, log: Path, verbose: bool = False) -
             return False
 
     wait_for("the operator's liveness endpoint", alive, bool, 60)
-    return Process(proc, "operator", metrics_port)
+    return operator
 
 
 def rollout(app: str, name: str | None = None, **spec: Any) -> dict[str, Any]:

@@ -156,10 +156,10 @@ def crds(kube: Kube) -> None:
 @pytest.fixture
 def operator(
     kube: Kube, prometheus: Prometheus, namespace: str, crds: None, tmp_path: Path
-) -> Iterator[support.OperatorProcess]:
+) -> Iterator[support.Operator]:
     """The real operator (`python -m segue`) watching this test's namespace."""
     op = support.start_operator(
-        kube.kubeconfig, namespace, tmp_path / "operator.log", prometheus=prometheus.url
+        kube.kubeconfig, tmp_path / "operator.log", [namespace], prometheus=prometheus.url
     )
     try:
         yield op

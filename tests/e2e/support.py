@@ -3,86 +3,63 @@ traffic simulator, all real processes talking to the real local cluster."""
 
 from __future__ import annotations
 
-import json
-import os
-import select
-import signal
-import socket
 import subprocess
-import sys
+import threading
 import time
 import urllib.request
-from collections.abc import Callable
-from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import yaml
 from kubernetes import client
 
+from scenario import (  # hack/scenario.py: the same pieces the demo and benchmarks use
+    Operator,
+    Sim,
+    deployment,
+    free_port,
+    httproute,
+    launch_sim,
+    start_operator,
+)
+from scenario import wait_for as wait_until
 from segue import GROUP, PLURAL, VERSION
 
-ROOT = Path(__file__).resolve().parents[2]
-SIM_SCRIPT = ROOT / "hack" / "trafficsim.py"
-T = TypeVar("T")
-
-
-def wait_until(what: str, get: Callable[[], T], ok: Callable[[T], bool], timeout: float = 60) -> T:
-    deadline = time.monotonic() + timeout
-    last: T | None = None
-    while time.monotonic() < deadline:
-        last = get()
-        if ok(last):
-            return last
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value {last!r}")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def deployment(name: str, app: str, replicas: int, version: str | None = None) -> dict[str, Any]:
-    labels = {"app": app, "deployment": name, "version": version or name}
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name, "labels": labels},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": labels},
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {"containers": [{"name": "app", "image": "registry.k8s.io/pause:3.10"}]},
-            },
-        },
-    }
-
-
-def httproute(name: str, legacy: str, new: str, legacy_weight: int = 100) -> dict[str, Any]:
-    return {
-        "apiVersion": "gateway.networking.k8s.io/v1",
-        "kind": "HTTPRoute",
-        "metadata": {"name": name},
-        "spec": {
-            "parentRefs": [{"name": "gateway"}],
-            "rules": [
-                {
-                    "backendRefs": [
-                        {"name": legacy, "port": 80, "weight": legacy_weight},
-                        {"name": new, "port": 80, "weight": 100 - legacy_weight},
-                    ]
-                }
-            ],
-        },
-    }
+__all__ = [
+    "Operator",
+    "PrivatePrometheus",
+    "Rollouts",
+    "Sim",
+    "WeightRecorder",
+    "apply",
+    "deployment",
+    "free_port",
+    "httproute",
+    "launch_sim",
+    "shop_pair",
+    "start_operator",
+    "wait_until",
+]
 
 
 def apply(kube: Any, namespace: str, *docs: dict[str, Any]) -> None:
     kube.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump_all(docs))
+
+
+def shop_pair(kube: Any, namespace: str, replicas: int = 2) -> Rollouts:
+    """Deployments shop-v1 (legacy) and shop-v2 (new), ready, behind the HTTPRoute shop."""
+    apply(
+        kube,
+        namespace,
+        deployment("shop-v1", "shop", replicas),
+        deployment("shop-v2", "shop", replicas),
+        httproute("shop", "shop-v1", "shop-v2"),
+    )
+    rollouts = Rollouts(kube.api_client, namespace)
+    for name in ("shop-v1", "shop-v2"):
+        wait_until(f"{name} ready", partial(rollouts.replicas, name), lambda r: r[1] == replicas)
+    return rollouts
 
 
 class Rollouts:
@@ -133,115 +110,6 @@ class Rollouts:
         ).items
         items.sort(key=lambda e: str(e.metadata.creation_timestamp))
         return [(e.type or "", e.reason or "", e.message or "") for e in items]
-
-
-@dataclass
-class OperatorProcess:
-    proc: subprocess.Popen[bytes]
-    log_path: Path
-    liveness: str
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> None:
-        if self.proc.poll() is not None:
-            return
-        self.proc.send_signal(sig)
-        try:
-            self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-
-
-def start_operator(
-    kubeconfig: str,
-    namespace: str,
-    log_path: Path,
-    prometheus: str | None = None,
-    extra: list[str] | None = None,
-) -> OperatorProcess:
-    """`python -m segue` watching one namespace (tests run side by side on one cluster)."""
-    port = free_port()
-    liveness = f"http://127.0.0.1:{port}/healthz"
-    env = {**os.environ, "KUBECONFIG": kubeconfig}
-    argv = [sys.executable, "-m", "segue", "--namespace", namespace, "--liveness", liveness]
-    argv += ["--metrics-port", "0"]
-    if prometheus:
-        argv += ["--prometheus-address", prometheus]
-    argv += extra or []
-    out = log_path.open("ab")
-    proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
-    op = OperatorProcess(proc, log_path, liveness)
-
-    def alive() -> bool:
-        if proc.poll() is not None:
-            raise AssertionError(f"operator exited with {proc.returncode}:\n{op.log()[-4000:]}")
-        try:
-            with urllib.request.urlopen(liveness, timeout=1) as r:
-                return bool(r.status == 200)
-        except OSError:
-            return False
-
-    wait_until("the operator's liveness endpoint", alive, bool, timeout=60)
-    return op
-
-
-@dataclass
-class Sim:
-    proc: subprocess.Popen[str]
-    host_port: str
-    app: str
-
-    @property
-    def base(self) -> str:
-        return f"http://{self.host_port}"
-
-    def config(self) -> dict[str, Any]:
-        with urllib.request.urlopen(f"{self.base}/config", timeout=5) as r:
-            body: dict[str, Any] = json.load(r)
-        return body
-
-    def put(self, patch: dict[str, Any]) -> dict[str, Any]:
-        req = urllib.request.Request(
-            f"{self.base}/config", data=json.dumps(patch).encode(), method="PUT"
-        )
-        with urllib.request.urlopen(req, timeout=5) as r:
-            body: dict[str, Any] = json.load(r)
-        return body
-
-    def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        for stream in (self.proc.stdout, self.proc.stderr):
-            if stream:
-                stream.close()
-
-
-def start_sim(kubeconfig: str, app: str, *source: str, rate: float = 200.0) -> Sim:
-    """hack/trafficsim.py following the live weights; prints its address when ready."""
-    proc = subprocess.Popen(
-        [
-            sys.executable, str(SIM_SCRIPT), "--port", "0", "--app", app,
-            "--legacy-version", "v1", "--new-version", "v2", "--rate", str(rate),
-            "--legacy-latency-ms", "50", "--new-latency-ms", "50",
-            "--kubeconfig", kubeconfig, *source,
-        ],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    assert proc.stdout is not None
-    ready, _, _ = select.select([proc.stdout], [], [], 30)
-    line = proc.stdout.readline().strip() if ready else ""
-    if not line.startswith("listening on "):
-        proc.kill()
-        _, err = proc.communicate(timeout=5)
-        raise AssertionError(f"simulator did not start: {line!r}\n{err}")
-    return Sim(proc, line.removeprefix("listening on "), app)
 
 
 class PrivatePrometheus:
@@ -295,3 +163,25 @@ class PrivatePrometheus:
                 self.proc.kill()
                 self.proc.wait()
         self.proc = None
+
+
+class WeightRecorder:
+    """Records every distinct new-version weight the HTTPRoute shows, polling at 50 ms."""
+
+    def __init__(self, rollouts: Rollouts, route: str) -> None:
+        self.seen: list[int] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(rollouts, route), daemon=True)
+        self._thread.start()
+
+    def _run(self, rollouts: Rollouts, route: str) -> None:
+        while not self._stop.is_set():
+            weight = rollouts.new_weight(route)
+            if not self.seen or self.seen[-1] != weight:
+                self.seen.append(weight)
+            time.sleep(0.05)
+
+    def stop(self) -> list[int]:
+        self._stop.set()
+        self._thread.join()
+        return self.seen

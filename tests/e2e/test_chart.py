@@ -9,12 +9,9 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import re
 import shutil
 import subprocess
-import sys
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,12 +25,11 @@ import cluster  # hack/cluster.py
 from segue import GROUP, PLURAL, VERSION
 from tests.e2e.conftest import Kube
 from tests.e2e.support import (
-    OperatorProcess,
     Rollouts,
     apply,
     deployment,
-    free_port,
     httproute,
+    start_operator,
     wait_until,
 )
 
@@ -549,34 +545,6 @@ def token_kubeconfig(kube: Kube, release: Release, path: Path) -> Path:
     return path
 
 
-def start_operator_as(kubeconfig: Path, namespaces: list[str], log_path: Path) -> OperatorProcess:
-    """`python -m segue` with the arguments the chart gives it: one --namespace per watched
-    namespace, none in cluster scope (then it watches all namespaces)."""
-    liveness = f"http://127.0.0.1:{free_port()}/healthz"
-    argv = [sys.executable, "-m", "segue", "--liveness", liveness]
-    argv += ["--metrics-port", str(free_port())]
-    for ns in namespaces:
-        argv += ["--namespace", ns]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KUBERNETES_")}
-    env["KUBECONFIG"] = str(kubeconfig)
-    env.pop("SEGUE_PROMETHEUS_ADDRESS", None)
-    with log_path.open("ab") as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
-    op = OperatorProcess(proc, log_path, liveness)
-
-    def live() -> bool:
-        if proc.poll() is not None:
-            raise AssertionError(f"operator exited with {proc.returncode}:\n{op.log()[-4000:]}")
-        try:
-            with urllib.request.urlopen(liveness, timeout=1) as r:
-                return bool(r.status == 200)
-        except OSError:
-            return False
-
-    wait_until("the operator's liveness endpoint", live, bool, timeout=60)
-    return op
-
-
 # The API server's wording when RBAC denies a request.
 RBAC_DENIAL = re.compile(
     r'cannot (?P<verb>[a-z]+) resource "(?P<resource>[^"]+)" in API group "(?P<group>[^"]*)"'
@@ -668,7 +636,9 @@ def test_operator_runs_under_chart_rbac(
     )
 
     kubeconfig = token_kubeconfig(kube, release, tmp_path / "sa.kubeconfig")
-    op = start_operator_as(kubeconfig, release.watch, tmp_path / "operator.log")
+    # The arguments the chart gives it: one --namespace per watched namespace, none in
+    # cluster scope (then it watches all namespaces).
+    op = start_operator(str(kubeconfig), tmp_path / "operator.log", release.watch)
     try:
         apply(kube, namespace, rollout_manifest(router))
 
@@ -679,7 +649,7 @@ def test_operator_runs_under_chart_rbac(
 
         try:
             wait_until("Rollout web Succeeded", phase, lambda p: p == "Succeeded", timeout=120)
-        except AssertionError as e:
+        except TimeoutError as e:
             raise AssertionError(f"{e}\n--- operator log ---\n{op.log()[-6000:]}") from None
 
         if router == "gatewayAPI":

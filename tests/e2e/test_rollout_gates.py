@@ -7,7 +7,6 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -17,14 +16,13 @@ from tests.e2e.support import (
     PrivatePrometheus,
     Rollouts,
     Sim,
+    WeightRecorder,
     apply,
-    deployment,
-    httproute,
+    launch_sim,
+    shop_pair,
     start_operator,
-    start_sim,
     wait_until,
 )
-from tests.e2e.test_rollout_gateway import WeightRecorder
 
 pytestmark = pytest.mark.e2e
 
@@ -38,18 +36,9 @@ class Setup:
 
 @pytest.fixture
 def setup(kube: Any, namespace: str, crds: None, prometheus: Any) -> Iterator[Setup]:
-    apply(
-        kube,
-        namespace,
-        deployment("shop-v1", "shop", 2),
-        deployment("shop-v2", "shop", 2),
-        httproute("shop", "shop-v1", "shop-v2"),
-    )
-    rollouts = Rollouts(kube.api_client, namespace)
-    for name in ("shop-v1", "shop-v2"):
-        wait_until(f"{name} ready", partial(rollouts.replicas, name), lambda r: r[1] == 2)
+    rollouts = shop_pair(kube, namespace)
     app = f"shop-{uuid.uuid4().hex[:6]}"
-    sim = start_sim(
+    sim = launch_sim(
         kube.kubeconfig,
         app,
         "--httproute",
@@ -188,7 +177,7 @@ def test_slow_new_version_ramps_down_gracefully(kube, namespace, setup, operator
 def test_prometheus_down_pauses_and_resumes(kube, namespace, setup, crds, tmp_path: Path):
     prom = PrivatePrometheus(tmp_path, setup.sim.host_port)
     prom.start()
-    op = start_operator(kube.kubeconfig, namespace, tmp_path / "op.log", prometheus=prom.url)
+    op = start_operator(kube.kubeconfig, tmp_path / "op.log", [namespace], prometheus=prom.url)
     try:
         steps = [{"setWeight": 20}, {"pause": {"duration": "12s"}}, {"setWeight": 100}]
         spec = gated(setup.app, steps, [error_rate(setup.app)], analysis={"unreachableLimit": "3s"})
@@ -216,17 +205,10 @@ def test_prometheus_down_pauses_and_resumes(kube, namespace, setup, crds, tmp_pa
 
 
 def test_no_traffic_on_new_is_inconclusive(kube, namespace, crds, prometheus, operator):
-    rollouts = Rollouts(kube.api_client, namespace)
-    apply(
-        kube,
-        namespace,
-        deployment("shop-v1", "shop", 1),
-        deployment("shop-v2", "shop", 1),
-        httproute("shop", "shop-v1", "shop-v2"),
-    )
+    rollouts = shop_pair(kube, namespace, replicas=1)
     app = f"idle-{uuid.uuid4().hex[:6]}"
     # The simulator sends everything to legacy whatever the route says: new has no data.
-    sim = start_sim(kube.kubeconfig, app, "--static-weight", "0")
+    sim = launch_sim(kube.kubeconfig, app, "--static-weight", "0")
     prometheus.add_scrape_target(f"sim-{app}", sim.host_port)
     try:
         steps = [{"setWeight": 10}, {"pause": {"duration": "1s"}}, {"setWeight": 100}]

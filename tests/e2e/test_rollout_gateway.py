@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
-import threading
 import time
-from functools import partial
 from typing import Any
 
 import pytest
 
-from tests.e2e.support import Rollouts, apply, deployment, httproute, start_operator, wait_until
+from tests.e2e.support import (
+    Rollouts,
+    WeightRecorder,
+    apply,
+    deployment,
+    httproute,
+    shop_pair,
+    start_operator,
+    wait_until,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -36,39 +43,7 @@ def rollout(name: str, **spec: Any) -> dict[str, Any]:
 
 @pytest.fixture
 def workloads(kube: Any, namespace: str, crds: None) -> Rollouts:
-    apply(
-        kube,
-        namespace,
-        deployment("shop-v1", "shop", 2),
-        deployment("shop-v2", "shop", 2),
-        httproute("shop", "shop-v1", "shop-v2"),
-    )
-    rollouts = Rollouts(kube.api_client, namespace)
-    for name in ("shop-v1", "shop-v2"):
-        wait_until(f"{name} ready", partial(rollouts.replicas, name), lambda r: r[1] == 2)
-    return rollouts
-
-
-class WeightRecorder:
-    """Records every distinct new-version weight the HTTPRoute shows, polling at 50 ms."""
-
-    def __init__(self, rollouts: Rollouts, route: str) -> None:
-        self.seen: list[int] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(rollouts, route), daemon=True)
-        self._thread.start()
-
-    def _run(self, rollouts: Rollouts, route: str) -> None:
-        while not self._stop.is_set():
-            weight = rollouts.new_weight(route)
-            if not self.seen or self.seen[-1] != weight:
-                self.seen.append(weight)
-            time.sleep(0.05)
-
-    def stop(self) -> list[int]:
-        self._stop.set()
-        self._thread.join()
-        return self.seen
+    return shop_pair(kube, namespace)
 
 
 def test_low_risk_preset_walks_every_step_to_succeeded(kube, namespace, workloads, operator):
@@ -156,7 +131,7 @@ def test_operator_restart_resumes_at_the_same_step(kube, namespace, workloads, c
         {"setWeight": 60},
         {"pause": {"duration": "1s"}},
     ]
-    first = start_operator(kube.kubeconfig, namespace, tmp_path / "op1.log")
+    first = start_operator(kube.kubeconfig, tmp_path / "op1.log", [namespace])
     try:
         apply(kube, namespace, rollout("shop", steps=steps))
         wait_until("approval", lambda: workloads.phase("shop"), lambda p: p == "AwaitingApproval")
@@ -165,7 +140,7 @@ def test_operator_restart_resumes_at_the_same_step(kube, namespace, workloads, c
     before = workloads.status("shop")
     assert before["step"] == 3 and workloads.new_weight("shop") == 20
 
-    second = start_operator(kube.kubeconfig, namespace, tmp_path / "op2.log")
+    second = start_operator(kube.kubeconfig, tmp_path / "op2.log", [namespace])
     try:
         time.sleep(3)  # a restarted operator must not repeat or skip anything by itself
         after = workloads.status("shop")

@@ -7,7 +7,6 @@ import json
 import threading
 import urllib.request
 from collections.abc import Iterator
-from functools import partial
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -16,11 +15,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.support import (
-    Rollouts,
     apply,
-    deployment,
-    free_port,
-    httproute,
+    shop_pair,
     start_operator,
     wait_until,
 )
@@ -75,7 +71,6 @@ def receiver() -> Iterator[Receiver]:
 def test_notifications_and_metrics_follow_a_rollout(
     kube, namespace, crds, receiver, tmp_path: Path
 ):
-    rollouts = Rollouts(kube.api_client, namespace)
     secret = {
         "apiVersion": "v1",
         "kind": "Secret",
@@ -86,20 +81,10 @@ def test_notifications_and_metrics_follow_a_rollout(
             "broken": f"{receiver.url}/broken",
         },
     }
-    apply(
-        kube,
-        namespace,
-        secret,
-        deployment("shop-v1", "shop", 1),
-        deployment("shop-v2", "shop", 1),
-        httproute("shop", "shop-v1", "shop-v2"),
-    )
-    for name in ("shop-v1", "shop-v2"):
-        wait_until(f"{name} ready", partial(rollouts.replicas, name), lambda r: r[1] == 1)
-    port = free_port()
-    op = start_operator(
-        kube.kubeconfig, namespace, tmp_path / "op.log", extra=["--metrics-port", str(port)]
-    )
+    apply(kube, namespace, secret)
+    rollouts = shop_pair(kube, namespace, replicas=1)
+    op = start_operator(kube.kubeconfig, tmp_path / "op.log", [namespace])
+    port = op.metrics_port
     try:
         rollout = {
             "apiVersion": "segue.dev/v1alpha1",

@@ -8,105 +8,29 @@ come back through rate() follow both the split and error rates changed at run ti
 from __future__ import annotations
 
 import asyncio
-import importlib
 import json
-import select
-import signal
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
 from segue.analysis.provider import provider_for
 from segue.analysis.round import evaluate_round
 from segue.analysis.types import GateSpec, PrometheusSettings, RoundContext
+from tests.e2e.support import Sim, deployment, httproute, launch_sim, wait_until
 
 pytestmark = pytest.mark.e2e
 
-SCRIPT = Path(__file__).resolve().parents[2] / "hack" / "trafficsim.py"
 RATE = 200.0
-T = TypeVar("T")
-
-
-def wait_until(what: str, get: Callable[[], T], ok: Callable[[T], bool], timeout: float = 60) -> T:
-    deadline = time.monotonic() + timeout
-    last: T | None = None
-    while time.monotonic() < deadline:
-        last = get()
-        if ok(last):
-            return last
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}; last value {last!r}")
-
-
-@dataclass
-class Sim:
-    proc: subprocess.Popen[str]
-    host_port: str
-    app: str
-
-    @property
-    def base(self) -> str:
-        return f"http://{self.host_port}"
-
-    def config(self) -> dict[str, Any]:
-        with urllib.request.urlopen(f"{self.base}/config", timeout=5) as r:
-            body: dict[str, Any] = json.load(r)
-        return body
-
-    def put(self, patch: dict[str, Any]) -> dict[str, Any]:
-        req = urllib.request.Request(
-            f"{self.base}/config", data=json.dumps(patch).encode(), method="PUT"
-        )
-        with urllib.request.urlopen(req, timeout=5) as r:
-            body: dict[str, Any] = json.load(r)
-        return body
-
-    def weight(self) -> float | None:
-        w = self.config()["weight"]
-        return None if w is None else float(w)
 
 
 def start_sim(kube: Any, app: str, *source: str) -> Sim:
-    proc = subprocess.Popen(
-        [
-            sys.executable, str(SCRIPT), "--port", "0", "--app", app,
-            "--legacy-version", "v1", "--new-version", "v2",
-            "--rate", str(RATE), "--legacy-latency-ms", "50", "--new-latency-ms", "50",
-            "--kubeconfig", kube.kubeconfig, *source,
-        ],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=kube.env,
-    )  # fmt: skip
-    assert proc.stdout is not None
-    ready, _, _ = select.select([proc.stdout], [], [], 30)
-    line = proc.stdout.readline().strip() if ready else ""
-    if not line.startswith("listening on "):
-        proc.kill()
-        _, err = proc.communicate(timeout=5)
-        raise AssertionError(f"simulator did not start: {line!r}\n{err}")
-    return Sim(proc, line.removeprefix("listening on "), app)
+    return launch_sim(kube.kubeconfig, app, *source, rate=RATE)
 
 
 def stop_sim(sim: Sim) -> None:
-    sim.proc.send_signal(signal.SIGTERM)
-    try:
-        code = sim.proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        sim.proc.kill()
-        sim.proc.wait()
-        raise AssertionError("simulator ignored SIGTERM") from None
-    finally:
-        for stream in (sim.proc.stdout, sim.proc.stderr):
-            if stream:
-                stream.close()
-    assert code == 0
+    assert sim.stop() == 0, "the simulator did not exit cleanly on SIGTERM"
 
 
 @pytest.fixture
@@ -141,23 +65,6 @@ def error_ratio(prometheus: Any, app: str, version: str) -> float | None:
 def near(target: float, tolerance: float) -> Callable[[float | None], bool]:
     """A check that a value is there and within tolerance of target."""
     return lambda v: v is not None and abs(v - target) <= tolerance
-
-
-def deployment(name: str, app: str, replicas: int) -> dict[str, Any]:
-    labels = {"app": app, "deployment": name}
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name, "labels": labels},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": labels},
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {"containers": [{"name": "app", "image": "registry.k8s.io/pause:3.10"}]},
-            },
-        },
-    }
 
 
 def ready_replicas(kube: Any, namespace: str, name: str) -> int:
@@ -217,48 +124,12 @@ def test_deployment_pair_split_and_runtime_error_rate(kube, prometheus, namespac
         stop_sim(sim)
 
 
-def ensure_httproute_crd(kube: Any) -> None:
-    have = kube.kubectl("get", "crd", "httproutes.gateway.networking.k8s.io", check=False)
-    if have.returncode == 0:
-        return
-    try:
-        cluster = importlib.import_module("cluster")  # hack/, on sys.path via tests/conftest.py
-        paths = [p for p in cluster.gateway_api_crds() if p.name.endswith("_httproutes.yaml")]
-    except Exception as e:  # the CRDs come from a Go module; no Go, no CRDs
-        pytest.skip(f"Gateway API CRDs not installed and not obtainable: {e}")
-    for path in paths:
-        kube.kubectl("apply", "--server-side", "-f", str(path))
-    kube.kubectl(
-        "wait", "--for=condition=Established", "--timeout=60s",
-        "crd/httproutes.gateway.networking.k8s.io",
-    )  # fmt: skip
-
-
-def httproute(name: str, legacy_weight: int, new_weight: int) -> dict[str, Any]:
-    return {
-        "apiVersion": "gateway.networking.k8s.io/v1",
-        "kind": "HTTPRoute",
-        "metadata": {"name": name},
-        "spec": {
-            "parentRefs": [{"name": "gw"}],
-            "rules": [
-                {
-                    "backendRefs": [
-                        {"name": "app-v1", "port": 80, "weight": legacy_weight},
-                        {"name": "app-v2", "port": 80, "weight": new_weight},
-                    ]
-                }
-            ],
-        },
-    }
-
-
-def test_httproute_weights_and_no_data_at_weight_zero(kube, prometheus, namespace, scraped):
-    ensure_httproute_crd(kube)
+def test_httproute_weights_and_no_data_at_weight_zero(kube, prometheus, namespace, crds, scraped):
     app = f"sim-{namespace}"
 
     def set_weights(legacy: int, new: int) -> None:
-        route = json.dumps(httproute("app", legacy, new))
+        assert legacy + new == 100
+        route = json.dumps(httproute("app", "app-v1", "app-v2", legacy_weight=legacy))
         kube.kubectl("-n", namespace, "apply", "-f", "-", input=route)
 
     set_weights(100, 0)

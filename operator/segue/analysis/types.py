@@ -1,7 +1,8 @@
 """Inputs and outputs of analysis, as plain frozen values.
 
-The controller maps the Rollout's API model onto these, so this package does not depend on
-``segue.api``; the verdict record has exactly the fields of the engine's gate result.
+The controller maps the Rollout's API model onto the inputs, so this package does not depend
+on ``segue.api``. The outputs are the engine's own observation types (``GateVerdict``,
+``GateRound``): a round is handed to the engine as it is.
 """
 
 from __future__ import annotations
@@ -9,12 +10,13 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Literal
+from typing import get_args
 
-Verdict = Literal["Pass", "Fail", "Inconclusive", "Error"]
-Severity = Literal["rollback", "rollback-graceful", "pause"]
-SEVERITIES: tuple[Severity, ...] = ("rollback", "rollback-graceful", "pause")
+from segue.engine.types import GateRound, GateVerdict, Severity
+
+__all__ = ["GateRound", "GateSpec", "GateVerdict", "PrometheusSettings", "RoundContext", "Severity"]
+
+SEVERITIES: tuple[Severity, ...] = get_args(Severity)
 
 DEFAULT_PROMETHEUS_ADDRESS = "http://127.0.0.1:9090"
 PROMETHEUS_ADDRESS_ENV = "SEGUE_PROMETHEUS_ADDRESS"
@@ -87,27 +89,3 @@ class RoundContext:
     new_version: str
     interval: str
     weight: float
-
-
-@dataclass(frozen=True)
-class GateVerdict:
-    """The outcome of one gate in one round (maps 1:1 onto the engine's gate result)."""
-
-    name: str
-    verdict: Verdict
-    value: float | None
-    legacy_value: float | None
-    bound: str
-    severity: Severity
-    failure_limit: int
-    message: str
-
-
-@dataclass(frozen=True)
-class GateRound:
-    """All gates of a Rollout evaluated once; ``error`` is set when the provider was
-    unreachable for every query of the round."""
-
-    evaluated_at: datetime
-    results: tuple[GateVerdict, ...]
-    error: str | None = None

@@ -15,7 +15,7 @@ _UNIT_SECONDS: Final = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
 class DurationError(ValueError):
-    pass
+    """A duration is not like 30s, 5m or 1h30m."""
 
 
 def parse_duration(text: str) -> timedelta:

@@ -22,7 +22,7 @@ from segue.analysis.types import GateSpec, PrometheusSettings, RoundContext
 from segue.api.duration import parse_duration
 from segue.api.spec import Analysis, Gate, RolloutSpec
 from segue.controller.kube import Secrets
-from segue.engine import GateRound, GateVerdict
+from segue.engine import GateRound
 
 log = logging.getLogger(__name__)
 
@@ -94,26 +94,7 @@ class GateRunner:
             weight=float(weight),
         )
         provider = await asyncio.to_thread(provider_for, settings)
-        result = await evaluate_round(
-            [gate_spec(g) for g in analysis.gates], context, provider, now
-        )
-        return GateRound(
-            evaluated_at=result.evaluated_at,
-            results=tuple(
-                GateVerdict(
-                    name=r.name,
-                    verdict=r.verdict,
-                    value=r.value,
-                    legacy_value=r.legacy_value,
-                    bound=r.bound,
-                    severity=r.severity,
-                    failure_limit=r.failure_limit,
-                    message=r.message,
-                )
-                for r in result.results
-            ),
-            error=result.error,
-        )
+        return await evaluate_round([gate_spec(g) for g in analysis.gates], context, provider, now)
 
 
 class RoundScheduler:

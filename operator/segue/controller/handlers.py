@@ -61,7 +61,7 @@ def post_event(obj: Json, type_: str, reason: str, message: str) -> None:
     kopf.event(cast(kopf.Body, obj), type=type_, reason=reason, message=message[:1024])
 
 
-def build(prometheus_address: str | None) -> Operator:
+def build(prometheus_address: str | None, namespaced: bool = False) -> Operator:
     api = make_api_client()
     secrets = Secrets(api)
     metrics = OperatorMetrics()
@@ -75,7 +75,7 @@ def build(prometheus_address: str | None) -> Operator:
         hooks=[metrics, NotificationHook(dispatcher, targets.targets_for)],
         targets=targets,
     )
-    return Operator(reconciler, metrics, dispatcher, targets)
+    return Operator(reconciler, metrics, dispatcher, targets, namespaced)
 
 
 def configure_settings(settings: kopf.OperatorSettings) -> None:

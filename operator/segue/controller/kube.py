@@ -7,9 +7,8 @@ waits on the network. Requests are counted per verb so the cost of a step can be
 from __future__ import annotations
 
 import asyncio
-import collections
+import base64
 import os
-import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -22,22 +21,14 @@ Json = dict[str, Any]
 
 
 class RequestCounter:
-    """Counts API requests by HTTP method (a thread may issue them concurrently)."""
+    """Tells its listeners (the operator's metrics) about every API request, by method."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.counts: collections.Counter[str] = collections.Counter()
         self.listeners: list[Callable[[str], None]] = []
 
     def add(self, method: str) -> None:
-        with self._lock:
-            self.counts[method] += 1
         for listener in self.listeners:
             listener(method)
-
-    def total(self) -> int:
-        with self._lock:
-            return sum(self.counts.values())
 
 
 REQUESTS = RequestCounter()
@@ -122,8 +113,6 @@ class Secrets:
         self._core = client.CoreV1Api(api)
 
     async def read(self, namespace: str, name: str) -> dict[str, str]:
-        import base64
-
         secret = await asyncio.to_thread(lambda: self._core.read_namespaced_secret(name, namespace))
         data = secret.data or {}
         return {k: base64.b64decode(v).decode() for k, v in data.items()}

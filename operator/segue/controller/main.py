@@ -57,8 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     # Importing the handlers registers them with kopf's default registry.
     from segue.controller import handlers
 
-    operator = handlers.build(args.prometheus_address)
-    operator.namespaced = bool(args.namespace)
+    operator = handlers.build(args.prometheus_address, namespaced=bool(args.namespace))
     if args.metrics_port:
         port = operator.metrics.serve(args.metrics_port)
         log.info("metrics on http://0.0.0.0:%d/metrics", port)

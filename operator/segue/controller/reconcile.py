@@ -191,7 +191,12 @@ class Reconciler:
                 router_manages_capacity=router.manages_capacity,
                 annotations={k: str(annotations[k]) for k in ANNOTATIONS if k in annotations},
                 missing=tuple(missing),
-                dependencies_pending=await self._pending_dependencies(namespace, spec),
+                # dependsOn only gates the start: no reads once the Rollout is under way.
+                dependencies_pending=(
+                    await self._pending_dependencies(namespace, spec)
+                    if phase in (None, "Pending", "Waiting")
+                    else ()
+                ),
                 gates=gates,
             ),
             bool(missing),

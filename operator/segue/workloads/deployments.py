@@ -14,7 +14,7 @@ from segue import FIELD_MANAGER
 
 
 class DeploymentMissing(Exception):
-    pass
+    """A Deployment the Rollout names does not exist."""
 
 
 @dataclass(frozen=True)
