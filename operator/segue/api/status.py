@@ -6,7 +6,7 @@ bookkeeping under ``status`` too).
 
 from __future__ import annotations
 
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, get_args
 
 from pydantic import Field
 
@@ -24,17 +24,7 @@ Phase = Literal[
     "RolledBack",
     "Failed",
 ]
-PHASES: Final[tuple[Phase, ...]] = (
-    "Pending",
-    "Waiting",
-    "Progressing",
-    "Paused",
-    "AwaitingApproval",
-    "Succeeded",
-    "RollingBack",
-    "RolledBack",
-    "Failed",
-)
+PHASES: Final[tuple[Phase, ...]] = get_args(Phase)
 PausedReason = Literal["Manual", "GateFailed", "NoData", "QueryError", "AnalysisUnavailable"]
 Verdict = Literal["Pass", "Fail", "Inconclusive", "Error"]
 ConditionStatus = Literal["True", "False", "Unknown"]

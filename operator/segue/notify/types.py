@@ -5,21 +5,16 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Final, Literal, cast, get_args
+from typing import Final, cast, get_args
 from urllib.parse import urlsplit
 
-Kind = Literal[
-    "PhaseChanged",
-    "ApprovalNeeded",
-    "GateFailed",
-    "RollbackStarted",
-    "RolledBack",
-    "Succeeded",
-    "Failed",
-]
+from segue.api.spec import NotificationFormat, NotificationKind
+
+# The kinds a Rollout's spec.notifications[].events may name: the API's own list.
+Kind = NotificationKind
 KINDS: Final[tuple[Kind, ...]] = get_args(Kind)
 
-Format = Literal["slack", "json"]
+Format = NotificationFormat
 FORMATS: Final[tuple[Format, ...]] = get_args(Format)
 
 
