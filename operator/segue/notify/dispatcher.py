@@ -1,9 +1,10 @@
-"""The notification dispatcher: a bounded queue and one background worker.
+"""The notification dispatcher: one bounded queue and one background worker per receiver.
 
 ``publish`` only enqueues, so a slow, failing or hanging receiver never delays a
-reconcile. When the queue is full the oldest delivery is dropped (and counted): the newest
-state of a Rollout is worth more than an old one. Everything runs on the operator's event
-loop; ``publish`` must be called from it.
+reconcile; and since every receiver has its own lane, it never delays the other receivers
+either, while each one still gets its messages in order. When a lane is full its oldest
+delivery is dropped (and counted): the newest state of a Rollout is worth more than an old
+one. Everything runs on the operator's event loop; ``publish`` must be called from it.
 """
 
 from __future__ import annotations
@@ -44,6 +45,12 @@ class _Job:
 
 
 @dataclass
+class _Lane:
+    queue: asyncio.Queue[_Job]
+    worker: asyncio.Task[None] | None = None
+
+
+@dataclass
 class DispatcherStats:
     delivered: int = 0
     failed: int = 0
@@ -69,15 +76,24 @@ class Dispatcher:
         self.policy = policy
         self.observer = observer
         self.stats = DispatcherStats()
-        self._queue: asyncio.Queue[_Job] = asyncio.Queue(maxsize=max_queue)
-        self._worker: asyncio.Task[None] | None = None
+        self._max_queue = max_queue
+        self._lanes: dict[WebhookTarget, _Lane] = {}
         self._session: aiohttp.ClientSession | None = None
+        self._started = False
         self._closed = False
 
     @property
     def pending(self) -> int:
-        """Deliveries waiting in the queue (not counting one in flight)."""
-        return self._queue.qsize()
+        """Deliveries waiting in the queues (not counting those in flight)."""
+        return sum(lane.queue.qsize() for lane in self._lanes.values())
+
+    def _lane(self, target: WebhookTarget) -> _Lane:
+        lane = self._lanes.get(target)
+        if lane is None:
+            lane = self._lanes[target] = _Lane(asyncio.Queue(maxsize=self._max_queue))
+        if self._started and lane.worker is None:
+            lane.worker = asyncio.create_task(self._run(lane.queue), name="segue-notify")
+        return lane
 
     def publish(self, targets: Iterable[WebhookTarget], notification: Notification) -> int:
         """Queue ``notification`` for every target that wants its kind; never blocks and
@@ -87,43 +103,52 @@ class Dispatcher:
             self._drop(len(jobs), "the dispatcher is stopped")
             return 0
         for job in jobs:
+            queue = self._lane(job.target).queue
             while True:
                 try:
-                    self._queue.put_nowait(job)
+                    queue.put_nowait(job)
                     break
                 except asyncio.QueueFull:
-                    self._queue.get_nowait()
-                    self._queue.task_done()
+                    queue.get_nowait()
+                    queue.task_done()
                     self._drop(1, "the queue is full")
         return len(jobs)
 
     async def start(self) -> None:
-        if self._worker is not None:
+        if self._started:
             return
         if self._closed:
             raise RuntimeError("a stopped dispatcher cannot start again")
         # trust_env: clusters often reach chat services only through HTTPS_PROXY.
         self._session = aiohttp.ClientSession(trust_env=True)
-        self._worker = asyncio.create_task(self._run(), name="segue-notify")
+        self._started = True
+        for target in self._lanes:  # published before start
+            self._lane(target)
 
     async def stop(self, deadline: float = 10.0) -> None:
         """Stop taking notifications, deliver what is queued for up to ``deadline``
         seconds, then drop the rest."""
         self._closed = True
-        worker, self._worker = self._worker, None
-        if worker is not None:
+        lanes = list(self._lanes.values())
+        workers = [lane.worker for lane in lanes if lane.worker is not None]
+        if workers:
+            joined = asyncio.gather(*(lane.queue.join() for lane in lanes))
             try:
-                await asyncio.wait_for(self._queue.join(), timeout=deadline)
+                await asyncio.wait_for(joined, timeout=deadline)
             except TimeoutError:
                 log.warning("notifications: %d left undelivered at shutdown", self.pending)
-            worker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await worker
+            for worker in workers:
+                worker.cancel()
+            for worker in workers:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await worker
         left = 0
-        while not self._queue.empty():
-            self._queue.get_nowait()
-            self._queue.task_done()
-            left += 1
+        for lane in lanes:
+            lane.worker = None
+            while not lane.queue.empty():
+                lane.queue.get_nowait()
+                lane.queue.task_done()
+                left += 1
         self._drop(left, "the dispatcher stopped")
         if self._session is not None:
             await self._session.close()
@@ -141,9 +166,9 @@ class Dispatcher:
     ) -> None:
         await self.stop()
 
-    async def _run(self) -> None:
+    async def _run(self, queue: asyncio.Queue[_Job]) -> None:
         while True:
-            job = await self._queue.get()
+            job = await queue.get()
             try:
                 await self._deliver(job)
             except asyncio.CancelledError:
@@ -154,7 +179,7 @@ class Dispatcher:
                 log.exception("notifications: delivery to %s crashed", job.target.redacted)
                 self._failed()
             finally:
-                self._queue.task_done()
+                queue.task_done()
 
     async def _deliver(self, job: _Job) -> None:
         assert self._session is not None
