@@ -13,12 +13,16 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
+from segue.analysis import provider as provider_module
 from segue.analysis.prometheus import PrometheusProvider, _parse_status_error, parse_result
 from segue.analysis.provider import (
     MetricProvider,
+    PooledProvider,
+    PoolSaturated,
     ProviderUnavailable,
     QueryRejected,
     UnusableResult,
+    close_providers,
     create_provider,
     provider_for,
     provider_kinds,
@@ -226,18 +230,46 @@ def test_silent_server_times_out_quickly():
         assert sleeps == []
 
 
-def test_ca_file_and_worst_case_duration(tmp_path):
+def test_ca_file_and_positive_timeout(tmp_path):
     ca = tmp_path / "ca.pem"
     p = PrometheusProvider(
-        PrometheusSettings(address="https://prom:9090", ca_file=str(ca), timeout_s=1),
-        retries=2,
-        backoff_s=0.5,
+        PrometheusSettings(address="https://prom:9090", ca_file=str(ca), timeout_s=1)
     )
     assert p._client()._session.verify == str(ca)
-    assert p.max_query_seconds == pytest.approx(3 * 2 * 1 + 0.5 + 1.0)
     p.close()
     with pytest.raises(ValueError):
         PrometheusProvider(PrometheusSettings(timeout_s=0))
+
+
+def test_retries_keep_to_the_timeout():
+    # Each retry waits longer; once a pause would reach past the query's timeout, the
+    # query gives up instead of running over it.
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    now = [0.0]
+    sleeps: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        now[0] += seconds
+
+    p = PrometheusProvider(
+        PrometheusSettings(address=f"http://127.0.0.1:{port}", timeout_s=1.0),
+        retries=5,
+        backoff_s=0.4,
+        sleep=sleep,
+        clock=lambda: now[0],
+    )
+    with pytest.raises(ProviderUnavailable, match=r"after 2 attempts, no time left within 1s"):
+        p.query_scalar("x")
+    assert sleeps == [0.4]
+
+
+def test_timeout_is_capped():
+    assert PrometheusSettings(timeout_s=90).timeout_s == 30.0
+    assert PrometheusSettings.from_env(timeout_s=float("inf")).timeout_s == 30.0
+    assert PrometheusSettings(timeout_s=2.5).timeout_s == 2.5
 
 
 def test_threads_get_their_own_client():
@@ -265,13 +297,48 @@ def test_token_is_not_in_repr():
     assert "s3cret" not in repr(PrometheusSettings(bearer_token="s3cret"))
 
 
-def test_registry():
+@pytest.fixture
+def no_cached_providers() -> Iterator[None]:
+    close_providers()
+    yield
+    close_providers()
+
+
+def test_registry(no_cached_providers):
     assert provider_kinds()["prometheus"] is PrometheusSettings
     p = create_provider(PrometheusSettings(address="http://a:9090"))
     assert isinstance(p, PrometheusProvider) and isinstance(p, MetricProvider)
     assert p.name == "Prometheus"
     shared = provider_for(PrometheusSettings(address="http://b:9090"))
+    assert isinstance(shared, PooledProvider) and isinstance(shared.provider, PrometheusProvider)
     assert provider_for(PrometheusSettings(address="http://b:9090")) is shared
     assert provider_for(PrometheusSettings(address="http://c:9090")) is not shared
     with pytest.raises(TypeError, match="no metric provider for str"):
         create_provider("http://a:9090")
+
+
+def test_one_pool_per_address(no_cached_providers):
+    b = provider_for(PrometheusSettings(address="http://b:9090", timeout_s=2))
+    b_token = provider_for(PrometheusSettings(address="http://b:9090", bearer_token="t"))
+    c = provider_for(PrometheusSettings(address="http://c:9090"))
+    # Other credentials or timeout: another client, the same workers.
+    assert b_token is not b and b_token.pool is b.pool
+    assert c.pool is not b.pool
+    assert b.label == "Prometheus at http://b:9090" and b.timeout_s == 2.0
+    assert b.query_deadline_s == 3.0 and b.round_deadline_s == 5.0
+    long = provider_for(PrometheusSettings(address="http://d:9090", timeout_s=30))
+    assert long.round_deadline_s == 60.0
+
+
+def test_eviction_shuts_the_pool_down(no_cached_providers, monkeypatch):
+    monkeypatch.setattr(provider_module, "_CACHE_MAX", 2)
+    a = provider_for(PrometheusSettings(address="http://a:9090"))
+    a_token = provider_for(PrometheusSettings(address="http://a:9090", bearer_token="t"))
+    provider_for(PrometheusSettings(address="http://b:9090"))  # evicts a
+    assert not a.pool.closed  # a_token still uses it
+    provider_for(PrometheusSettings(address="http://c:9090"))  # evicts a_token
+    assert a.pool.closed and a_token.pool.closed
+    assert isinstance(a.pool.refusal(), PoolSaturated)
+    # The address is simply served by a new pool next time.
+    again = provider_for(PrometheusSettings(address="http://a:9090"))
+    assert not again.pool.closed and again.pool is not a.pool

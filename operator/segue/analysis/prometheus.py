@@ -1,9 +1,12 @@
 """Prometheus as a metric provider, on prometheus-api-client.
 
 Blocking by nature (requests underneath): callers run :meth:`PrometheusProvider.query_scalar`
-in a thread. Every request carries a timeout; connection errors and 5xx answers are retried
-a bounded number of times with a short backoff, 4xx answers never (a 400 ``bad_data`` is a
-broken query, and asking again will not fix it).
+on the worker threads of the provider's query pool (``provider.provider_for``). One query
+keeps to ``settings.timeout_s`` in all: every request carries what is left of it as its
+connect and read timeout, and Prometheus gets it as its evaluation timeout. Connection
+errors and 5xx answers are retried while time is left, with a short backoff; 4xx answers
+never (a 400 ``bad_data`` is a broken query, and asking again will not fix it). A read
+timeout is not retried either: the server took the request and is slow.
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ class PrometheusProvider:
         retries: int = DEFAULT_RETRIES,
         backoff_s: float = DEFAULT_BACKOFF_S,
         sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if settings.timeout_s <= 0:
             raise ValueError("timeout_s must be positive")
@@ -57,6 +61,7 @@ class PrometheusProvider:
         self.retries = max(0, retries)
         self.backoff_s = backoff_s
         self._sleep = sleep
+        self._clock = clock
         self._local = threading.local()
         self._clients: list[PrometheusConnect] = []
         self._clients_lock = threading.Lock()
@@ -64,13 +69,6 @@ class PrometheusProvider:
     @property
     def name(self) -> str:
         return "Prometheus"
-
-    @property
-    def max_query_seconds(self) -> float:
-        # Each attempt may wait up to the timeout to connect and again to read.
-        attempts = self.retries + 1
-        backoffs = sum(self.backoff_s * 2.0**i for i in range(self.retries))
-        return attempts * 2 * self.settings.timeout_s + backoffs
 
     def _client(self) -> PrometheusConnect:
         client: PrometheusConnect | None = getattr(self._local, "client", None)
@@ -107,19 +105,32 @@ class PrometheusProvider:
         client = self._client()
         # Prometheus stops evaluating at this server-side timeout too, so a heavy query does
         # not keep running after we gave up on it.
-        params = {"timeout": f"{self.settings.timeout_s:g}s"}
+        timeout = self.settings.timeout_s
+        params = {"timeout": f"{timeout:g}s"}
+        deadline = self._clock() + timeout
         last = "no attempt made"
+        attempts = 0
         for attempt in range(self.retries + 1):
             if attempt:
-                self._sleep(self.backoff_s * 2.0 ** (attempt - 1))
+                pause = self.backoff_s * 2.0 ** (attempt - 1)
+                if self._clock() + pause >= deadline:
+                    break
+                self._sleep(pause)
+            left = deadline - self._clock()
+            if left <= 0:
+                break
+            attempts += 1
             try:
-                result = client.custom_query(query, params=params)
+                # (connect, read): each bounded by what is left of the query's time. A read
+                # timeout applies per socket read, so a trickling answer can outlast it; the
+                # pool's deadline covers that.
+                result = client.custom_query(query, params=params, timeout=(left, left))
             except requests.exceptions.SSLError as e:
                 raise ProviderUnavailable(f"TLS error talking to {self._where()}: {e}") from e
             except requests.exceptions.ReadTimeout as e:
                 # The server took the request but is slow: retrying would only double the wait.
                 raise ProviderUnavailable(
-                    f"{self._where()} did not answer within {self.settings.timeout_s:g}s"
+                    f"{self._where()} did not answer within {timeout:g}s"
                 ) from e
             except requests.exceptions.ConnectionError as e:
                 last = f"cannot connect to {self._where()}: {_short(e)}"
@@ -143,7 +154,9 @@ class PrometheusProvider:
             except requests.exceptions.RequestException as e:
                 raise ProviderUnavailable(f"request to {self._where()} failed: {_short(e)}") from e
             return parse_result(result)
-        raise ProviderUnavailable(f"{last} (after {self.retries + 1} attempts)")
+        tries = "attempt" if attempts == 1 else "attempts"
+        within = "" if attempts == self.retries + 1 else f", no time left within {timeout:g}s"
+        raise ProviderUnavailable(f"{last} (after {attempts} {tries}{within})")
 
     def _where(self) -> str:
         return f"Prometheus at {self.settings.address}"

@@ -21,6 +21,9 @@ SEVERITIES: tuple[Severity, ...] = get_args(Severity)
 DEFAULT_PROMETHEUS_ADDRESS = "http://127.0.0.1:9090"
 PROMETHEUS_ADDRESS_ENV = "SEGUE_PROMETHEUS_ADDRESS"
 DEFAULT_TIMEOUT_S = 5.0
+# The API refuses a longer timeout too; this cap holds for any caller (a hanging Prometheus
+# must not hold a query worker for minutes).
+MAX_TIMEOUT_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -50,12 +53,20 @@ class GateSpec:
 
 @dataclass(frozen=True)
 class PrometheusSettings:
-    """Where and how to reach Prometheus. ``hash`` lets providers be cached per settings."""
+    """Where and how to reach Prometheus. ``hash`` lets providers be cached per settings.
+
+    ``timeout_s`` bounds one query (the HTTP timeouts and Prometheus' own evaluation
+    timeout); anything above :data:`MAX_TIMEOUT_S` is capped to it.
+    """
 
     address: str = DEFAULT_PROMETHEUS_ADDRESS
     bearer_token: str | None = field(default=None, repr=False)
     ca_file: str | None = None
     timeout_s: float = DEFAULT_TIMEOUT_S
+
+    def __post_init__(self) -> None:
+        if not self.timeout_s <= MAX_TIMEOUT_S:  # also catches NaN
+            object.__setattr__(self, "timeout_s", MAX_TIMEOUT_S)
 
     @classmethod
     def from_env(
