@@ -2,7 +2,11 @@
 the Secret the Rollout names, and the round's result as an engine observation.
 
 A round runs as a background task, so a slow or unreachable Prometheus never delays the
-handling of an abort or an approval; its completion wakes the Rollout's loop.
+handling of an abort or an approval; its completion wakes the Rollout's loop. Its queries
+run on the query pool of the Prometheus address (``segue.analysis.pool``), never in a
+thread shared with Kubernetes calls, and the round ends by its deadline whatever the
+server does. The Secret holding the credentials is read through a short-lived cache, so a
+round every few seconds does not mean a Kubernetes GET every few seconds.
 """
 
 from __future__ import annotations
@@ -12,19 +16,32 @@ import hashlib
 import logging
 import os
 import tempfile
-from collections.abc import Callable
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Final
 
-from segue.analysis.provider import provider_for
+from segue.analysis.provider import provider_for, provider_kinds
 from segue.analysis.round import evaluate_round
-from segue.analysis.types import GateSpec, PrometheusSettings, RoundContext
+from segue.analysis.types import MAX_TIMEOUT_S, GateSpec, PrometheusSettings, RoundContext
 from segue.api.duration import parse_duration
 from segue.api.spec import Analysis, Gate, RolloutSpec
 from segue.controller.kube import Secrets
 from segue.engine import GateRound
 
 log = logging.getLogger(__name__)
+
+# How long a Secret read for Prometheus credentials is used before it is read again.
+SECRET_TTL_S: Final = 30.0
+# How long a failed read is remembered (a missing Secret is not asked for every round).
+SECRET_FAILURE_TTL_S: Final = 5.0
+# When a read fails, credentials read successfully at most this long ago are used instead
+# (the API server being down should not stop the analysis as well).
+SECRET_STALE_S: Final = 300.0
+SECRET_CACHE_MAX: Final = 256
 
 
 def gate_spec(gate: Gate) -> GateSpec:
@@ -43,21 +60,112 @@ def gate_spec(gate: Gate) -> GateSpec:
     )
 
 
+_written: set[str] = set()
+
+
 def _ca_file(pem: str) -> str:
     """Write a CA bundle once per content (the HTTP client wants a path)."""
     digest = hashlib.sha256(pem.encode()).hexdigest()[:16]
     path = Path(tempfile.gettempdir()) / f"segue-ca-{digest}.pem"
-    if not path.exists():
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(pem)
-        tmp.replace(path)
+    if str(path) not in _written:
+        if not path.exists():
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(pem)
+            tmp.replace(path)
+        _written.add(str(path))
     return str(path)
 
 
-class GateRunner:
-    def __init__(self, secrets: Secrets, default_address: str | None) -> None:
+class SecretUnreadable(Exception):
+    """A Secret could not be read; the message is short and has no Secret data in it."""
+
+
+@dataclass(frozen=True)
+class _Entry:
+    expires_at: float
+    data: Mapping[str, str] | None
+    read_at: float  # of ``data``
+    error: str | None = None
+
+
+class CachedSecrets:
+    """Reads Secrets through ``secrets`` and keeps each one for ``ttl_s`` seconds.
+
+    A failed read is remembered for ``failure_ttl_s``; when it fails, data read at most
+    ``stale_s`` ago is returned instead. At most ``max_entries`` Secrets are kept.
+    """
+
+    def __init__(
+        self,
+        secrets: Secrets,
+        *,
+        ttl_s: float = SECRET_TTL_S,
+        failure_ttl_s: float = SECRET_FAILURE_TTL_S,
+        stale_s: float = SECRET_STALE_S,
+        max_entries: int = SECRET_CACHE_MAX,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._secrets = secrets
+        self.ttl_s = ttl_s
+        self.failure_ttl_s = failure_ttl_s
+        self.stale_s = stale_s
+        self.max_entries = max_entries
+        self._clock = clock
+        self._entries: OrderedDict[tuple[str, str], _Entry] = OrderedDict()
+
+    async def read(self, namespace: str, name: str) -> Mapping[str, str]:
+        key = (namespace, name)
+        now = self._clock()
+        cached = self._entries.get(key)
+        if cached is not None and now < cached.expires_at:
+            if cached.data is not None:
+                return cached.data
+            raise SecretUnreadable(cached.error)
+        try:
+            data = dict(await self._secrets.read(namespace, name))
+        except Exception as e:
+            error = _describe(namespace, name, e)
+            recent = cached is not None and now - cached.read_at <= self.stale_s
+            if cached is not None and cached.data is not None and recent:
+                log.debug("%s; using what was read %.0fs ago", error, now - cached.read_at)
+                self._put(key, _Entry(now + self.failure_ttl_s, cached.data, cached.read_at))
+                return cached.data
+            self._put(key, _Entry(now + self.failure_ttl_s, None, now, error))
+            raise SecretUnreadable(error) from e
+        self._put(key, _Entry(now + self.ttl_s, data, now))
+        return data
+
+    def forget(self, namespace: str, name: str) -> None:
+        self._entries.pop((namespace, name), None)
+
+    def _put(self, key: tuple[str, str], entry: _Entry) -> None:
+        self._entries.pop(key, None)
+        self._entries[key] = entry
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+
+
+def _describe(namespace: str, name: str, e: Exception) -> str:
+    status = getattr(e, "status", None)
+    reason = getattr(e, "reason", None)
+    if isinstance(status, int):  # the Kubernetes client's ApiException: its text is long
+        return f"cannot read Secret {namespace}/{name}: HTTP {status} {reason or ''}".rstrip()
+    text = str(e).splitlines()[0] if str(e) else type(e).__name__
+    return f"cannot read Secret {namespace}/{name}: {text[:200]}"
+
+
+class GateRunner:
+    def __init__(
+        self,
+        secrets: Secrets,
+        default_address: str | None,
+        *,
+        secret_ttl_s: float = SECRET_TTL_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.secrets = CachedSecrets(secrets, ttl_s=secret_ttl_s, clock=clock)
         self._default_address = default_address
+        provider_kinds()  # imports the providers now, not during a round on the event loop
 
     async def settings(self, namespace: str, analysis: Analysis) -> PrometheusSettings:
         prom = analysis.prometheus
@@ -65,16 +173,17 @@ class GateRunner:
         ca: str | None = None
         if prom is not None and prom.secret_ref is not None:
             ref = prom.secret_ref
-            data = await self._secrets.read(namespace, ref.name)
+            data = await self.secrets.read(namespace, ref.name)
             token = data.get(ref.token_key) or None
-            if data.get(ref.ca_key):
-                ca = _ca_file(data[ref.ca_key])
+            pem = data.get(ref.ca_key)
+            if pem:
+                ca = _ca_file(pem)
         timeout = parse_duration(prom.timeout).total_seconds() if prom else 5.0
         return PrometheusSettings.from_env(
             (prom.address if prom else None) or self._default_address,
             bearer_token=token,
             ca_file=ca,
-            timeout_s=timeout,
+            timeout_s=min(timeout, MAX_TIMEOUT_S),
         )
 
     async def run(self, namespace: str, name: str, spec: RolloutSpec, weight: int) -> GateRound:
@@ -93,7 +202,11 @@ class GateRunner:
             interval=analysis.interval,
             weight=float(weight),
         )
-        provider = await asyncio.to_thread(provider_for, settings)
+        try:
+            # No I/O: builds a client the first time, then returns the cached provider.
+            provider = provider_for(settings)
+        except (TypeError, ValueError) as e:
+            return GateRound(evaluated_at=now, results=(), error=f"Prometheus: {e}")
         return await evaluate_round([gate_spec(g) for g in analysis.gates], context, provider, now)
 
 
