@@ -6,10 +6,13 @@ import argparse
 import asyncio
 import logging
 import os
+from collections.abc import Coroutine
+from typing import Any
 
 import kopf
 
 from segue import __version__
+from segue.controller import leader
 
 log = logging.getLogger("segue")
 
@@ -39,6 +42,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=int(os.environ.get("SEGUE_METRICS_PORT", "8081")),
         help="port of the operator's own /metrics (0: off; default %(default)s)",
     )
+    parser.add_argument(
+        "--leader-election",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="act only while holding a coordination.k8s.io Lease; others stand by "
+        "(default: on; --no-leader-election for a single process)",
+    )
+    parser.add_argument(
+        "--leader-election-namespace",
+        default=None,
+        help="namespace of the Lease (default: env POD_NAMESPACE, else the first "
+        "--namespace, else default)",
+    )
+    parser.add_argument(
+        "--leader-election-name",
+        default=leader.DEFAULT_LEASE_NAME,
+        help="name of the Lease (default %(default)s)",
+    )
     parser.add_argument("--verbose", "-v", action="store_true", help="debug logging")
     return parser.parse_args(argv)
 
@@ -61,13 +82,30 @@ def main(argv: list[str] | None = None) -> int:
     if args.metrics_port:
         port = operator.metrics.serve(args.metrics_port)
         log.info("metrics on http://0.0.0.0:%d/metrics", port)
-    asyncio.run(
-        kopf.operator(
+
+    def run_kopf(stop_flag: asyncio.Event | None = None) -> Coroutine[Any, Any, None]:
+        return kopf.operator(
             clusterwide=not args.namespace,
             namespaces=args.namespace,
             liveness_endpoint=args.liveness,
             standalone=True,
             memo=kopf.Memo(**{handlers.MEMO_KEY: operator}),
+            stop_flag=stop_flag,
         )
+
+    if not args.leader_election:
+        asyncio.run(run_kopf())
+        return 0
+    # Stand by until this process holds the Lease; only then start kopf, so a standby
+    # neither watches nor analyses nor writes. Losing the Lease stops kopf and exits 1.
+    namespace = leader.lease_namespace(
+        args.leader_election_namespace, dict(os.environ), args.namespace
     )
-    return 0
+    elector = leader.elector_for(namespace, args.leader_election_name)
+    log.info(
+        "leader election on Lease %s/%s as %s",
+        namespace,
+        args.leader_election_name,
+        elector.identity,
+    )
+    return asyncio.run(leader.run_elected(elector, run_kopf, args.liveness))

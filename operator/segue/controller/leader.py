@@ -1,0 +1,667 @@
+"""One active operator: leader election on a ``coordination.k8s.io/v1`` Lease.
+
+Every operator process is a candidate. One holds the Lease and runs kopf; the others stand
+by without watching, analysing or writing anything, and take over when the holder stops
+renewing. The shape follows client-go's leader election:
+
+- A candidate never trusts another machine's clock. It notes, on its own monotonic clock,
+  when it last saw the Lease's claim change (holder, renew time, duration) and considers the
+  Lease expired once it has seen no change for the holder's ``leaseDurationSeconds``.
+- Every write is a replace guarded by ``resourceVersion``; a 409 means another candidate
+  wrote first, so the Lease is read again.
+- The holder renews every ``retry_period``. If it has not renewed for ``renew_deadline`` it
+  gives up: kopf is stopped and the process exits non-zero before ``lease_duration`` has
+  passed since its last renewal, which is the earliest a standby can take over.
+- On a graceful shutdown the holder releases the Lease (no holder, 1 s duration), so a
+  standby takes over at its next look instead of waiting for expiry.
+
+With the defaults (10 s lease, renewal and retries every 2 s, 2 s per request) a standby
+takes over within ``retry_period + lease_duration + request_timeout`` = 14 s of the holder
+dying without a word (kill -9), and within ``retry_period + request_timeout`` of a release.
+
+The decisions (:func:`observe`, :func:`judge`, :func:`claim_spec`, :func:`release_spec`)
+are pure and take the time as an argument; :class:`KubeLeaseStore` is the thin blocking
+I/O, and :class:`Elector` runs it in a dedicated one-thread executor, never in asyncio's
+default pool nor beside the operator's other Kubernetes calls, so a slow apiserver answer to
+anything else never delays a renewal. Lease requests have their own API client and are not
+counted in the operator's request metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import functools
+import logging
+import os
+import signal
+import socket
+import time
+import urllib.parse
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Final, Protocol, TypeVar
+
+import aiohttp.web
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+log = logging.getLogger(__name__)
+
+Json = dict[str, Any]
+T = TypeVar("T")
+
+LEASE_GROUP: Final = "coordination.k8s.io"
+LEASE_VERSION: Final = "v1"
+LEASE_PLURAL: Final = "leases"
+DEFAULT_LEASE_NAME: Final = "segue-operator"
+# A released Lease keeps this duration, so a candidate that reads it late still sees it expire.
+RELEASED_DURATION: Final = 1
+
+
+@dataclass(frozen=True)
+class Timing:
+    """How long a Lease lasts, when the holder gives up, and how often everyone looks."""
+
+    lease_duration: float = 10.0
+    renew_deadline: float = 7.0
+    retry_period: float = 2.0
+    request_timeout: float = 2.0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.retry_period < self.renew_deadline < self.lease_duration:
+            raise ValueError("need 0 < retry_period < renew_deadline < lease_duration")
+        if self.request_timeout <= 0 or self.request_timeout > self.renew_deadline:
+            raise ValueError("need 0 < request_timeout <= renew_deadline")
+
+    def stop_by(self, renewed_at: float) -> float:
+        """The holder must have stopped acting by then: a margin before the earliest moment
+        (``renewed_at + lease_duration``) a standby could take over."""
+        margin = min(1.0, (self.lease_duration - self.renew_deadline) / 2)
+        return renewed_at + self.lease_duration - margin
+
+    def worst_case_failover(self) -> float:
+        """Seconds from the holder's death to a standby's claim, at most: the standby sees
+        the last renewal up to one retry period late, waits a full lease duration from then,
+        and needs one request to claim."""
+        return self.retry_period + self.lease_duration + self.request_timeout
+
+
+# --- the pure part --------------------------------------------------------------------------
+
+
+def micro_time(t: datetime) -> str:
+    """A Kubernetes MicroTime: RFC 3339 in UTC with exactly six fractional digits, which is
+    what the API server's parser requires (``datetime.isoformat`` drops them at .000000)."""
+    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _parse_time(value: Any) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class LeaseRecord:
+    """The parts of a Lease that leader election reads."""
+
+    holder: str  # "" when nobody holds it
+    duration: float | None
+    acquire_time: datetime | None
+    renew_time: datetime | None
+    transitions: int
+    resource_version: str
+
+    @classmethod
+    def from_object(cls, obj: Json) -> LeaseRecord:
+        spec = obj.get("spec") or {}
+        duration = spec.get("leaseDurationSeconds")
+        transitions = spec.get("leaseTransitions")
+        return cls(
+            holder=str(spec.get("holderIdentity") or ""),
+            duration=float(duration) if isinstance(duration, int | float) else None,
+            acquire_time=_parse_time(spec.get("acquireTime")),
+            renew_time=_parse_time(spec.get("renewTime")),
+            transitions=transitions if isinstance(transitions, int) else 0,
+            resource_version=str((obj.get("metadata") or {}).get("resourceVersion") or ""),
+        )
+
+    def claim(self) -> tuple[object, ...]:
+        """What changes when a holder claims or renews; not the resourceVersion, which also
+        changes when someone only edits a label."""
+        return (self.holder, self.duration, self.acquire_time, self.renew_time, self.transitions)
+
+
+@dataclass(frozen=True)
+class Seen:
+    """A Lease as this candidate saw it, and when (on its own monotonic clock) its claim last
+    changed."""
+
+    record: LeaseRecord
+    changed_at: float
+
+
+def observe(previous: Seen | None, record: LeaseRecord, now: float) -> Seen:
+    if previous is not None and previous.record.claim() == record.claim():
+        return Seen(record, previous.changed_at)
+    return Seen(record, now)
+
+
+@dataclass(frozen=True)
+class Acquire:
+    """Claim the Lease now. ``reason``: absent, released, expired or ours."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class Wait:
+    """Someone else holds a live Lease: look again at ``until`` (monotonic)."""
+
+    holder: str
+    until: float
+
+
+def expires_at(seen: Seen, timing: Timing) -> float:
+    duration = seen.record.duration
+    return seen.changed_at + (duration if duration and duration > 0 else timing.lease_duration)
+
+
+def judge(identity: str, seen: Seen | None, now: float, timing: Timing) -> Acquire | Wait:
+    """Whether a candidate may claim the Lease it has seen (None: there is no Lease)."""
+    if seen is None:
+        return Acquire("absent")
+    holder = seen.record.holder
+    if not holder:
+        return Acquire("released")
+    if holder == identity:
+        # This process's own claim, e.g. read back after a write whose answer was lost.
+        return Acquire("ours")
+    expiry = expires_at(seen, timing)
+    if now >= expiry:
+        return Acquire("expired")
+    return Wait(holder, min(now + timing.retry_period, expiry))
+
+
+def renewal_due(last_attempt: float, timing: Timing) -> float:
+    return last_attempt + timing.retry_period
+
+
+def renewal_lost(renewed_at: float, now: float, timing: Timing) -> bool:
+    """The holder has not renewed for ``renew_deadline``: it must stop acting."""
+    return now - renewed_at >= timing.renew_deadline
+
+
+def claim_spec(identity: str, record: LeaseRecord | None, now: datetime, timing: Timing) -> Json:
+    """The Lease spec with which ``identity`` takes or renews the Lease."""
+    ours = record is not None and record.holder == identity
+    transitions = 0 if record is None else record.transitions + (0 if ours else 1)
+    acquired = record.acquire_time if ours and record and record.acquire_time else now
+    return {
+        "holderIdentity": identity,
+        "leaseDurationSeconds": max(1, round(timing.lease_duration)),
+        "acquireTime": micro_time(acquired),
+        "renewTime": micro_time(now),
+        "leaseTransitions": transitions,
+    }
+
+
+def release_spec(record: LeaseRecord, now: datetime) -> Json:
+    """The Lease spec that gives the Lease up: no holder, so any candidate claims it at once."""
+    spec: Json = {
+        "leaseDurationSeconds": RELEASED_DURATION,
+        "renewTime": micro_time(now),
+        "leaseTransitions": record.transitions,
+    }
+    if record.acquire_time:
+        spec["acquireTime"] = micro_time(record.acquire_time)
+    return spec
+
+
+def lease_object(base: Json | None, namespace: str, name: str, spec: Json) -> Json:
+    """A whole Lease for create or replace: ``base``'s metadata (labels, annotations and the
+    resourceVersion that guards the write) with a new spec."""
+    metadata: Json = {"name": name, "namespace": namespace}
+    if base is not None:
+        old = base.get("metadata") or {}
+        metadata.update(
+            {k: old[k] for k in ("labels", "annotations", "resourceVersion") if k in old}
+        )
+    return {
+        "apiVersion": f"{LEASE_GROUP}/{LEASE_VERSION}",
+        "kind": "Lease",
+        "metadata": metadata,
+        "spec": spec,
+    }
+
+
+def standing_by_message(where: str, record: LeaseRecord, now: datetime) -> str:
+    if record.renew_time is None:
+        renewed = "never renewed"
+    else:
+        renewed = f"renewed {max(0.0, (now - record.renew_time).total_seconds()):.1f}s ago"
+    return f"standing by: Lease {where} is held by {record.holder} ({renewed})"
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def default_identity() -> str:
+    """Host name and process id: unique among live processes, and the same again when a
+    container restarts in the same pod (pid 1), which may then reclaim its own Lease."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def lease_namespace(flag: str | None, environ: dict[str, str], namespaces: list[str]) -> str:
+    """--leader-election-namespace, else POD_NAMESPACE, else the first watched namespace,
+    else "default"."""
+    return flag or environ.get("POD_NAMESPACE") or (namespaces[0] if namespaces else "default")
+
+
+# --- the I/O -------------------------------------------------------------------------------
+
+
+class Conflict(Exception):
+    """A write lost a race (409): the Lease changed since it was read, or already exists."""
+
+
+class LeaseGone(Exception):
+    """The Lease was deleted under its holder."""
+
+
+class LeaseStore(Protocol):
+    """Blocking reads and writes of one Lease."""
+
+    namespace: str
+    name: str
+
+    def get(self) -> Json | None: ...
+
+    def create(self, body: Json) -> Json: ...
+
+    def replace(self, body: Json) -> Json: ...
+
+
+def make_api_client() -> client.ApiClient:
+    """An API client of its own: in-cluster credentials in a Pod, else the current KUBECONFIG.
+    No urllib3 retries: each request is bounded by the request timeout alone, and the
+    elector's loop does the retrying."""
+    configuration = client.Configuration()
+    if os.environ.get("KUBERNETES_SERVICE_HOST") and not os.environ.get("KUBECONFIG"):
+        config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+    else:
+        config.load_kube_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+    configuration.retries = 0
+    return client.ApiClient(configuration)
+
+
+class KubeLeaseStore:
+    """One Lease through the API server. Requests go through the generic object API with
+    plain JSON, so MicroTime fields are sent exactly as :func:`micro_time` writes them."""
+
+    def __init__(self, api: client.ApiClient, namespace: str, name: str, timeout: float) -> None:
+        self.namespace = namespace
+        self.name = name
+        self._objects = client.CustomObjectsApi(api)
+        self._timeout = timeout
+
+    def get(self) -> Json | None:
+        try:
+            obj = self._objects.get_namespaced_custom_object(
+                LEASE_GROUP, LEASE_VERSION, self.namespace, LEASE_PLURAL, self.name,
+                _request_timeout=self._timeout,
+            )  # fmt: skip
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+        return obj if isinstance(obj, dict) else None
+
+    def create(self, body: Json) -> Json:
+        try:
+            obj = self._objects.create_namespaced_custom_object(
+                LEASE_GROUP, LEASE_VERSION, self.namespace, LEASE_PLURAL, body,
+                _request_timeout=self._timeout,
+            )  # fmt: skip
+        except ApiException as e:
+            if e.status == 409:
+                raise Conflict(str(e.reason)) from None
+            raise
+        return obj if isinstance(obj, dict) else {}
+
+    def replace(self, body: Json) -> Json:
+        try:
+            obj = self._objects.replace_namespaced_custom_object(
+                LEASE_GROUP, LEASE_VERSION, self.namespace, LEASE_PLURAL, self.name, body,
+                _request_timeout=self._timeout,
+            )  # fmt: skip
+        except ApiException as e:
+            if e.status == 409:
+                raise Conflict(str(e.reason)) from None
+            if e.status == 404:
+                raise LeaseGone() from None
+            raise
+        return obj if isinstance(obj, dict) else {}
+
+
+def elector_for(namespace: str, name: str, timing: Timing | None = None) -> Elector:
+    """An elector for this process on the Lease ``namespace``/``name``, with its own API
+    client."""
+    timing = timing or Timing()
+    store = KubeLeaseStore(make_api_client(), namespace, name, timing.request_timeout)
+    return Elector(store, default_identity(), timing)
+
+
+def describe(e: BaseException) -> str:
+    if isinstance(e, ApiException):
+        return f"{e.status} {e.reason}"
+    if isinstance(e, TimeoutError):
+        return "timed out"
+    text = str(e).splitlines()[0][:200] if str(e) else ""
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
+@dataclass
+class Elector:
+    """Claims, holds and releases one Lease. Blocking calls run in a one-thread executor of
+    its own, each bounded by ``timing.request_timeout``."""
+
+    store: LeaseStore
+    identity: str
+    timing: Timing = field(default_factory=Timing)
+    clock: Callable[[], float] = time.monotonic
+    wall: Callable[[], datetime] = utc_now
+    _executor: concurrent.futures.ThreadPoolExecutor = field(init=False, repr=False)
+    _obj: Json | None = field(default=None, init=False, repr=False)
+    _record: LeaseRecord | None = field(default=None, init=False, repr=False)
+    renewed_at: float = field(default=0.0, init=False)
+    leading: bool = field(default=False, init=False)
+
+    def __post_init__(self) -> None:
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="segue-leader"
+        )
+
+    @property
+    def where(self) -> str:
+        return f"{self.store.namespace}/{self.store.name}"
+
+    async def _call(self, fn: Callable[..., T], *args: Any, limit: float | None = None) -> T:
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(self._executor, functools.partial(fn, *args))
+        # The request has its own timeout; this bounds the wait for it (a request still
+        # queued behind a slow one) as well.
+        wait = self.timing.request_timeout + 1.0 if limit is None else limit
+        return await asyncio.wait_for(future, max(0.0, wait))
+
+    def _took(self, obj: Json, started: float) -> None:
+        self._obj = obj
+        self._record = LeaseRecord.from_object(obj)
+        self.renewed_at = started
+
+    async def acquire(self) -> None:
+        """Return once this process holds the Lease. Logs one line when standing by (again
+        only if the holder changes) and one when it becomes the leader."""
+        seen: Seen | None = None
+        announced: str | None = None
+        failing: str | None = None
+        while True:
+            try:
+                obj = await self._call(self.store.get)
+            except Exception as e:  # any failure: look again after a retry period
+                failing = self._report(failing, "reading", e)
+                await asyncio.sleep(self.timing.retry_period)
+                continue
+            seen = observe(seen, LeaseRecord.from_object(obj), self.clock()) if obj else None
+            decision = judge(self.identity, seen, self.clock(), self.timing)
+            if isinstance(decision, Wait):
+                failing = None
+                if seen is not None and decision.holder != announced:
+                    log.info(standing_by_message(self.where, seen.record, self.wall()))
+                    announced = decision.holder
+                await asyncio.sleep(max(0.0, decision.until - self.clock()))
+                continue
+            previous = seen.record if seen else None
+            body = lease_object(
+                obj,
+                self.store.namespace,
+                self.store.name,
+                claim_spec(self.identity, previous, self.wall(), self.timing),
+            )
+            started = self.clock()
+            try:
+                if obj is None:
+                    written = await self._call(self.store.create, body)
+                else:
+                    written = await self._call(self.store.replace, body)
+            except (Conflict, LeaseGone):
+                continue  # someone else wrote first: read again now
+            except Exception as e:
+                failing = self._report(failing, "claiming", e)
+                await asyncio.sleep(self.timing.retry_period)
+                continue
+            self._took(written, started)
+            self.leading = True
+            how = {
+                "absent": "created it",
+                "released": "it was free",
+                "expired": f"{previous.holder if previous else '?'} stopped renewing it",
+                "ours": "it was already ours",
+            }[decision.reason]
+            log.info("became leader: Lease %s is held by %s (%s)", self.where, self.identity, how)
+            return
+
+    def _report(self, failing: str | None, doing: str, e: BaseException) -> str:
+        """Log a failure once per kind, not once per attempt."""
+        text = describe(e)
+        if text != failing:
+            forbidden = isinstance(e, ApiException) and e.status == 403
+            log.log(
+                logging.ERROR if forbidden else logging.WARNING,
+                "leader election: %s Lease %s failed: %s; retrying every %gs",
+                doing, self.where, text, self.timing.retry_period,
+            )  # fmt: skip
+        return text
+
+    async def hold(self) -> str:
+        """Renew the Lease every retry period for as long as it can; return why it could not
+        (after which this process must stop acting). Cancel it to stop renewing."""
+        last_attempt = self.renewed_at
+        failing: str | None = None
+        while True:
+            deadline = self.renewed_at + self.timing.renew_deadline
+            due = min(renewal_due(last_attempt, self.timing), deadline)
+            await asyncio.sleep(max(0.0, due - self.clock()))
+            now = self.clock()
+            # A small tolerance: the event loop may wake a timer a little early.
+            if renewal_lost(self.renewed_at, now + 0.01, self.timing):
+                return self._lost(failing)
+            last_attempt = now
+            record = self._record
+            assert record is not None, "hold() before acquire()"
+            spec = claim_spec(self.identity, record, self.wall(), self.timing)
+            body = lease_object(self._obj, self.store.namespace, self.store.name, spec)
+            try:
+                written = await self._call(self.store.replace, body, limit=deadline - now)
+            except LeaseGone:
+                # Deleted: whoever creates it first holds it; a 409 means that was not us.
+                fresh = lease_object(None, self.store.namespace, self.store.name, spec)
+                try:
+                    written = await self._call(self.store.create, fresh, limit=deadline - now)
+                except Conflict:
+                    return f"Lease {self.where} was deleted and claimed by another process"
+                except Exception as e:
+                    failing = self._renew_failed(failing, e, deadline - now)
+                    continue
+            except Conflict:
+                # Someone wrote the Lease: read it; if it is still ours, renew at once.
+                try:
+                    obj = await self._call(self.store.get, limit=deadline - now)
+                except Exception as e:
+                    failing = self._renew_failed(failing, e, deadline - now)
+                    continue
+                holder = LeaseRecord.from_object(obj).holder if obj else ""
+                if obj is None or holder != self.identity:
+                    return f"Lease {self.where} is now held by {holder or 'nobody'}"
+                self._obj, self._record = obj, LeaseRecord.from_object(obj)
+                last_attempt -= self.timing.retry_period
+                continue
+            except Exception as e:
+                failing = self._renew_failed(failing, e, deadline - now)
+                continue
+            if failing is not None:
+                log.info("renewed Lease %s again", self.where)
+            failing = None
+            self._took(written, now)
+
+    def _renew_failed(self, failing: str | None, e: BaseException, left: float) -> str:
+        """Log the first failure of a streak only."""
+        text = describe(e)
+        if failing is None:
+            log.warning(
+                "renewing Lease %s failed: %s; giving up in %.1fs unless it succeeds",
+                self.where, text, max(0.0, left),
+            )  # fmt: skip
+        return text
+
+    def _lost(self, failing: str | None) -> str:
+        why = f" (last error: {failing})" if failing else ""
+        return f"could not renew Lease {self.where} for {self.timing.renew_deadline:g}s{why}"
+
+    async def release(self) -> None:
+        """Give the Lease up if it is still ours; best effort, bounded by a request timeout."""
+        if not self.leading or self._record is None:
+            return
+        self.leading = False
+        body = lease_object(
+            self._obj,
+            self.store.namespace,
+            self.store.name,
+            release_spec(self._record, self.wall()),
+        )
+        try:
+            await self._call(self.store.replace, body)
+        except Exception as e:  # a standby then takes over when the Lease expires
+            log.warning("could not release Lease %s: %s", self.where, describe(e))
+            return
+        log.info("released Lease %s", self.where)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+class StandbyHealth:
+    """Answers the liveness endpoint while the process stands by, so the probe does not
+    restart a standby. kopf serves the same endpoint once this process leads."""
+
+    def __init__(self, endpoint: str | None) -> None:
+        self.endpoint = endpoint
+        self._runner: aiohttp.web.AppRunner | None = None
+
+    async def start(self) -> None:
+        if not self.endpoint:
+            return
+        parts = urllib.parse.urlsplit(self.endpoint)
+        if parts.scheme != "http":
+            raise ValueError(f"unsupported liveness endpoint: {self.endpoint}")
+
+        async def healthz(_: aiohttp.web.Request) -> aiohttp.web.Response:
+            return aiohttp.web.json_response({"leader": False})
+
+        app = aiohttp.web.Application()
+        app.add_routes([aiohttp.web.get(parts.path or "/", healthz)])
+        runner = aiohttp.web.AppRunner(app, handle_signals=False, shutdown_timeout=1.0)
+        await runner.setup()
+        site = aiohttp.web.TCPSite(runner, parts.hostname or "localhost", parts.port or 80)
+        await site.start()
+        self._runner = runner
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+
+def _flush_logs() -> None:
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+
+
+async def run_elected(
+    elector: Elector,
+    operate: Callable[[asyncio.Event], Coroutine[Any, Any, None]],
+    liveness: str | None,
+    handle_signals: bool = True,
+    exit_hard: Callable[[int], None] = os._exit,
+) -> int:
+    """Stand by until this process holds the Lease, then run ``operate`` (kopf) while
+    renewing it.
+
+    - SIGTERM/SIGINT while standing by: return 0. While leading, kopf handles the signal and
+      stops; then the Lease is released and 0 returned.
+    - Renewal lost: one log line, kopf is asked to stop (``operate``'s event), and the
+      process exits with status 1 once kopf has stopped, or at ``Timing.stop_by`` at the
+      latest (hard exit, so no thread left behind can write after a standby took over).
+    """
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    health = StandbyHealth(liveness)
+    acquiring = asyncio.create_task(elector.acquire(), name="segue leader election")
+
+    def on_signal() -> None:
+        stop.set()
+        acquiring.cancel()
+
+    if handle_signals:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, on_signal)
+    try:
+        await health.start()
+        try:
+            await acquiring
+        except asyncio.CancelledError:
+            if not stop.is_set():
+                raise
+            log.info("stopping while standing by")
+            return 0
+        finally:
+            await health.stop()
+        # Created before kopf starts: kopf leaves tasks that predate it alone, so renewal
+        # goes on while kopf shuts down gracefully.
+        holding = asyncio.create_task(elector.hold(), name="segue lease renewal")
+        holding.add_done_callback(lambda _: stop.set())
+        running = asyncio.create_task(operate(stop), name="segue operator")
+        done, _ = await asyncio.wait({holding, running}, return_when=asyncio.FIRST_COMPLETED)
+        if holding in done:
+            try:
+                reason = holding.result()
+            except Exception as e:  # a bug in renewal: all the same, stop acting
+                reason = f"renewing the Lease failed: {describe(e)}"
+            log.error("lost leadership: %s; stopping the operator and exiting", reason)
+            remaining = elector.timing.stop_by(elector.renewed_at) - elector.clock()
+            with contextlib.suppress(BaseException):  # not stopped in time: exit all the same
+                await asyncio.wait_for(asyncio.shield(running), max(0.0, remaining))
+            _flush_logs()
+            exit_hard(1)
+            return 1
+        holding.cancel()
+        try:
+            await running  # kopf stopped by itself (a signal) or failed
+        finally:
+            await asyncio.gather(holding, return_exceptions=True)
+            await elector.release()
+        return 0
+    finally:
+        acquiring.cancel()
+        if handle_signals:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+        elector.close()
