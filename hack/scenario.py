@@ -296,9 +296,13 @@ def start_operator(
     prometheus: str | None = None,
     metrics_port: int | None = None,
     verbose: bool = False,
+    extra_args: Sequence[str] = (),
 ) -> Operator:
     """The operator against ``kubeconfig``, watching ``namespaces`` (none: all of them);
-    returns once its liveness endpoint answers."""
+    returns once its liveness endpoint answers (a standby answers it too).
+
+    Leader election is on, as in production: the Lease is in the first of ``namespaces``
+    (``default`` without any) unless ``extra_args`` say otherwise."""
     port = free_port()
     metrics_port = metrics_port or free_port()
     argv = [sys.executable, "-m", "segue", "--liveness", f"http://127.0.0.1:{port}/healthz"]
@@ -309,8 +313,14 @@ def start_operator(
         argv += ["--prometheus-address", prometheus]
     if verbose:
         argv.append("--verbose")
-    # Only the given kubeconfig: never in-cluster credentials from the environment.
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KUBERNETES_")}
+    argv += extra_args
+    # Only the given kubeconfig: never in-cluster credentials from the environment, nor the
+    # Lease namespace of a pod these tests might run in.
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("KUBERNETES_") and k != "POD_NAMESPACE"
+    }
     env["KUBECONFIG"] = kubeconfig
     with log.open("ab") as out:
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT)

@@ -53,6 +53,14 @@ CLUSTER_ONLY_GRANTS: frozenset[Grant] = frozenset(
     {("apiextensions.k8s.io", "customresourcedefinitions", v, ()) for v in ("list", "watch")}
 )
 READ_VERBS = {"get", "list", "watch"}
+# Leader election, in the release namespace whatever the scope (templates/leader-election.yaml):
+# create a Lease, then read and renew only the named one.
+LEASE = "segue-operator"
+LEASE_GRANTS: frozenset[Grant] = frozenset(
+    {("coordination.k8s.io", "leases", "create", ())}
+    | {("coordination.k8s.io", "leases", v, (LEASE,)) for v in ("get", "update")}
+)
+LEADER_ELECTION_SUFFIX = "-leader-election"
 
 
 # --- rendering ------------------------------------------------------------------------------
@@ -121,6 +129,17 @@ def secret_grants(names: list[str]) -> set[Grant]:
     return {("", "secrets", "get", tuple(sorted(names)))} if names else set()
 
 
+def is_leader_election(doc: Doc) -> bool:
+    return doc["kind"] in ("Role", "RoleBinding") and doc["metadata"]["name"].endswith(
+        LEADER_ELECTION_SUFFIX
+    )
+
+
+def without_leader_election(docs: list[Doc]) -> list[Doc]:
+    """The rendered objects except the leader-election Role and RoleBinding (tested apart)."""
+    return [d for d in docs if not is_leader_election(d)]
+
+
 def container(docs: list[Doc]) -> Doc:
     pod = one(docs, "Deployment")["spec"]["template"]["spec"]
     assert len(pod["containers"]) == 1
@@ -148,7 +167,7 @@ def test_chart_metadata(helm: Path) -> None:
 
 
 def test_cluster_scope_grants_exactly_what_the_operator_uses(helm: Path) -> None:
-    docs = render(helm)
+    docs = without_leader_election(render(helm))
     assert {d["kind"] for d in docs} == {
         "ServiceAccount",
         "ClusterRole",
@@ -180,7 +199,9 @@ def test_cluster_scope_grants_exactly_what_the_operator_uses(helm: Path) -> None
 def test_namespace_scope_has_a_role_per_watched_namespace_and_nothing_cluster_wide(
     helm: Path,
 ) -> None:
-    docs = render(helm, "rbac.scope=namespace", "watchNamespaces={shop,payments}")
+    docs = without_leader_election(
+        render(helm, "rbac.scope=namespace", "watchNamespaces={shop,payments}")
+    )
     assert not by_kind(docs, "ClusterRole") and not by_kind(docs, "ClusterRoleBinding")
     roles = by_kind(docs, "Role")
     bindings = by_kind(docs, "RoleBinding")
@@ -203,7 +224,7 @@ def test_namespace_scope_has_a_role_per_watched_namespace_and_nothing_cluster_wi
 
 
 def test_namespace_scope_defaults_to_the_release_namespace(helm: Path) -> None:
-    docs = render(helm, "rbac.scope=namespace", namespace="team-a")
+    docs = without_leader_election(render(helm, "rbac.scope=namespace", namespace="team-a"))
     assert [r["metadata"]["namespace"] for r in by_kind(docs, "Role")] == ["team-a"]
     assert [b["metadata"]["namespace"] for b in by_kind(docs, "RoleBinding")] == ["team-a"]
     assert "--namespace=team-a" in container(docs)["args"]
@@ -216,24 +237,68 @@ def test_secrets_only_by_name_and_none_by_default(helm: Path, scope: str) -> Non
         sets = [f"rbac.scope={scope}"]
         if names:
             sets.append("secretNames={" + ",".join(names) + "}")
-        for role in by_kind(render(helm, *sets), kinds[scope]):
+        for role in by_kind(without_leader_election(render(helm, *sets)), kinds[scope]):
             secrets = {g for g in grants(role["rules"]) if g[1] == "secrets"}
             assert secrets == secret_grants(names)
             assert_least_privilege(role["rules"])
 
 
 def test_every_rule_in_the_template_says_why_it_is_needed() -> None:
-    lines = (CHART / "templates" / "rbac.yaml").read_text().splitlines()
-    for i, line in enumerate(lines):
-        if line.lstrip().startswith("- apiGroups:"):
-            assert lines[i - 1].lstrip().startswith("#"), f"rule without a comment: {line!r}"
+    for template in ("rbac.yaml", "leader-election.yaml"):
+        lines = (CHART / "templates" / template).read_text().splitlines()
+        for i, line in enumerate(lines):
+            if line.lstrip().startswith("- apiGroups:"):
+                assert lines[i - 1].lstrip().startswith("#"), f"rule without a comment: {line!r}"
+
+
+@pytest.mark.parametrize("scope", ["cluster", "namespace"])
+def test_leader_election_role_in_the_release_namespace_for_both_scopes(
+    helm: Path, scope: str
+) -> None:
+    sets = [f"rbac.scope={scope}"]
+    if scope == "namespace":
+        sets.append("watchNamespaces={shop}")
+    docs = render(helm, *sets)
+    elected = [d for d in docs if is_leader_election(d)]
+    assert sorted(d["kind"] for d in elected) == ["Role", "RoleBinding"]
+    role, binding = one(elected, "Role"), one(elected, "RoleBinding")
+    assert role["metadata"]["namespace"] == binding["metadata"]["namespace"] == "segue-system"
+    assert grants(role["rules"]) == LEASE_GRANTS  # no list, watch or delete; update by name
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": role["metadata"]["name"],
+    }
+    sa = one(docs, "ServiceAccount")["metadata"]["name"]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": sa, "namespace": "segue-system"}
+    ]
+    # The operator looks for the Lease where the Role allows it: the pod's own namespace.
+    c = container(docs)
+    assert "--leader-election" in c["args"]
+    assert "--leader-election-namespace=$(POD_NAMESPACE)" in c["args"]
+    assert f"--leader-election-name={LEASE}" in c["args"]
+    env = {e["name"]: e for e in c["env"]}
+    assert env["POD_NAMESPACE"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+
+
+def test_replicas_and_lease_name_reach_the_deployment_and_the_role(helm: Path) -> None:
+    docs = render(helm, "replicas=2", "leaderElection.leaseName=segue-blue")
+    assert one(docs, "Deployment")["spec"]["replicas"] == 2
+    assert "--leader-election-name=segue-blue" in container(docs)["args"]
+    role = one([d for d in docs if is_leader_election(d)], "Role")
+    assert ("coordination.k8s.io", "leases", "update", ("segue-blue",)) in grants(role["rules"])
 
 
 def test_deployment_is_hardened(helm: Path) -> None:
     docs = render(helm)
     deploy = one(docs, "Deployment")
-    assert deploy["spec"]["replicas"] == 1  # standalone kopf: no peering, one operator
-    assert deploy["spec"]["strategy"] == {"type": "Recreate"}
+    assert deploy["spec"]["replicas"] == 1  # 2 for a warm standby; one leads (Lease)
+    # Safe with leader election: the new pod stands by until the old one releases the Lease.
+    assert deploy["spec"]["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+    }
     pod = deploy["spec"]["template"]["spec"]
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["securityContext"]["runAsUser"] == 65532
@@ -349,6 +414,8 @@ def test_grafana_dashboard_configmap_only_when_enabled_and_present(
         ("serviceMonitor.enabled=yes", "serviceMonitor/enabled"),
         ("prometheusAddress=prometheus:9090", "prometheusAddress"),
         ("resources.limits.gpu=1", "additional properties 'gpu'"),
+        ("replicas=0", "replicas"),
+        ("leaderElection.leaseName=Not_A_Name", "leaseName"),
         # Schema-valid, but contradictory: the template refuses it.
         ("watchNamespaces={shop}", "only applies with rbac.scope=namespace"),
     ],
@@ -439,6 +506,19 @@ def releases(kube: Kube) -> Iterator[list[Release]]:
         release.helm("uninstall", release.name, "-n", release.namespace, "--ignore-not-found")
 
 
+def assert_lease_permissions(release: Release, watched: str) -> None:
+    """Leader election: the one Lease in the release namespace, and no other."""
+    ns = release.namespace
+    assert release.can("create", "leases.coordination.k8s.io", ns)
+    for verb in ("get", "update"):
+        assert release.can(verb, f"leases.coordination.k8s.io/{LEASE}", ns)
+        assert not release.can(verb, "leases.coordination.k8s.io/other", ns)
+    for verb in ("list", "watch", "delete", "patch"):
+        assert not release.can(verb, "leases.coordination.k8s.io", ns)
+    assert not release.can("create", "leases.coordination.k8s.io", watched)
+    assert not release.can("create", "leases.coordination.k8s.io", None)
+
+
 def assert_permissions(release: Release, allowed_in: list[str], elsewhere: str) -> None:
     """What the ServiceAccount may do in the namespaces it handles, and nothing more."""
     for ns in allowed_in:
@@ -489,6 +569,7 @@ def test_install_grants_exactly_the_operator_permissions(
     release = Release(kube, release_namespace, scope, watch)
     releases.append(release)
     release.install("secretNames={prom-creds}")
+    assert_lease_permissions(release, watched=namespace)
 
     ns = release_namespace
     kube.kubectl(
@@ -637,8 +718,13 @@ def test_operator_runs_under_chart_rbac(
 
     kubeconfig = token_kubeconfig(kube, release, tmp_path / "sa.kubeconfig")
     # The arguments the chart gives it: one --namespace per watched namespace, none in
-    # cluster scope (then it watches all namespaces).
-    op = start_operator(str(kubeconfig), tmp_path / "operator.log", release.watch)
+    # cluster scope (then it watches all namespaces), and the Lease in the release namespace.
+    op = start_operator(
+        str(kubeconfig),
+        tmp_path / "operator.log",
+        release.watch,
+        extra_args=["--leader-election-namespace", release.namespace],
+    )
     try:
         apply(kube, namespace, rollout_manifest(router))
 
@@ -663,6 +749,7 @@ def test_operator_runs_under_chart_rbac(
             )
         assert rollouts.events("web"), "the operator posted no Event about the Rollout"
         assert rbac_refusals(op.log()) == [], op.log()[-6000:]
+        assert f"became leader: Lease {release.namespace}/{LEASE}" in op.log()
 
         # Delete while the operator runs, so it removes its finalizer and nothing is left.
         custom = client.CustomObjectsApi(kube.api_client)
