@@ -1,18 +1,22 @@
 """The dispatcher against a real HTTP receiver on 127.0.0.1: delivery, retries, refusals,
-hanging receivers and a full queue."""
+hanging receivers and a full queue; and its isolation: no default executor, no proxy from
+the environment, DNS lookups bounded on threads of their own."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import socket
+import threading
 import time
 from collections.abc import Callable, Coroutine
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
+import pytest
 from aiohttp import web
 
 from segue.api import RolloutStatus
@@ -26,7 +30,9 @@ from segue.notify import (
     post,
     slack_payload,
 )
+from segue.notify.webhook import PoolResolver, open_session
 
+T = TypeVar("T")
 AT = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 FAST = RetryPolicy(timeout=2.0, retries=3, backoff=0.01)
 
@@ -300,5 +306,113 @@ def test_the_hook_publishes_status_changes_to_the_rollouts_targets() -> None:
                 100,
                 "2026-03-01T12:00:00Z",
             )
+
+    run(body)
+
+
+# --- isolation: no default executor, no proxy, DNS on threads of its own --------------------
+
+
+class NoDefaultExecutor(ThreadPoolExecutor):
+    """Installed as the loop's default executor: records any use of it."""
+
+    used: list[str]
+
+    def __init__(self) -> None:
+        super().__init__(max_workers=1)
+        self.used = []
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        self.used.append(getattr(fn, "__name__", repr(fn)))
+        return super().submit(fn, *args, **kwargs)
+
+
+def test_deliveries_never_use_the_default_executor() -> None:
+    default = NoDefaultExecutor()
+
+    async def body() -> None:
+        asyncio.get_running_loop().set_default_executor(default)
+        async with Receiver() as rx:
+            # A host name, so the DNS lookup runs too.
+            target = WebhookTarget(f"http://localhost:{rx.port}/json")
+            async with Dispatcher(policy=FAST) as d:
+                d.publish([target], note())
+                await until(lambda: d.stats.delivered == 1)
+            assert len(rx.bodies("/json")) == 1
+
+    try:
+        run(body)
+    finally:
+        default.shutdown()
+    assert default.used == []
+
+
+def test_proxy_settings_from_the_environment_are_ignored(monkeypatch: pytest.MonkeyPatch) -> None:
+    with socket.socket() as s:  # a proxy nobody listens on: using it would fail
+        s.bind(("127.0.0.1", 0))
+        proxy = f"http://127.0.0.1:{s.getsockname()[1]}"
+    for name in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY"):
+        monkeypatch.setenv(name, proxy)
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+
+    async def body() -> None:
+        async with Receiver() as rx:
+            async with Dispatcher(policy=FAST) as d:
+                d.publish([WebhookTarget(rx.url("/json"))], note())
+                await until(lambda: d.stats.delivered + d.stats.failed == 1)
+                assert d.stats.delivered == 1
+            assert len(rx.bodies("/json")) == 1
+
+    run(body)
+
+
+def test_a_stuck_dns_lookup_is_bounded_and_does_not_pile_up() -> None:
+    release = threading.Event()
+    threads: list[str] = []
+
+    def stuck(host: str, *args: Any) -> list[Any]:
+        threads.append(threading.current_thread().name)
+        release.wait(30)
+        return []
+
+    async def body() -> None:
+        resolver = PoolResolver(timeout=0.2, max_in_flight=1, lookup=stuck)
+        try:
+            with pytest.raises(OSError, match=r"DNS lookup of hooks.example took over 0.2s"):
+                await resolver.resolve("hooks.example", 443)
+            # The lookup still holds its thread: the next one is refused without waiting.
+            assert resolver.in_flight == 1
+            with pytest.raises(OSError, match="refused"):
+                await resolver.resolve("hooks.example", 443)
+            # A delivery through it fails as a connection error, within its retries.
+            async with open_session(resolver) as session:
+                result = await post(
+                    session,
+                    WebhookTarget("https://hooks.example/x"),
+                    {"x": 1},
+                    RetryPolicy(timeout=2, retries=1, backoff=0.01),
+                )
+            assert (result.outcome, result.attempts, result.status) == ("failed", 2, None)
+            assert result.error is not None and "hooks.example" not in result.error
+            release.set()
+            await until(lambda: resolver.in_flight == 0)
+        finally:
+            release.set()
+            await resolver.close()
+
+    run(body)
+    assert threads and all(t.startswith("segue-notify-dns") for t in threads)
+
+
+def test_the_resolver_returns_usable_addresses() -> None:
+    async def body() -> None:
+        resolver = PoolResolver()
+        try:
+            hosts = await resolver.resolve("localhost", 8080, socket.AF_INET)
+        finally:
+            await resolver.close()
+        assert hosts and all(h["hostname"] == "localhost" and h["port"] == 8080 for h in hosts)
+        assert "127.0.0.1" in {h["host"] for h in hosts}
 
     run(body)

@@ -1,24 +1,45 @@
-"""One webhook delivery: POST a JSON body, retrying what may succeed later.
+"""One webhook delivery: POST a JSON body, retrying what may succeed later; and the HTTP
+session deliveries share.
 
 Retried: connection errors, timeouts, 5xx and 429 (honouring a short Retry-After). Not
 retried: any other status, since asking again will not fix a 400, 401 or 404 (redirects
 included: they are not followed).
+
+Deliveries are async HTTP on the operator's event loop (aiohttp), so they hold no thread.
+The one blocking step, the DNS lookup, runs on two threads of the session's own
+(:class:`PoolResolver`), never in asyncio's default executor, which would otherwise be
+shared with anything else in the process. The session ignores proxy settings and
+``.netrc`` from the environment: the destinations come from Secrets, and a request to
+them goes straight there.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import socket
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
 import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
 
 from segue.notify.types import WebhookTarget
 
 log = logging.getLogger("segue.notify")
 
 USER_AGENT: Final = "segue-notify/1"
+DNS_WORKERS: Final = 2
+# A lookup that takes longer fails the attempt (the request's own timeout bounds it too).
+DNS_TIMEOUT_S: Final = 5.0
+# Lookups submitted and not finished (a stuck one included) beyond which new ones fail
+# at once instead of queueing behind them.
+DNS_MAX_IN_FLIGHT: Final = 16
+# Simultaneous connections of the session, over all receivers.
+CONNECTION_LIMIT: Final = 100
 
 
 @dataclass(frozen=True)
@@ -67,6 +88,97 @@ def _retry_after(headers: Any) -> float | None:
         return None
 
 
+class PoolResolver(AbstractResolver):
+    """DNS lookups (``lookup``: ``socket.getaddrinfo``) on a small thread pool of their own,
+    each bounded by ``timeout`` seconds; when ``max_in_flight`` lookups are already running
+    or waiting, a new one fails at once."""
+
+    def __init__(
+        self,
+        *,
+        workers: int = DNS_WORKERS,
+        timeout: float = DNS_TIMEOUT_S,
+        max_in_flight: int = DNS_MAX_IN_FLIGHT,
+        lookup: Callable[..., Any] = socket.getaddrinfo,
+    ) -> None:
+        self.timeout = timeout
+        self._lookup = lookup
+        self.max_in_flight = max_in_flight
+        self._executor = ThreadPoolExecutor(
+            max_workers=workers, thread_name_prefix="segue-notify-dns"
+        )
+        self._lock = threading.Lock()
+        self._in_flight = 0
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        with self._lock:
+            if self._in_flight >= self.max_in_flight:
+                raise OSError(f"DNS lookup of {host} refused: {self._in_flight} still pending")
+            self._in_flight += 1
+
+        def finished(_: Future[Any]) -> None:
+            with self._lock:
+                self._in_flight -= 1
+
+        try:
+            future = self._executor.submit(
+                self._lookup,
+                host,
+                port,
+                family,
+                socket.SOCK_STREAM,
+                0,
+                socket.AI_ADDRCONFIG,
+            )
+        except RuntimeError as e:  # closed
+            with self._lock:
+                self._in_flight -= 1
+            raise OSError(f"DNS lookup of {host} refused: resolver closed") from e
+        future.add_done_callback(finished)
+        try:
+            infos = await asyncio.wait_for(asyncio.wrap_future(future), self.timeout)
+        except TimeoutError:
+            raise OSError(f"DNS lookup of {host} took over {self.timeout:g}s") from None
+        hosts: list[ResolveResult] = []
+        for fam, _, proto, _, address in infos:
+            if fam == socket.AF_INET6 and (len(address) < 4 or address[3]):
+                # No IPv6 support, or a link-local address that needs a scope name.
+                continue
+            if fam not in (socket.AF_INET, socket.AF_INET6):
+                continue
+            hosts.append(
+                ResolveResult(
+                    hostname=host,
+                    host=str(address[0]),
+                    port=int(address[1]),
+                    family=fam,
+                    proto=proto,
+                    flags=socket.AI_NUMERICHOST | socket.AI_NUMERICSERV,
+                )
+            )
+        if not hosts:
+            raise OSError(f"DNS lookup of {host} found no usable address")
+        return hosts
+
+    async def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def open_session(resolver: AbstractResolver) -> aiohttp.ClientSession:
+    """The HTTP session for deliveries: DNS through ``resolver`` (a :class:`PoolResolver`;
+    the caller closes it after the session, aiohttp does not), no proxy or netrc from the
+    environment, no response decompression (only the first bytes of an error are read).
+    Call on the event loop; close it when done."""
+    connector = aiohttp.TCPConnector(resolver=resolver, limit=CONNECTION_LIMIT, ttl_dns_cache=60)
+    return aiohttp.ClientSession(connector=connector, trust_env=False, auto_decompress=False)
+
+
 async def post(
     session: aiohttp.ClientSession,
     target: WebhookTarget,
@@ -86,7 +198,7 @@ async def post(
                 target.url,
                 json=body,
                 timeout=timeout,
-                headers={"User-Agent": USER_AGENT},
+                headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity"},
                 # A redirect is not followed: the body would go somewhere not configured.
                 allow_redirects=False,
             ) as resp:
