@@ -38,7 +38,10 @@ class NotificationHook:
         old: RolloutStatus | None,
         new: RolloutStatus,
         obj: Any = None,
+        changes: Sequence[object] = (),
     ) -> None:
+        # ``changes`` (the engine's phase-change records) is accepted to fit the controller's
+        # ``Hooks`` protocol; what to tell is still worked out from the two statuses.
         notes = notifications_for(namespace, name, old, new, self.clock())
         if not notes:
             return
