@@ -44,9 +44,9 @@ NAMESPACED_GRANTS: frozenset[Grant] = frozenset(
     {(GROUP, "rollouts", v, ()) for v in ("get", "list", "watch", "patch")}
     | {(GROUP, "rollouts/status", "patch", ())}
     | {("", "events", "create", ())}
-    | {("apps", "deployments", v, ()) for v in ("get", "patch")}
+    | {("apps", "deployments", v, ()) for v in ("list", "watch", "patch")}
     | {("apps", "deployments/scale", "patch", ())}
-    | {("gateway.networking.k8s.io", "httproutes", v, ()) for v in ("get", "patch")}
+    | {("gateway.networking.k8s.io", "httproutes", v, ()) for v in ("list", "watch", "patch")}
 )
 # kopf observes CRDs at runtime in cluster-wide mode; never in namespace-scoped mode.
 CLUSTER_ONLY_GRANTS: frozenset[Grant] = frozenset(
@@ -525,7 +525,8 @@ def assert_permissions(release: Release, allowed_in: list[str], elsewhere: str) 
         assert release.can("patch", "rollouts.segue.dev", ns, sub="status")
         assert release.can("watch", "rollouts.segue.dev", ns)
         assert release.can("patch", "httproutes.gateway.networking.k8s.io", ns)
-        assert release.can("get", "deployments.apps", ns)
+        assert release.can("watch", "deployments.apps", ns)
+        assert release.can("watch", "httproutes.gateway.networking.k8s.io", ns)
         assert release.can("patch", "deployments.apps", ns, sub="scale")
         assert not release.can("update", "deployments.apps", ns, sub="scale")
         assert release.can("create", "events", ns)

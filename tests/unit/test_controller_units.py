@@ -1,17 +1,13 @@
-"""Pieces of the controller that need no cluster: merge patches, the daemon filter, the
-Prometheus credentials taken from a Rollout's Secret."""
+"""Pieces of the controller that need no cluster: merge patches and the Prometheus
+credentials taken from a Rollout's Secret."""
 
 from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any
-
-import pytest
 
 from segue.api.spec import Analysis
 from segue.controller.gates import GateRunner
-from segue.controller.handlers import needs_daemon
 from segue.controller.reconcile import merge_patch
 
 
@@ -26,34 +22,6 @@ def test_merge_patch_nulls_removed_keys_recursively():
     assert merge_patch(new, new) == {}
     # Lists are replaced whole, as a JSON merge patch does.
     assert merge_patch({"history": [1, 2]}, {"history": [2]}) == {"history": [2]}
-
-
-def body(phase: str | None, generation: int = 1, observed: int | None = 1, ann: Any = None) -> Any:
-    status = {} if phase is None else {"phase": phase, "observedGeneration": observed}
-    return {"metadata": {"generation": generation, "annotations": ann or {}}, "status": status}
-
-
-@pytest.mark.parametrize(
-    ("obj", "expected"),
-    [
-        (body(None), True),
-        (body("Progressing"), True),
-        (body("AwaitingApproval"), True),
-        (body("Succeeded"), False),
-        (body("RolledBack"), False),
-        (body("Failed", generation=2, observed=1), True),  # a corrected spec resumes
-        (body("RolledBack", ann={"segue.dev/retry": "x"}), True),
-        (body("Succeeded", ann={"segue.dev/pause": ""}), False),  # pause is a level, no work
-    ],
-)
-def test_a_daemon_runs_only_while_there_is_work(obj: Any, expected: bool):
-    assert needs_daemon(obj) is expected
-
-
-def test_deleting_stops_the_daemon():
-    obj = body("Progressing")
-    obj["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
-    assert needs_daemon(obj) is False
 
 
 class FakeSecrets:

@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import urllib.request
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from prometheus_client import generate_latest
 
-from segue.api import PHASES, HistoryEntry, RolloutStatus
+from segue.api import PHASES, RolloutStatus
 from segue.controller.metrics import (
     REASON_KINDS,
     OperatorMetrics,
     rollback_reason,
 )
-from tests.unit.conftest import T0
+from segue.engine import GateVerdict, PhaseChanged
 
 
 def status(**fields: Any) -> RolloutStatus:
@@ -130,16 +131,25 @@ def test_rollback_reasons_are_bounded() -> None:
     assert reasons == set(REASON_KINDS)
 
 
-def test_rollback_reason_reads_the_history() -> None:
-    def entry(**fields: Any) -> HistoryEntry:
-        return HistoryEntry(time=T0, step=1, weight=10, event="RollingBack", **fields)
-
-    assert rollback_reason(RolloutStatus(history=[entry(gate="errors", actor="gate errors")])) == (
-        "gate"
+def change(actor: str = "segue", gate: bool = False) -> PhaseChanged:
+    verdict = None
+    if gate:
+        verdict = GateVerdict("errors", "Fail", 0.2, 0.0, "<= 0.05", "rollback", 1, "too high")
+    return PhaseChanged(
+        old="Progressing",
+        new="RollingBack",
+        paused_reason=None,
+        message="rolling back",
+        actor=actor,
+        verdict=verdict,
+        at=datetime(2026, 3, 1, 12, tzinfo=UTC),
     )
-    assert rollback_reason(RolloutStatus(history=[entry(actor="segue.dev/abort")])) == "abort"
-    assert rollback_reason(RolloutStatus(history=[entry(actor="segue")])) == "other"
-    assert rollback_reason(RolloutStatus()) == "other"
+
+
+def test_rollback_reason_reads_the_phase_change() -> None:
+    assert rollback_reason(change("gate errors", gate=True)) == "gate"
+    assert rollback_reason(change("segue.dev/abort")) == "abort"
+    assert rollback_reason(change("segue")) == "other"
 
 
 def test_reconcile_timer_labels_ok_and_error() -> None:
@@ -189,12 +199,10 @@ def test_serve_answers_get_metrics_over_http() -> None:
 
 def test_decided_observes_and_counts_a_rollback_once() -> None:
     m = OperatorMetrics()
-    history = [{"time": "2026-03-01T12:00:00Z", "step": 1, "weight": 10, "event": "RollingBack",
-                "gate": "errors", "actor": "gate errors"}]  # fmt: skip
     progressing = status()
-    rolling = status(phase="RollingBack", history=history)
+    rolling = status(phase="RollingBack")
     m.decided("shop", "checkout", None, progressing, {})
-    m.decided("shop", "checkout", progressing, rolling, {})
+    m.decided("shop", "checkout", progressing, rolling, {}, [change("gate errors", gate=True)])
     m.decided("shop", "checkout", rolling, rolling, {})
     labels = {"namespace": "shop", "rollout": "checkout"}
     assert value(m, "segue_rollbacks_total", **labels, reason="gate") == 1

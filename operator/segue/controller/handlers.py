@@ -1,95 +1,106 @@
-"""kopf handlers: one daemon per active Rollout, a wake-up on user changes, and the
-return of traffic to legacy when an unfinished Rollout is deleted.
+"""kopf wiring: watch streams in, workers out.
 
-A daemon runs only while its Rollout has work (the ``when`` filter): a Succeeded, RolledBack
-or Failed Rollout with nothing new to act on has no daemon and costs no API calls. kopf
-stops the daemon when the filter turns false and starts it again when it turns true.
+kopf watches Rollouts and the kinds they reference (Deployments, HTTPRoutes). An index
+handler per kind keeps a summary of each object in the store and makes kopf finish every
+initial listing before any Rollout is handled; an event handler per kind tells the
+supervisor, which runs one worker per Rollout that has work and wakes the workers whose
+objects changed. Segue manages its own finalizer; kopf writes nothing to the objects.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Final, cast
 
 import kopf
-from pydantic import ValidationError
 
 from segue import GROUP, PLURAL, VERSION
-from segue.api.spec import RolloutSpec
 from segue.controller.gates import GateRunner
-from segue.controller.kube import REQUESTS, Json, Secrets, make_api_client
+from segue.controller.kube import REQUESTS, Json, Kube, Rollouts, Secrets, load_configuration
 from segue.controller.metrics import OperatorMetrics
 from segue.controller.notifications import WebhookTargets
-from segue.controller.reconcile import BadStatus, Reconciler, Runtime
-from segue.engine import ONE_SHOT
+from segue.controller.reconcile import Reconciler
+from segue.controller.store import Store
+from segue.controller.workers import Supervisor
 from segue.notify import Dispatcher, NotificationHook
-from segue.traffic.base import RouterError
+from segue.traffic.gatewayapi import GROUP as ROUTE_GROUP
+from segue.traffic.gatewayapi import PLURAL as ROUTE_PLURAL
+from segue.traffic.gatewayapi import VERSION as ROUTE_VERSION
 from segue.traffic.registry import router_for
-from segue.workloads.deployments import DeploymentMissing, Deployments
 
 log = logging.getLogger(__name__)
 
-TERMINAL: Final = frozenset({"Succeeded", "RolledBack", "Failed"})
-# Phases in which deleting the Rollout leaves traffic where it is.
-NOTHING_TO_UNDO: Final = frozenset({None, "Pending", "Waiting", "Succeeded", "RolledBack"})
-# Deleting: how long to keep asking the router for weight 0 before letting the object go.
-DELETE_RETRIES: Final = 30
 MEMO_KEY: Final = "segue"
-KOPF_DIFFBASE: Final = "segue.dev/last-handled-configuration"  # kopf's, not a person's
-
-Key = tuple[str, str]
+EVENT_MESSAGE_BYTES: Final = 1024
 
 
 @dataclass
 class Operator:
     """Process-wide parts, built once at start-up."""
 
+    kube: Kube
+    store: Store
+    supervisor: Supervisor
     reconciler: Reconciler
     metrics: OperatorMetrics
     dispatcher: Dispatcher
     targets: WebhookTargets
     # Watching named namespaces only: no cluster-wide discovery, so a Role suffices.
     namespaced: bool = False
-    runtimes: dict[Key, Runtime] = field(default_factory=dict)
-    fingerprints: dict[Key, tuple[Any, ...]] = field(default_factory=dict)
 
 
 def post_event(obj: Json, type_: str, reason: str, message: str) -> None:
     # kopf builds the object reference from any mapping with apiVersion, kind and metadata.
-    kopf.event(cast(kopf.Body, obj), type=type_, reason=reason, message=message[:1024])
+    encoded = message.encode()
+    if len(encoded) > EVENT_MESSAGE_BYTES:
+        message = encoded[: EVENT_MESSAGE_BYTES - 3].decode(errors="ignore") + "…"
+    kopf.event(cast(kopf.Body, obj), type=type_, reason=reason, message=message)
 
 
 def build(prometheus_address: str | None, namespaced: bool = False) -> Operator:
-    api = make_api_client()
-    secrets = Secrets(api)
+    kube = Kube(load_configuration())
+    secrets = Secrets(kube)
     metrics = OperatorMetrics()
     REQUESTS.listeners.append(lambda method: metrics.kube_requests.labels(method).inc())
     dispatcher = Dispatcher(observer=metrics)
     targets = WebhookTargets(secrets)
+    store = Store()
+    supervisor_ref: list[Supervisor] = []
     reconciler = Reconciler(
-        api,
+        store,
+        Rollouts(kube),
+        lambda namespace, traffic, legacy, new: router_for(
+            store, kube, namespace, traffic, legacy, new
+        ),
         GateRunner(secrets, prometheus_address),
         post_event,
+        watch=lambda worker, refs: supervisor_ref[0].watch(worker, refs),
         hooks=[metrics, NotificationHook(dispatcher, targets.targets_for)],
         targets=targets,
     )
-    return Operator(reconciler, metrics, dispatcher, targets, namespaced)
+    supervisor = Supervisor(reconciler.reconcile)
+    supervisor_ref.append(supervisor)
+    kube.connectivity.listeners.append(supervisor.wake_all)
+    return Operator(kube, store, supervisor, reconciler, metrics, dispatcher, targets, namespaced)
 
 
 def configure_settings(settings: kopf.OperatorSettings) -> None:
-    # Keep kopf's bookkeeping under Segue's own prefix, never under kopf's defaults.
+    # kopf keeps no state on the objects: no progress or diff-base annotations, and its
+    # finalizer name is one Segue never sets (Segue manages segue.dev/finalizer itself).
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="segue.dev")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix="segue.dev", key=KOPF_DIFFBASE.removeprefix("segue.dev/")
+        prefix="segue.dev", key="last-handled-configuration"
     )
-    settings.persistence.finalizer = "segue.dev/finalizer"
+    settings.persistence.finalizer = "segue.dev/kopf-unused"
     settings.posting.level = logging.WARNING  # Segue posts its own Events for transitions
     settings.posting.reporting_component = "segue"
     settings.posting.event_name_prefix = "segue-"
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
+    settings.watching.connect_timeout = 5
+    settings.networking.request_timeout = 30
+    settings.networking.connect_timeout = 5
 
 
 @kopf.on.startup()
@@ -105,143 +116,68 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> Non
 @kopf.on.cleanup()
 async def shutdown(memo: Any, **_: Any) -> None:
     op: Operator = memo[MEMO_KEY]
+    await op.supervisor.stop()
     await op.dispatcher.stop(deadline=5.0)
+    op.kube.close()
 
 
-def needs_daemon(body: kopf.Body, **_: Any) -> bool:
+def _key(body: kopf.Body) -> tuple[str, str]:
     meta = body.get("metadata", {})
-    if meta.get("deletionTimestamp"):
-        return False
-    status = body.get("status") or {}
-    if status.get("phase") not in TERMINAL:
-        return True
-    if status.get("observedGeneration") != meta.get("generation"):
-        return True
-    annotations = meta.get("annotations") or {}
-    return any(key in annotations for key in ONE_SHOT)
+    return str(meta.get("namespace", "")), str(meta.get("name", ""))
 
 
-def _fingerprint(body: kopf.Body) -> tuple[Any, ...]:
-    """What a person can change: spec (generation) and Segue's annotations."""
-    meta = body.get("metadata", {})
-    annotations = meta.get("annotations") or {}
-    mine = tuple(
-        sorted(
-            (k, v)
-            for k, v in annotations.items()
-            if k.startswith("segue.dev/") and k != KOPF_DIFFBASE
-        )
-    )
-    return (meta.get("generation"), mine, meta.get("deletionTimestamp"))
+# -- Rollouts -------------------------------------------------------------------------
 
 
-@kopf.on.event(GROUP, VERSION, PLURAL)
-def wake(body: kopf.Body, type: str | None, memo: Any, **_: Any) -> None:
+@kopf.index(GROUP, VERSION, PLURAL, id="segue_rollouts")
+async def index_rollout(body: kopf.Body, memo: Any, **_: Any) -> None:
     op: Operator = memo[MEMO_KEY]
-    meta = body.get("metadata", {})
-    key = (meta.get("namespace", ""), meta.get("name", ""))
+    op.store.put("Rollout", cast(Json, body))
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL, id="segue_rollout_events")
+async def rollout_event(body: kopf.Body, type: str | None, memo: Any, **_: Any) -> None:
+    op: Operator = memo[MEMO_KEY]
+    namespace, name = _key(body)
+    raw = cast(Json, dict(body))
     if type == "DELETED":
-        op.fingerprints.pop(key, None)
-        op.metrics.forget(*key)
-        op.targets.forget(*key)
-        return
-    fingerprint = _fingerprint(body)
-    if op.fingerprints.get(key) != fingerprint:
-        op.fingerprints[key] = fingerprint
-        runtime = op.runtimes.get(key)
-        if runtime is not None:
-            runtime.wake.set()
+        op.store.drop("Rollout", namespace, name)
+        op.metrics.forget(namespace, name)
+        op.targets.forget(namespace, name)
+    op.supervisor.rollout_event(type, raw)
     # A success may unblock Rollouts that depend on this one.
     if (body.get("status") or {}).get("phase") == "Succeeded":
-        for (namespace, _name), runtime in op.runtimes.items():
-            if namespace == key[0]:
-                runtime.wake.set()
+        op.supervisor.wake_namespace(namespace)
 
 
-@kopf.daemon(GROUP, VERSION, PLURAL, id="drive", when=needs_daemon, cancellation_timeout=10)
-async def drive(
-    namespace: str | None, name: str, stopped: kopf.DaemonStopped, memo: Any, **_: Any
-) -> None:
+# -- what Rollouts reference -----------------------------------------------------------
+
+
+@kopf.index("apps", "v1", "deployments", id="segue_deployments")
+async def index_deployment(body: kopf.Body, memo: Any, **_: Any) -> None:
     op: Operator = memo[MEMO_KEY]
-    namespace = namespace or ""
-    key = (namespace, name)
-    rt = op.runtimes.setdefault(key, Runtime())
-    failures = 0
-    try:
-        while not stopped:
-            rt.wake.clear()
-            try:
-                with op.metrics.reconcile_timer():
-                    wait = await op.reconciler.reconcile(namespace, name, rt)
-                failures = 0
-            except BadStatus as e:
-                log.error("%s", e)
-                wait = 60.0
-            except Exception:
-                # Never let one bad pass end the daemon (kopf would not restart it).
-                failures += 1
-                wait = min(60.0, 2.0**failures)
-                log.exception("reconcile of %s/%s failed; retrying in %.0fs", namespace, name, wait)
-            await _sleep(rt.wake, stopped, wait)
-    finally:
-        rt.rounds.cancel()
-        if op.runtimes.get(key) is rt:
-            del op.runtimes[key]
+    op.store.put("Deployment", cast(Json, body))
 
 
-async def _sleep(wake: asyncio.Event, stopped: kopf.DaemonStopped, seconds: float | None) -> None:
-    async def until_stopped() -> None:
-        await stopped.wait()
-
-    waiters = {asyncio.ensure_future(wake.wait()), asyncio.ensure_future(until_stopped())}
-    try:
-        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()
-
-
-@kopf.on.delete(GROUP, VERSION, PLURAL, id="return-traffic")
-async def return_traffic(
-    body: kopf.Body, namespace: str | None, name: str, retry: int, memo: Any, **_: Any
-) -> None:
-    """Deleting an unfinished Rollout returns all traffic to legacy; a finished one keeps
-    its traffic where it is."""
-    phase = (body.get("status") or {}).get("phase")
-    if phase in NOTHING_TO_UNDO:
-        return
+@kopf.on.event("apps", "v1", "deployments", id="segue_deployment_events")
+async def deployment_event(body: kopf.Body, type: str | None, memo: Any, **_: Any) -> None:
     op: Operator = memo[MEMO_KEY]
-    try:
-        spec = RolloutSpec.model_validate(body.get("spec") or {})
-    except ValidationError:
-        return  # an invalid spec never moved traffic under this generation
-    router = router_for(op.reconciler.api, namespace or "", spec)
-    try:
-        if not router.manages_capacity and not await _legacy_ready(op, namespace or "", spec):
-            if retry < DELETE_RETRIES:
-                # Never move all traffic onto a legacy version that has no ready pods.
-                raise kopf.TemporaryError("waiting for ready legacy pods", delay=2)
-            post_event(dict(body), "Warning", "Deleted", "deleted; legacy has no ready pods")
-            return
-        if await router.read_weight() == 0:
-            post_event(dict(body), "Normal", "Deleted", "deleted; all traffic on legacy")
-            return
-        await router.set_weight(0)
-        if await router.read_weight() == 0:
-            post_event(dict(body), "Normal", "Deleted", "deleted; all traffic returned to legacy")
-            return
-    except RouterError as e:
-        post_event(dict(body), "Warning", "Deleted", f"deleted; cannot return traffic: {e}")
-        return
-    if retry >= DELETE_RETRIES:
-        post_event(dict(body), "Warning", "Deleted", "deleted; the router did not reach 0% in time")
-        return
-    raise kopf.TemporaryError("waiting for the router to report 0% on the new version", delay=2)
+    namespace, name = _key(body)
+    if type == "DELETED":
+        op.store.drop("Deployment", namespace, name)
+    op.supervisor.object_event(("Deployment", namespace, name))
 
 
-async def _legacy_ready(op: Operator, namespace: str, spec: RolloutSpec) -> bool:
-    try:
-        state = await Deployments(op.reconciler.api, namespace).read(spec.legacy.deployment)
-    except DeploymentMissing:
-        return False
-    return state.ready > 0
+@kopf.index(ROUTE_GROUP, ROUTE_VERSION, ROUTE_PLURAL, id="segue_httproutes")
+async def index_httproute(body: kopf.Body, memo: Any, **_: Any) -> None:
+    op: Operator = memo[MEMO_KEY]
+    op.store.put("HTTPRoute", cast(Json, body))
+
+
+@kopf.on.event(ROUTE_GROUP, ROUTE_VERSION, ROUTE_PLURAL, id="segue_httproute_events")
+async def httproute_event(body: kopf.Body, type: str | None, memo: Any, **_: Any) -> None:
+    op: Operator = memo[MEMO_KEY]
+    namespace, name = _key(body)
+    if type == "DELETED":
+        op.store.drop("HTTPRoute", namespace, name)
+    op.supervisor.object_event(("HTTPRoute", namespace, name))

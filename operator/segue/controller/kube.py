@@ -1,23 +1,70 @@
-"""The operator's Kubernetes API client, and the Rollout reads and writes it makes.
+"""The operator's Kubernetes writes: two lanes of their own, each with a bounded thread pool,
+its own connection pool and a timeout on every request.
 
-Every blocking client call runs in a thread (``asyncio.to_thread``); the event loop never
-waits on the network. Requests are counted per verb so the cost of a step can be measured.
+Reads come from watch streams (see ``store.py``); this module only writes (status, weights,
+scale, annotations, finalizers) and reads the few Secrets a Rollout names. The official
+client blocks, so each call runs in the lane's own executor, never in asyncio's default
+pool, which nothing in the operator shares with anything else:
+
+- the *urgent* lane carries the passes of Rollouts that are rolling back, aborting or being
+  deleted, so pulling traffic back never queues behind ordinary progress;
+- the *normal* lane carries everything else.
+
+A request that cannot reach the API server marks an outage (``Connectivity``): one log line
+when it starts, one when it ends, and every waiting Rollout is woken when it ends.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextvars
+import functools
+import logging
 import os
-from collections.abc import Callable
-from typing import Any
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Final, TypeVar
 
+import urllib3
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from segue import FIELD_MANAGER, GROUP, PLURAL, VERSION
 
+log = logging.getLogger(__name__)
+
 Json = dict[str, Any]
+T = TypeVar("T")
+
+# Connect and read timeouts of every request, in seconds.
+CONNECT_TIMEOUT_S: Final = 3.0
+READ_TIMEOUT_S: Final = 10.0
+# The asyncio-level deadline: a request thread that hangs past its socket timeouts
+# (DNS, a stuck TLS handshake) still frees the pass that waits for it.
+CALL_DEADLINE_S: Final = CONNECT_TIMEOUT_S + READ_TIMEOUT_S + 2.0
+PROBE_INTERVAL_S: Final = 0.5
+NORMAL_WORKERS: Final = 8
+URGENT_WORKERS: Final = 4
+
+_urgent: contextvars.ContextVar[bool] = contextvars.ContextVar("segue_urgent", default=False)
+
+
+@contextmanager
+def urgent(flag: bool = True) -> Iterator[None]:
+    """Writes made inside this block go through the urgent lane."""
+    token = _urgent.set(flag)
+    try:
+        yield
+    finally:
+        _urgent.reset(token)
+
+
+def is_urgent() -> bool:
+    return _urgent.get()
 
 
 class RequestCounter:
@@ -34,22 +81,156 @@ class RequestCounter:
 REQUESTS = RequestCounter()
 
 
-def make_api_client() -> client.ApiClient:
+class ApiUnavailable(Exception):
+    """The API server could not be reached (connection refused, timed out)."""
+
+
+class Connectivity:
+    """Tracks whether the API server answers, and says so once per outage."""
+
+    def __init__(self) -> None:
+        self.down_since: float | None = None
+        self.listeners: list[Callable[[], None]] = []
+
+    @property
+    def down(self) -> bool:
+        return self.down_since is not None
+
+    def failed(self, error: BaseException) -> None:
+        if self.down_since is None:
+            self.down_since = time.monotonic()
+            log.warning("Kubernetes API unreachable (%s); Rollouts wait for it", _short(error))
+
+    def answered(self) -> None:
+        if self.down_since is None:
+            return
+        outage = time.monotonic() - self.down_since
+        self.down_since = None
+        log.warning("Kubernetes API reachable again after %.1fs; resuming", outage)
+        for listener in self.listeners:
+            listener()
+
+
+def _short(error: BaseException) -> str:
+    text = str(error).splitlines()[0] if str(error) else type(error).__name__
+    return text[:200]
+
+
+def _is_unreachable(error: BaseException) -> bool:
+    return isinstance(
+        error,
+        urllib3.exceptions.MaxRetryError
+        | urllib3.exceptions.ProtocolError
+        | urllib3.exceptions.TimeoutError
+        | ConnectionError
+        | TimeoutError,
+    )
+
+
+def load_configuration() -> client.Configuration:
     """In-cluster credentials when running in a Pod, else the current KUBECONFIG."""
     configuration = client.Configuration()
     if os.environ.get("KUBERNETES_SERVICE_HOST") and not os.environ.get("KUBECONFIG"):
         config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
     else:
         config.load_kube_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-    api = client.ApiClient(configuration)
-    call_api: Callable[..., Any] = api.call_api
+    return configuration
 
-    def counted(method: str, *args: Any, **kwargs: Any) -> Any:
-        REQUESTS.add(method)
-        return call_api(method, *args, **kwargs)
 
-    api.call_api = counted  # type: ignore[method-assign]
-    return api
+@dataclass
+class Lane:
+    """One bounded pool of threads with its own HTTP connections."""
+
+    name: str
+    api: client.ApiClient
+    executor: ThreadPoolExecutor
+
+    @classmethod
+    def create(cls, name: str, configuration: client.Configuration, workers: int) -> Lane:
+        configuration = _copy(configuration)
+        configuration.connection_pool_maxsize = workers
+        configuration.retries = False
+        api = client.ApiClient(configuration)
+        call_api: Callable[..., Any] = api.call_api
+
+        def counted(method: str, *args: Any, **kwargs: Any) -> Any:
+            REQUESTS.add(method)
+            kwargs.setdefault("_request_timeout", (CONNECT_TIMEOUT_S, READ_TIMEOUT_S))
+            return call_api(method, *args, **kwargs)
+
+        api.call_api = counted  # type: ignore[method-assign]
+        executor = ThreadPoolExecutor(workers, thread_name_prefix=f"kube-{name}")
+        return cls(name, api, executor)
+
+
+def _copy(configuration: client.Configuration) -> client.Configuration:
+    copied = client.Configuration()
+    copied.__dict__.update(configuration.__dict__)
+    return copied
+
+
+class Kube:
+    """Runs blocking client calls on the current lane, with a deadline, and notices
+    outages."""
+
+    def __init__(
+        self,
+        configuration: client.Configuration,
+        connectivity: Connectivity | None = None,
+        deadline_s: float = CALL_DEADLINE_S,
+    ) -> None:
+        self.normal = Lane.create("normal", configuration, NORMAL_WORKERS)
+        self.urgent = Lane.create("urgent", configuration, URGENT_WORKERS)
+        self.connectivity = connectivity or Connectivity()
+        self.deadline_s = deadline_s
+        self._probe: asyncio.Task[None] | None = None
+
+    def lane(self) -> Lane:
+        return self.urgent if _urgent.get() else self.normal
+
+    async def call(self, fn: Callable[[client.ApiClient], T]) -> T:
+        """Run ``fn(api_client)`` on the current lane's pool."""
+        lane = self.lane()
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(lane.executor, functools.partial(fn, lane.api))
+        try:
+            result = await asyncio.wait_for(future, self.deadline_s)
+        except ApiException:
+            self.connectivity.answered()
+            raise
+        except BaseException as e:
+            if _is_unreachable(e) or isinstance(e, asyncio.TimeoutError):
+                self.connectivity.failed(e)
+                self._start_probe()
+                raise ApiUnavailable(_short(e)) from e
+            raise
+        self.connectivity.answered()
+        return result
+
+    def _start_probe(self) -> None:
+        """While the API server is unreachable, ask it every half second whether it is
+        back (GET /version, allowed to everyone), so Rollouts resume the moment it is."""
+        if self._probe is None or self._probe.done():
+            self._probe = asyncio.create_task(self._wait_for_api(), name="kube-api-probe")
+
+    async def _wait_for_api(self) -> None:
+        loop = asyncio.get_running_loop()
+        lane = self.urgent
+        while self.connectivity.down:
+            await asyncio.sleep(PROBE_INTERVAL_S)
+            future = loop.run_in_executor(
+                lane.executor,
+                lambda: client.VersionApi(lane.api).get_code(_request_timeout=(1.0, 2.0)),
+            )
+            try:
+                await asyncio.wait_for(future, 5.0)
+            except Exception:  # still down; the outage was logged when it began
+                continue
+            self.connectivity.answered()
+
+    def close(self) -> None:
+        for lane in (self.normal, self.urgent):
+            lane.executor.shutdown(wait=False, cancel_futures=True)
 
 
 def is_status(e: BaseException, *codes: int) -> bool:
@@ -57,15 +238,68 @@ def is_status(e: BaseException, *codes: int) -> bool:
 
 
 class Rollouts:
-    """Reads and writes of Rollout objects."""
+    """Writes to Rollout objects."""
 
-    def __init__(self, api: client.ApiClient) -> None:
-        self._objects = client.CustomObjectsApi(api)
+    def __init__(self, kube: Kube) -> None:
+        self._kube = kube
+
+    async def patch_status(
+        self, namespace: str, name: str, status: Json, resource_version: str | None
+    ) -> Json:
+        """Merge-patch the status subresource. With ``resource_version`` the write fails
+        (409) if the Rollout changed since it was read, so a decision never lands on state
+        it did not see. Returns the updated object."""
+        body: Json = {"status": status}
+        if resource_version:
+            body["metadata"] = {"resourceVersion": resource_version}
+        obj = await self._kube.call(
+            lambda api: client.CustomObjectsApi(api).patch_namespaced_custom_object_status(
+                GROUP, VERSION, namespace, PLURAL, name, body, field_manager=FIELD_MANAGER
+            )
+        )
+        return obj if isinstance(obj, dict) else {}
+
+    async def patch_metadata(self, namespace: str, name: str, metadata: Json) -> Json | None:
+        """Merge-patch metadata (annotations, finalizers). None when the Rollout is gone."""
+        body = {"metadata": metadata}
+        try:
+            obj = await self._kube.call(
+                lambda api: client.CustomObjectsApi(api).patch_namespaced_custom_object(
+                    GROUP, VERSION, namespace, PLURAL, name, body, field_manager=FIELD_MANAGER
+                )
+            )
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+        return obj if isinstance(obj, dict) else None
+
+    async def json_patch(self, namespace: str, name: str, ops: list[Json]) -> Json | None:
+        """A JSON patch of the Rollout (finalizers). None when the Rollout is gone."""
+        try:
+            obj = await self._kube.call(
+                lambda api: client.CustomObjectsApi(api).patch_namespaced_custom_object(
+                    GROUP,
+                    VERSION,
+                    namespace,
+                    PLURAL,
+                    name,
+                    ops,
+                    field_manager=FIELD_MANAGER,
+                    _content_type="application/json-patch+json",
+                )
+            )
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+        return obj if isinstance(obj, dict) else None
 
     async def get(self, namespace: str, name: str) -> Json | None:
+        """One read, only to recover after a lost race (409) whose watch event is late."""
         try:
-            obj = await asyncio.to_thread(
-                lambda: self._objects.get_namespaced_custom_object(
+            obj = await self._kube.call(
+                lambda api: client.CustomObjectsApi(api).get_namespaced_custom_object(
                     GROUP, VERSION, namespace, PLURAL, name
                 )
             )
@@ -75,44 +309,16 @@ class Rollouts:
             raise
         return obj if isinstance(obj, dict) else None
 
-    async def patch_status(
-        self, namespace: str, name: str, status: Json, resource_version: str | None
-    ) -> Json:
-        """Merge-patch the status subresource. With ``resource_version`` the write fails
-        (409) if the Rollout changed since it was read, so a decision never lands on state
-        it did not see."""
-        body: Json = {"status": status}
-        if resource_version:
-            body["metadata"] = {"resourceVersion": resource_version}
-        obj = await asyncio.to_thread(
-            lambda: self._objects.patch_namespaced_custom_object_status(
-                GROUP, VERSION, namespace, PLURAL, name, body, field_manager=FIELD_MANAGER
-            )
-        )
-        return obj if isinstance(obj, dict) else {}
-
-    async def remove_annotations(self, namespace: str, name: str, keys: list[str]) -> None:
-        if not keys:
-            return
-        body = {"metadata": {"annotations": dict.fromkeys(keys)}}
-        try:
-            await asyncio.to_thread(
-                lambda: self._objects.patch_namespaced_custom_object(
-                    GROUP, VERSION, namespace, PLURAL, name, body, field_manager=FIELD_MANAGER
-                )
-            )
-        except ApiException as e:
-            if e.status != 404:
-                raise
-
 
 class Secrets:
     """Reads the few Secrets a Rollout names (Prometheus credentials, webhook URLs)."""
 
-    def __init__(self, api: client.ApiClient) -> None:
-        self._core = client.CoreV1Api(api)
+    def __init__(self, kube: Kube) -> None:
+        self._kube = kube
 
     async def read(self, namespace: str, name: str) -> dict[str, str]:
-        secret = await asyncio.to_thread(lambda: self._core.read_namespaced_secret(name, namespace))
+        secret = await self._kube.call(
+            lambda api: client.CoreV1Api(api).read_namespaced_secret(name, namespace)
+        )
         data = secret.data or {}
         return {k: base64.b64decode(v).decode() for k, v in data.items()}

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Final, Literal, get_args
@@ -19,6 +19,7 @@ from wsgiref.simple_server import WSGIServer
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from segue.api import PHASES, RolloutStatus, Verdict
+from segue.engine import PhaseChanged
 
 # Not 8080: that is the default of kopf's liveness endpoint (--liveness). The chart's
 # metrics.port and the operator's --metrics-port default to the same.
@@ -37,15 +38,12 @@ _DURATION_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5,
 _ABORT_ACTOR: Final = "segue.dev/abort"
 
 
-def rollback_reason(status: RolloutStatus) -> ReasonKind:
-    """Classify the rollback ``status`` is in, from the history entry that started it:
-    a gate's verdict, a person's abort annotation, or something else."""
-    entry = next((h for h in reversed(status.history) if h.event == "RollingBack"), None)
-    if entry is None:
-        return "other"
-    if entry.gate:
+def rollback_reason(change: PhaseChanged) -> ReasonKind:
+    """Classify a rollback from the phase change that started it: a gate's verdict, a
+    person's abort annotation, or something else."""
+    if change.verdict is not None:
         return "gate"
-    if entry.actor == _ABORT_ACTOR:
+    if change.actor == _ABORT_ACTOR:
         return "abort"
     return "other"
 
@@ -161,12 +159,14 @@ class OperatorMetrics:
         old: RolloutStatus | None,
         new: RolloutStatus,
         obj: object = None,
+        changes: Sequence[PhaseChanged] = (),
     ) -> None:
         """The controller's hook after a decision is applied: observe the new status, and
-        count a rollback when one starts."""
+        count each rollback that starts, from the engine's phase changes."""
         self.observe(namespace, name, new)
-        if new.phase == "RollingBack" and (old is None or old.phase != "RollingBack"):
-            self.rollback(namespace, name, rollback_reason(new))
+        for change in changes:
+            if change.new == "RollingBack":
+                self.rollback(namespace, name, rollback_reason(change))
 
     def rollback(self, namespace: str, name: str, reason_kind: str) -> None:
         """Count a rollback. A reason outside the fixed set counts as "other"."""

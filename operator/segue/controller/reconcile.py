@@ -1,46 +1,67 @@
-"""One reconcile of one Rollout: read it, observe the cluster, ask the engine, apply.
+"""One pass over one Rollout: observe from the watched state, ask the engine, apply.
 
-Order of writes, chosen so a restart between any two of them is safe:
+A pass reads nothing from the API server: the Rollout, its Deployments and its route come
+from watch streams (``store.py``). It writes only what the decision changes, in this order,
+chosen so a restart between any two writes is safe:
+
 1. the status (the engine's new durable state, guarded by resourceVersion);
-2. the router weight (idempotent; the engine asks again until it reads back);
-3. Events; 4. removal of one-shot annotations (their handling is already in status).
+2. Segue's finalizer, before any traffic moves;
+3. the router weight (idempotent; the engine asks again until it reads back);
+4. Events; 5. removal of one-shot annotations (their handling is already in status);
+6. release of the finalizer, when the engine decides a deleted Rollout may go.
+
+Passes of Rollouts that roll back, abort or are deleted use the urgent Kubernetes lane.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final, Protocol
 
-from kubernetes import client
 from pydantic import ValidationError
 
 from segue.api.duration import parse_duration
-from segue.api.spec import RolloutSpec
+from segue.api.phases import ANALYSED, TERMINAL, event_type
+from segue.api.spec import RolloutSpec, Traffic, Workload
 from segue.api.status import RolloutStatus
-from segue.controller.gates import GateRunner, RoundScheduler
-from segue.controller.kube import Json, Rollouts, is_status
+from segue.controller.kube import Json, is_status, urgent
 from segue.controller.notifications import WebhookTargets
-from segue.engine import ONE_SHOT, PAUSE, Decision, Observations, decide, invalid_spec
-from segue.engine.types import ClearAnnotation, EmitEvent, SetWeight
-from segue.traffic.base import Router, RouterError
-from segue.traffic.registry import router_for
-from segue.workloads.deployments import DeploymentMissing, Deployments, DeploymentState
+from segue.controller.store import Store, newer
+from segue.controller.workers import FINALIZER, Worker
+from segue.engine import (
+    ABORT,
+    ONE_SHOT,
+    PAUSE,
+    Decision,
+    GateRound,
+    Observations,
+    decide,
+    invalid_spec,
+)
+from segue.engine.types import (
+    ClearAnnotation,
+    EmitEvent,
+    PhaseChanged,
+    ReleaseFinalizer,
+    SetWeight,
+)
+from segue.traffic.base import Ref, Router, RouterError
+from segue.workloads.deployments import DeploymentState
 
 log = logging.getLogger(__name__)
 
 ANNOTATIONS: Final = (*ONE_SHOT, PAUSE)
-# Phases in which analysis rounds run (traffic is, or may still be, split).
-ANALYSED_PHASES: Final = frozenset({"Progressing", "Paused", "AwaitingApproval", "RollingBack"})
 # Safety net: look again at least this often while a Rollout is active.
 MAX_SLEEP_S: Final = 60.0
-# Missing objects: retry after 2, 4, 8 ... seconds, at most this.
-MAX_BACKOFF_S: Final = 60.0
+# After a lost race (409), wait this long for the watch to bring the newer object.
+CONFLICT_WAIT_S: Final = 0.5
 
 
 class PostEvent(Protocol):
@@ -51,18 +72,18 @@ class Hooks(Protocol):
     """Side channels (metrics, notifications) told about every applied decision."""
 
     def decided(
-        self, namespace: str, name: str, old: RolloutStatus | None, new: RolloutStatus, obj: Json
+        self,
+        namespace: str,
+        name: str,
+        old: RolloutStatus | None,
+        new: RolloutStatus,
+        obj: Json,
+        changes: Sequence[PhaseChanged],
     ) -> None: ...
 
 
-@dataclass
-class Runtime:
-    """What one Rollout's loop keeps in memory. Nothing here is durable state: after a
-    restart, a fresh Runtime only means an analysis round runs a little sooner."""
-
-    rounds: RoundScheduler = field(default_factory=RoundScheduler)
-    missing_streak: int = 0
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
+class Watch(Protocol):
+    def __call__(self, worker: Worker, refs: list[Ref]) -> None: ...
 
 
 def merge_patch(old: Json, new: Json) -> Json:
@@ -87,81 +108,152 @@ def revision(spec: RolloutSpec, new_deployment: DeploymentState | None) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
+@dataclass
+class Routing:
+    """The parts of a spec that move traffic; parsed on their own, so an abort can still
+    move traffic when another part of the spec does not parse."""
+
+    traffic: Traffic
+    legacy: Workload
+    new: Workload
+
+    @classmethod
+    def parse(cls, raw: Json) -> Routing | None:
+        try:
+            return cls(
+                Traffic.model_validate(raw.get("traffic") or {}),
+                Workload.model_validate(raw.get("legacy") or {}),
+                Workload.model_validate(raw.get("new") or {}),
+            )
+        except ValidationError:
+            return None
+
+
+class RolloutWriter(Protocol):
+    """The writes a pass makes to its Rollout (``kube.Rollouts``)."""
+
+    async def patch_status(
+        self, namespace: str, name: str, status: Json, resource_version: str | None
+    ) -> Json: ...
+
+    async def patch_metadata(self, namespace: str, name: str, metadata: Json) -> Json | None: ...
+
+    async def json_patch(self, namespace: str, name: str, ops: list[Json]) -> Json | None: ...
+
+    async def get(self, namespace: str, name: str) -> Json | None: ...
+
+
+class GateRounds(Protocol):
+    """Runs one analysis round (``gates.GateRunner``)."""
+
+    async def run(self, namespace: str, name: str, spec: RolloutSpec, weight: int) -> GateRound: ...
+
+
+RouterFactory = Callable[[str, Traffic, Workload, Workload], Router]
+
+
 class Reconciler:
     def __init__(
         self,
-        api: client.ApiClient,
-        gates: GateRunner,
+        store: Store,
+        rollouts: RolloutWriter,
+        routers: RouterFactory,
+        gates: GateRounds,
         post_event: PostEvent,
+        watch: Watch,
         hooks: Sequence[Hooks] = (),
         targets: WebhookTargets | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
-        self.targets = targets
-        self.api = api
-        self.rollouts = Rollouts(api)
+        self.store = store
+        self.rollouts = rollouts
+        self.routers = routers
         self.gates = gates
         self.post_event = post_event
+        self.watch = watch
         self.hooks = list(hooks)
+        self.targets = targets
         self.clock = clock
-        self._apps = client.AppsV1Api(api)
 
-    async def reconcile(self, namespace: str, name: str, rt: Runtime) -> float | None:
+    async def reconcile(self, w: Worker) -> float | None:
         """One pass. Returns seconds until the next pass is needed (None: only on change)."""
-        obj = await self.rollouts.get(namespace, name)
-        if obj is None or obj.get("metadata", {}).get("deletionTimestamp"):
-            rt.rounds.cancel()
-            return None
-        meta = obj.get("metadata", {})
-        generation = int(meta.get("generation", 0))
+        if w.conflict_rv is not None:
+            if (w.obj.get("metadata") or {}).get("resourceVersion") == w.conflict_rv:
+                fresh = await self.rollouts.get(*w.key)
+                if fresh is None:
+                    return None
+                w.update(fresh)
+            w.conflict_rv = None
+        obj = w.obj
+        meta = obj.get("metadata") or {}
+        annotations = meta.get("annotations") or {}
+        status_phase = (obj.get("status") or {}).get("phase")
+        hurry = bool(meta.get("deletionTimestamp")) or ABORT in annotations
+        with urgent(hurry or status_phase == "RollingBack"):
+            return await self._pass(w, obj)
+
+    async def _pass(self, w: Worker, obj: Json) -> float | None:
+        namespace, name = w.key
         raw_status: Json = obj.get("status") or {}
         status = _parse_status(raw_status, namespace, name)
+        raw_spec: Json = obj.get("spec") or {}
         try:
-            spec = RolloutSpec.model_validate(obj.get("spec") or {})
+            spec = RolloutSpec.model_validate(raw_spec)
         except ValidationError as e:
-            decision = invalid_spec(
-                status, now=self.clock(), generation=generation, message=_errors(e)
-            )
-            await self._apply(obj, raw_status, status, decision, router=None)
-            return None
+            routing = Routing.parse(raw_spec)
+            router = None
+            if routing is not None:
+                router = self.routers(namespace, routing.traffic, routing.legacy, routing.new)
+                self.watch(w, _refs(namespace, routing.legacy, routing.new, router))
+            obs = self._observations(obj, routing, router, None, status, w)
+            decision = invalid_spec(status, obs, message=_errors(e), routable=router is not None)
+            if not await self._apply(w, raw_status, status, decision, router):
+                return CONFLICT_WAIT_S
+            return self._next(decision, None, w)
 
         if self.targets is not None:
             for problem in await self.targets.refresh(namespace, name, spec):
                 self.post_event(obj, "Warning", "NotificationConfig", problem)
-        router = router_for(self.api, namespace, spec)
-        obs, missing_objects = await self._observe(obj, spec, status, router, rt)
+        routing = Routing(spec.traffic, spec.legacy, spec.new)
+        router = self.routers(namespace, spec.traffic, spec.legacy, spec.new)
+        self.watch(w, _refs(namespace, spec.legacy, spec.new, router))
+        obs = self._observations(obj, routing, router, spec, status, w)
         decision = decide(spec, status, obs)
-        if not await self._apply(obj, raw_status, status, decision, router):
-            return 0.2  # the Rollout changed under us: decide again on fresh state
-        return self._next(decision, spec, rt, missing_objects)
+        if not await self._apply(w, raw_status, status, decision, router):
+            return CONFLICT_WAIT_S
+        return self._next(decision, spec, w)
 
     # -- observing -------------------------------------------------------------------
 
-    async def _observe(
+    def _observations(
         self,
         obj: Json,
-        spec: RolloutSpec,
+        routing: Routing | None,
+        router: Router | None,
+        spec: RolloutSpec | None,
         status: RolloutStatus | None,
-        router: Router,
-        rt: Runtime,
-    ) -> tuple[Observations, bool]:
+        w: Worker,
+    ) -> Observations:
         meta = obj["metadata"]
-        namespace, name = meta["namespace"], meta["name"]
-        deployments = Deployments(self.api, namespace)
+        namespace, name = w.key
         missing: list[str] = []
-        states: dict[str, DeploymentState] = {}
-        for side, deployment in (("legacy", spec.legacy.deployment), ("new", spec.new.deployment)):
-            try:
-                states[side] = await deployments.read(deployment)
-            except DeploymentMissing:
-                missing.append(f"Deployment {namespace}/{deployment} ({side})")
+        legacy = new = None
+        if routing is not None:
+            legacy = self.store.deployment(namespace, routing.legacy.deployment)
+            new = self.store.deployment(namespace, routing.new.deployment)
+            if legacy is None:
+                missing.append(f"Deployment {namespace}/{routing.legacy.deployment} (legacy)")
+            if new is None:
+                missing.append(f"Deployment {namespace}/{routing.new.deployment} (new)")
         router_weight: int | None = None
-        if not missing:  # reading the weight also verifies the routing object
+        router_missing = False
+        if router is not None:
             try:
-                router_weight = await router.read_weight()
+                router_weight = router.read_weight()
             except RouterError as e:
-                missing.append(str(e))
-        rt.missing_streak = rt.missing_streak + 1 if missing else 0
+                router_missing = True
+                if str(e) not in " ".join(missing):
+                    missing.append(str(e))
 
         annotations = meta.get("annotations") or {}
         phase = status.phase if status else None
@@ -169,52 +261,55 @@ class Reconciler:
         if router_weight is not None:
             weight = router_weight
         gates = None
-        if spec.analysis is not None and phase in ANALYSED_PHASES:
-            rt.rounds.collect()
+        if spec is not None and spec.analysis is not None and phase in ANALYSED:
+            w.rounds.collect()
             if weight > 0:
                 loop = asyncio.get_running_loop()
                 interval = parse_duration(spec.analysis.interval).total_seconds()
-                rt.rounds.maybe_start(
+                w.rounds.maybe_start(
                     loop.time(),
                     interval,
-                    lambda: self._start_round(namespace, name, spec, weight, rt),
+                    lambda: self._start_round(namespace, name, spec, weight, w),
                 )
-            gates = rt.rounds.latest
-        return (
-            Observations(
-                now=self.clock(),
-                generation=int(meta.get("generation", 0)),
-                new_revision=revision(spec, states.get("new")),
-                router_weight=router_weight,
-                legacy_ready=states["legacy"].ready if "legacy" in states else 0,
-                new_ready=states["new"].ready if "new" in states else 0,
-                router_manages_capacity=router.manages_capacity,
-                annotations={k: str(annotations[k]) for k in ANNOTATIONS if k in annotations},
-                missing=tuple(missing),
-                # dependsOn only gates the start: no reads once the Rollout is under way.
-                dependencies_pending=(
-                    await self._pending_dependencies(namespace, spec)
-                    if phase in (None, "Pending", "Waiting")
-                    else ()
-                ),
-                gates=gates,
+            gates = w.rounds.latest
+        deleting_since = _timestamp(meta.get("deletionTimestamp"))
+        return Observations(
+            now=self.clock(),
+            generation=int(meta.get("generation", 0)),
+            new_revision=revision(spec, new) if spec is not None else "",
+            router_weight=router_weight,
+            legacy_ready=legacy.ready if legacy else 0,
+            new_ready=new.ready if new else 0,
+            legacy_desired=legacy.desired if legacy else 0,
+            router_manages_capacity=router.manages_capacity if router else False,
+            annotations={k: str(annotations[k]) for k in ANNOTATIONS if k in annotations},
+            missing=tuple(missing),
+            new_missing=routing is not None and new is None,
+            legacy_missing=routing is not None and legacy is None,
+            router_missing=router_missing,
+            # dependsOn only gates the start: no lookups once the Rollout is under way.
+            dependencies_pending=(
+                self._pending_dependencies(namespace, spec)
+                if spec is not None and phase in (None, "Pending", "Waiting")
+                else ()
             ),
-            bool(missing),
+            gates=gates,
+            deleting=deleting_since is not None,
+            deleting_since=deleting_since,
         )
 
     def _start_round(
-        self, namespace: str, name: str, spec: RolloutSpec, weight: int, rt: Runtime
+        self, namespace: str, name: str, spec: RolloutSpec, weight: int, w: Worker
     ) -> asyncio.Task[Any]:
         task = asyncio.create_task(self.gates.run(namespace, name, spec, weight))
-        task.add_done_callback(lambda _: rt.wake.set())
+        task.add_done_callback(lambda _: w.wake.set())
         return task
 
-    async def _pending_dependencies(self, namespace: str, spec: RolloutSpec) -> tuple[str, ...]:
+    def _pending_dependencies(self, namespace: str, spec: RolloutSpec) -> tuple[str, ...]:
         pending: list[str] = []
         for dep in spec.depends_on or []:
-            other = await self.rollouts.get(namespace, dep.name)
-            phase = ((other or {}).get("status") or {}).get("phase")
-            if other is None:
+            known, phase = self.store.rollout_phase(namespace, dep.name)
+            if not known:
                 pending.append(f"{dep.name} (not found)")
             elif phase != "Succeeded":
                 pending.append(f"{dep.name} ({phase or 'Pending'})")
@@ -224,59 +319,146 @@ class Reconciler:
 
     async def _apply(
         self,
-        obj: Json,
+        w: Worker,
         raw_status: Json,
         old: RolloutStatus | None,
         decision: Decision,
         router: Router | None,
     ) -> bool:
         """Apply a decision in the safe order. False when the status write lost a race."""
+        obj = w.obj
         meta = obj["metadata"]
-        namespace, name = meta["namespace"], meta["name"]
-        new_wire = decision.status.to_wire()
-        patch = merge_patch(raw_status, new_wire)
-        if patch:
-            try:
-                await self.rollouts.patch_status(
-                    namespace, name, patch, meta.get("resourceVersion")
-                )
-            except Exception as e:
-                if is_status(e, 409):
-                    return False
-                raise
-        for action in decision.actions:
-            if isinstance(action, SetWeight) and router is not None:
+        namespace, name = w.key
+        rolling_back = decision.status.phase == "RollingBack"
+        with urgent() if rolling_back else contextlib.nullcontext():
+            new_wire = decision.status.to_wire()
+            patch = merge_patch(raw_status, new_wire)
+            if patch:
                 try:
-                    await router.set_weight(action.weight)
-                except RouterError as e:
-                    self.post_event(obj, "Warning", "RouterError", str(e))
-        for action in decision.actions:
-            if isinstance(action, EmitEvent):
-                self.post_event(obj, action.type, action.reason, action.message)
-        clear = [a.key for a in decision.actions if isinstance(a, ClearAnnotation)]
-        await self.rollouts.remove_annotations(namespace, name, clear)
+                    updated = await self.rollouts.patch_status(
+                        namespace, name, patch, meta.get("resourceVersion")
+                    )
+                except Exception as e:
+                    if is_status(e, 409):
+                        w.conflict_rv = meta.get("resourceVersion")
+                        return False
+                    if is_status(e, 404):
+                        return True  # gone; its DELETED event stops the worker
+                    raise
+                self._take(w, updated)
+            release = any(isinstance(a, ReleaseFinalizer) for a in decision.actions)
+            if not release and not meta.get("deletionTimestamp"):
+                await self._ensure_finalizer(w)
+            for action in decision.actions:
+                if isinstance(action, SetWeight) and router is not None:
+                    try:
+                        await router.set_weight(action.weight)
+                    except RouterError as e:
+                        self.post_event(obj, "Warning", "RouterError", str(e))
+            changes: list[PhaseChanged] = []
+            for action in decision.actions:
+                if isinstance(action, EmitEvent):
+                    self.post_event(obj, action.type, action.reason, action.message)
+                elif isinstance(action, PhaseChanged):
+                    changes.append(action)
+                    kind = event_type(action.new, action.paused_reason)
+                    self.post_event(obj, kind, action.new, action.message)
+            clear = [a.key for a in decision.actions if isinstance(a, ClearAnnotation)]
+            present = meta.get("annotations") or {}
+            clear = [k for k in clear if k in present]
+            if clear:
+                updated_meta = await self.rollouts.patch_metadata(
+                    namespace, name, {"annotations": dict.fromkeys(clear)}
+                )
+                if updated_meta is not None:
+                    self._take(w, updated_meta)
+            if release:
+                await self._release_finalizer(w)
         for hook in self.hooks:
             try:
-                hook.decided(namespace, name, old, decision.status, obj)
+                hook.decided(namespace, name, old, decision.status, obj, changes)
             except Exception:  # metrics or notifications never stop a rollout
                 log.exception("hook %r failed", hook)
         return True
 
-    def _next(
-        self, decision: Decision, spec: RolloutSpec, rt: Runtime, missing: bool
-    ) -> float | None:
+    def _take(self, w: Worker, updated: Json) -> None:
+        if updated and newer(updated, w.obj):
+            w.obj = updated
+
+    async def _ensure_finalizer(self, w: Worker) -> None:
+        meta = w.obj.get("metadata") or {}
+        finalizers = list(meta.get("finalizers") or [])
+        if FINALIZER in finalizers:
+            return
+        ops: list[Json] = [
+            {
+                "op": "test",
+                "path": "/metadata/resourceVersion",
+                "value": meta.get("resourceVersion"),
+            }
+        ]
+        if finalizers:
+            ops.append({"op": "add", "path": "/metadata/finalizers/-", "value": FINALIZER})
+        else:
+            ops.append({"op": "add", "path": "/metadata/finalizers", "value": [FINALIZER]})
+        try:
+            updated = await self.rollouts.json_patch(*w.key, ops)
+        except Exception as e:
+            if is_status(e, 409, 422):
+                return  # changed meanwhile: the next pass adds it on the newer object
+            raise
+        if updated is not None:
+            self._take(w, updated)
+
+    async def _release_finalizer(self, w: Worker) -> None:
+        finalizers = list((w.obj.get("metadata") or {}).get("finalizers") or [])
+        if FINALIZER not in finalizers:
+            return
+        i = finalizers.index(FINALIZER)
+        ops: list[Json] = [
+            {"op": "test", "path": f"/metadata/finalizers/{i}", "value": FINALIZER},
+            {"op": "remove", "path": f"/metadata/finalizers/{i}"},
+        ]
+        try:
+            updated = await self.rollouts.json_patch(*w.key, ops)
+        except Exception as e:
+            if is_status(e, 409, 422):
+                return  # the list changed: the next pass removes it from the newer one
+            raise
+        if updated is not None:
+            self._take(w, updated)
+
+    def _next(self, decision: Decision, spec: RolloutSpec | None, w: Worker) -> float | None:
+        phase = decision.status.phase
+        deleting = bool((w.obj.get("metadata") or {}).get("deletionTimestamp"))
+        if phase in TERMINAL and not deleting:
+            w.rounds.cancel()
+            return None
         waits = [MAX_SLEEP_S]
         if decision.requeue_after is not None:
             waits.append(decision.requeue_after)
-        if missing:
-            waits.append(min(MAX_BACKOFF_S, 2.0 ** min(rt.missing_streak, 6)))
-        phase = decision.status.phase
-        if spec.analysis is not None and phase in ANALYSED_PHASES:
-            waits.append(rt.rounds.due_in(asyncio.get_running_loop().time()))
-        if phase in ("Succeeded", "RolledBack", "Failed") and not missing:
-            rt.rounds.cancel()
-            return None
-        return max(0.05, min(waits))
+        if spec is not None and spec.analysis is not None and phase in ANALYSED:
+            waits.append(w.rounds.due_in(asyncio.get_running_loop().time()))
+        return max(0.01, min(waits))
+
+
+def _refs(namespace: str, legacy: Workload, new: Workload, router: Router | None) -> list[Ref]:
+    refs: list[Ref] = [
+        ("Deployment", namespace, legacy.deployment),
+        ("Deployment", namespace, new.deployment),
+    ]
+    if router is not None:
+        refs.extend(router.watches())
+    return refs
+
+
+def _timestamp(value: Any) -> datetime | None:
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
 
 
 def _parse_status(raw: Json, namespace: str, name: str) -> RolloutStatus | None:

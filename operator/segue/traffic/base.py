@@ -1,32 +1,57 @@
-"""The small protocol every router implements, and the errors it raises."""
+"""The small protocol every router implements, what it may read and write, and its errors."""
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar
+
+from kubernetes import client
 
 from segue import FIELD_MANAGER as FIELD_MANAGER
+from segue.workloads.deployments import DeploymentState
+
+Json = dict[str, Any]
+T = TypeVar("T")
 
 
 class RouterError(Exception):
     """The routing object cannot be read or written as configured (a user-fixable problem)."""
 
 
+class ClusterView(Protocol):
+    """The watched state of the objects Rollouts reference (no request per read)."""
+
+    def deployment(self, namespace: str, name: str) -> DeploymentState | None: ...
+
+    def httproute(self, namespace: str, name: str) -> Json | None: ...
+
+
+class Calls(Protocol):
+    """Runs one blocking client call on the operator's Kubernetes pool, with a timeout."""
+
+    async def call(self, fn: Callable[[client.ApiClient], T]) -> T: ...
+
+
+Ref = tuple[str, str, str]  # (kind, namespace, name) of a watched object
+
+
 class Router(Protocol):
     """Moves traffic between the legacy and the new version.
 
-    Weights are the new version's share in percent (0..100). `set_weight` is idempotent:
-    calling it again with the same weight changes nothing. A router that realises the weight
-    by scaling pods sets `manages_capacity`, so the engine leaves readiness ordering to it.
+    Weights are the new version's share in percent (0..100). `read_weight` reads the
+    watched state, so it costs no request; `set_weight` is idempotent: calling it again with
+    the same weight writes nothing. A router that realises the weight by scaling pods sets
+    `manages_capacity`, so the engine leaves readiness ordering to it. `watches` names the
+    objects whose changes must wake the Rollout.
     """
 
     manages_capacity: bool
 
-    async def verify(self) -> list[str]:
-        """Problems that stop this router from working (missing objects), empty when fine."""
-        ...
+    def watches(self) -> list[Ref]: ...
 
-    async def read_weight(self) -> int:
-        """The weight in effect right now, as read back from the cluster."""
+    def read_weight(self) -> int:
+        """The weight in effect right now; RouterError when the object is missing or does
+        not match the spec."""
         ...
 
     async def set_weight(self, weight: int) -> None:

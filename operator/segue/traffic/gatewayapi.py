@@ -1,23 +1,24 @@
 """Gateway API router: the weights of two backendRefs in one rule of an HTTPRoute.
 
-Only the two `weight` fields are written, by JSON patch with the field manager "segue",
-guarded by `test` operations so a concurrent edit that reorders the backends fails instead
-of moving the wrong weight. Everything else in the route stays with whoever applied it.
+The route is read from the watch stream. Only the two `weight` fields are written, by JSON
+patch with the field manager "segue", guarded by `test` operations so a concurrent edit
+that reorders the backends fails instead of moving the wrong weight. Everything else in the
+route stays with whoever applied it.
 """
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from segue.traffic.base import FIELD_MANAGER, RouterError
+from segue.traffic.base import FIELD_MANAGER, Calls, ClusterView, Ref, RouterError
 
 GROUP = "gateway.networking.k8s.io"
 VERSION = "v1"
 PLURAL = "httproutes"
+KIND = "HTTPRoute"
 
 
 class GatewayAPIRouter:
@@ -25,14 +26,16 @@ class GatewayAPIRouter:
 
     def __init__(
         self,
-        api: client.ApiClient,
+        view: ClusterView,
+        calls: Calls,
         namespace: str,
         http_route: str,
         legacy_backend: str,
         new_backend: str,
         rule_index: int = 0,
     ) -> None:
-        self._objects = client.CustomObjectsApi(api)
+        self._view = view
+        self._calls = calls
         self.namespace = namespace
         self.http_route = http_route
         self.legacy_backend = legacy_backend
@@ -43,19 +46,13 @@ class GatewayAPIRouter:
     def _where(self) -> str:
         return f"HTTPRoute {self.namespace}/{self.http_route}"
 
-    async def _get(self) -> dict[str, Any]:
-        try:
-            route = await asyncio.to_thread(
-                lambda: self._objects.get_namespaced_custom_object(
-                    GROUP, VERSION, self.namespace, PLURAL, self.http_route
-                )
-            )
-        except ApiException as e:
-            if e.status == 404:
-                raise RouterError(f"{self._where} not found") from e
-            raise
-        if not isinstance(route, dict):
-            raise RouterError(f"{self._where}: unexpected answer from the API server")
+    def watches(self) -> list[Ref]:
+        return [(KIND, self.namespace, self.http_route)]
+
+    def _route(self) -> dict[str, Any]:
+        route = self._view.httproute(self.namespace, self.http_route)
+        if route is None:
+            raise RouterError(f"{self._where} not found")
         return route
 
     def _locate(self, route: dict[str, Any]) -> tuple[int, int, list[dict[str, Any]]]:
@@ -75,15 +72,8 @@ class GatewayAPIRouter:
             )
         return names.index(self.legacy_backend), names.index(self.new_backend), refs
 
-    async def verify(self) -> list[str]:
-        try:
-            self._locate(await self._get())
-        except RouterError as e:
-            return [str(e)]
-        return []
-
-    async def read_weight(self) -> int:
-        legacy_i, new_i, refs = self._locate(await self._get())
+    def read_weight(self) -> int:
+        legacy_i, new_i, refs = self._locate(self._route())
         # Gateway API's default weight is 1 when the field is absent.
         legacy_w = int(refs[legacy_i].get("weight", 1))
         new_w = int(refs[new_i].get("weight", 1))
@@ -94,7 +84,7 @@ class GatewayAPIRouter:
     async def set_weight(self, weight: int) -> None:
         if not 0 <= weight <= 100:
             raise ValueError(f"weight {weight} outside 0..100")
-        legacy_i, new_i, refs = self._locate(await self._get())
+        legacy_i, new_i, refs = self._locate(self._route())
         if refs[legacy_i].get("weight") == 100 - weight and refs[new_i].get("weight") == weight:
             return  # already there: no write at all
         base = f"/spec/rules/{self.rule_index}/backendRefs"
@@ -104,15 +94,25 @@ class GatewayAPIRouter:
             {"op": "add", "path": f"{base}/{legacy_i}/weight", "value": 100 - weight},
             {"op": "add", "path": f"{base}/{new_i}/weight", "value": weight},
         ]
-        await asyncio.to_thread(
-            self._objects.patch_namespaced_custom_object,
-            GROUP,
-            VERSION,
-            self.namespace,
-            PLURAL,
-            self.http_route,
-            patch,
-            field_manager=FIELD_MANAGER,
-            # The client defaults to a merge patch for custom objects; this is a JSON patch.
-            _content_type="application/json-patch+json",
-        )
+        try:
+            await self._calls.call(
+                lambda api: client.CustomObjectsApi(api).patch_namespaced_custom_object(
+                    GROUP,
+                    VERSION,
+                    self.namespace,
+                    PLURAL,
+                    self.http_route,
+                    patch,
+                    field_manager=FIELD_MANAGER,
+                    # The client defaults to a merge patch for custom objects.
+                    _content_type="application/json-patch+json",
+                )
+            )
+        except ApiException as e:
+            if e.status == 404:
+                raise RouterError(f"{self._where} not found") from e
+            if e.status == 422:
+                # A `test` failed: the route changed since it was watched. The watch event
+                # that changed it wakes the Rollout, which asks again on the new shape.
+                raise RouterError(f"{self._where} changed while writing; retrying") from e
+            raise

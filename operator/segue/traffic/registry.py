@@ -6,38 +6,53 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Final
 
-from kubernetes import client
-
-from segue.api.spec import RolloutSpec
-from segue.traffic.base import Router
+from segue.api.spec import RolloutSpec, Traffic, Workload
+from segue.traffic.base import Calls, ClusterView, Router
 from segue.traffic.gatewayapi import GatewayAPIRouter
 from segue.traffic.replicas import ReplicasRouter
 
-_Factory = Callable[[client.ApiClient, str, RolloutSpec], Router | None]
+_Factory = Callable[[ClusterView, Calls, str, Traffic, Workload, Workload], Router | None]
 
 
-def _gateway_api(api: client.ApiClient, namespace: str, spec: RolloutSpec) -> Router | None:
-    gw = spec.traffic.gateway_api
+def _gateway_api(
+    view: ClusterView, calls: Calls, ns: str, traffic: Traffic, legacy: Workload, new: Workload
+) -> Router | None:
+    gw = traffic.gateway_api
     if gw is None:
         return None
     return GatewayAPIRouter(
-        api, namespace, gw.http_route, gw.legacy_backend, gw.new_backend, gw.rule_index
+        view, calls, ns, gw.http_route, gw.legacy_backend, gw.new_backend, gw.rule_index
     )
 
 
-def _replicas(api: client.ApiClient, namespace: str, spec: RolloutSpec) -> Router | None:
-    if spec.traffic.replicas is None:
+def _replicas(
+    view: ClusterView, calls: Calls, ns: str, traffic: Traffic, legacy: Workload, new: Workload
+) -> Router | None:
+    if traffic.replicas is None:
         return None
-    return ReplicasRouter(api, namespace, spec.legacy.deployment, spec.new.deployment)
+    return ReplicasRouter(view, calls, ns, legacy.deployment, new.deployment)
 
 
 ROUTERS: Final[dict[str, _Factory]] = {"gatewayAPI": _gateway_api, "replicas": _replicas}
 
 
-def router_for(api: client.ApiClient, namespace: str, spec: RolloutSpec) -> Router:
+def router_for(
+    view: ClusterView,
+    calls: Calls,
+    namespace: str,
+    traffic: Traffic,
+    legacy: Workload,
+    new: Workload,
+) -> Router:
+    """The router for these parts of a spec. Taking the parts rather than the whole spec
+    lets an abort move traffic even when another part of the spec does not parse."""
     for factory in ROUTERS.values():
-        router = factory(api, namespace, spec)
+        router = factory(view, calls, namespace, traffic, legacy, new)
         if router is not None:
             return router
     # The spec model guarantees exactly one router; reaching here is a programming error.
     raise ValueError("spec.traffic names no known router")
+
+
+def router_for_spec(view: ClusterView, calls: Calls, namespace: str, spec: RolloutSpec) -> Router:
+    return router_for(view, calls, namespace, spec.traffic, spec.legacy, spec.new)

@@ -4,17 +4,16 @@ approximated by the share of ready pods.
 The total is the legacy's replica count before Segue first scaled anything (kept in the
 annotation segue.dev/baseline-replicas on the legacy Deployment, so a restart keeps it).
 The gaining side is scaled up first; the losing side is scaled down only once the gaining
-side's pods are ready, so ready capacity never drops below the legacy's.
+side's pods are ready, so ready capacity never drops below the legacy's. Both Deployments
+are read from the watch stream; their changes wake the Rollout.
 """
 
 from __future__ import annotations
 
 import math
 
-from kubernetes import client
-
-from segue.traffic.base import RouterError
-from segue.workloads.deployments import DeploymentMissing, Deployments, DeploymentState
+from segue.traffic.base import Calls, ClusterView, Ref, RouterError
+from segue.workloads.deployments import Deployments, DeploymentState
 
 BASELINE = "segue.dev/baseline-replicas"
 WEIGHT = "segue.dev/weight"
@@ -33,34 +32,38 @@ def targets(total: int, weight: int) -> tuple[int, int]:
 class ReplicasRouter:
     manages_capacity = True
 
-    def __init__(self, api: client.ApiClient, namespace: str, legacy: str, new: str) -> None:
-        self._deployments = Deployments(api, namespace)
+    def __init__(
+        self, view: ClusterView, calls: Calls, namespace: str, legacy: str, new: str
+    ) -> None:
+        self._view = view
+        self._deployments = Deployments(calls, namespace)
         self.namespace = namespace
         self.legacy = legacy
         self.new = new
 
-    async def _read(self) -> tuple[DeploymentState, DeploymentState]:
-        try:
-            return await self._deployments.read(self.legacy), await self._deployments.read(self.new)
-        except DeploymentMissing as e:
-            raise RouterError(f"{e} not found") from e
+    def watches(self) -> list[Ref]:
+        return [
+            ("Deployment", self.namespace, self.legacy),
+            ("Deployment", self.namespace, self.new),
+        ]
 
-    async def verify(self) -> list[str]:
-        try:
-            await self._read()
-        except RouterError as e:
-            return [str(e)]
-        return []
+    def _read(self) -> tuple[DeploymentState, DeploymentState | None]:
+        legacy = self._view.deployment(self.namespace, self.legacy)
+        if legacy is None:
+            raise RouterError(f"Deployment {self.namespace}/{self.legacy} not found")
+        return legacy, self._view.deployment(self.namespace, self.new)
 
-    async def _baseline(self, legacy: DeploymentState, new: DeploymentState) -> int:
+    async def _baseline(self, legacy: DeploymentState) -> int:
         if BASELINE in legacy.annotations:
             return max(1, int(legacy.annotations[BASELINE]))
         total = max(1, legacy.desired)
         await self._deployments.annotate(self.legacy, {BASELINE: str(total)})
         return total
 
-    async def read_weight(self) -> int:
-        legacy, new = await self._read()
+    def read_weight(self) -> int:
+        legacy, new = self._read()
+        if new is None:
+            return 0  # no new Deployment: nothing can serve it
         requested = new.annotations.get(WEIGHT)
         if requested is not None and BASELINE in legacy.annotations:
             want_legacy, want_new = targets(int(legacy.annotations[BASELINE]), int(requested))
@@ -77,9 +80,14 @@ class ReplicasRouter:
     async def set_weight(self, weight: int) -> None:
         if not 0 <= weight <= 100:
             raise ValueError(f"weight {weight} outside 0..100")
-        legacy, new = await self._read()
-        total = await self._baseline(legacy, new)
+        legacy, new = self._read()
+        total = await self._baseline(legacy)
         want_legacy, want_new = targets(total, weight)
+        if new is None:
+            # The new version is gone: legacy takes all of it, as fast as it can grow.
+            if want_legacy > legacy.desired:
+                await self._deployments.scale(self.legacy, want_legacy)
+            return
         if new.annotations.get(WEIGHT) != str(weight):
             await self._deployments.annotate(self.new, {WEIGHT: str(weight)})
         # Grow first; shrink a side only when the other side's grown pods are ready.

@@ -1,16 +1,19 @@
-"""Deployment readiness and scaling for the legacy and new versions."""
+"""Deployment readiness (from the watched object) and scaling for the legacy and new
+versions."""
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
 
 from kubernetes import client
-from kubernetes.client.exceptions import ApiException
 
 from segue import FIELD_MANAGER
+
+T = TypeVar("T")
 
 
 class DeploymentMissing(Exception):
@@ -31,48 +34,62 @@ class DeploymentState:
         """Every desired pod is ready and up to date."""
         return self.ready == self.desired and self.updated >= self.desired
 
-
-class Deployments:
-    def __init__(self, api: client.ApiClient, namespace: str) -> None:
-        self._api = api
-        self._apps = client.AppsV1Api(api)
-        self.namespace = namespace
-
-    async def read(self, name: str) -> DeploymentState:
-        try:
-            d = await asyncio.to_thread(self._apps.read_namespaced_deployment, name, self.namespace)
-        except ApiException as e:
-            if e.status == 404:
-                raise DeploymentMissing(f"Deployment {self.namespace}/{name}") from e
-            raise
-        spec, status, meta = d.spec, d.status, d.metadata
-        template = self._api.sanitize_for_serialization(spec.template) if spec else None  # type: ignore[no-untyped-call]
+    @classmethod
+    def from_body(cls, body: dict[str, Any]) -> DeploymentState:
+        """The few fields Segue needs, from a Deployment as the API serves it."""
+        meta = body.get("metadata") or {}
+        spec = body.get("spec") or {}
+        status = body.get("status") or {}
+        template = _without_nulls(spec.get("template"))
         digest = hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()
-        replicas = spec.replicas if spec is not None else None
-        return DeploymentState(
-            name=name,
-            desired=replicas if replicas is not None else 1,
-            ready=(status.ready_replicas if status else None) or 0,
-            updated=(status.updated_replicas if status else None) or 0,
-            annotations=dict((meta.annotations if meta else None) or {}),
+        replicas = spec.get("replicas")
+        annotations = meta.get("annotations") or {}
+        return cls(
+            name=str(meta.get("name", "")),
+            desired=int(replicas) if replicas is not None else 1,
+            ready=int(status.get("readyReplicas") or 0),
+            updated=int(status.get("updatedReplicas") or 0),
+            # Only Segue's own annotations matter here; the rest stays out of memory.
+            annotations={
+                k: str(v) for k, v in annotations.items() if str(k).startswith("segue.dev/")
+            },
             template_hash=digest[:12],
         )
 
+
+def _without_nulls(value: Any) -> Any:
+    """The pod template as the client library serialises it: no null fields."""
+    if isinstance(value, dict):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_nulls(v) for v in value]
+    return value
+
+
+class Calls(Protocol):
+    async def call(self, fn: Callable[[client.ApiClient], T]) -> T: ...
+
+
+class Deployments:
+    """Writes to Deployments: the scale subresource and Segue's annotations, nothing else."""
+
+    def __init__(self, calls: Calls, namespace: str) -> None:
+        self._calls = calls
+        self.namespace = namespace
+
     async def scale(self, name: str, replicas: int) -> None:
         """Set spec.replicas through the scale subresource (writes nothing else)."""
-        await asyncio.to_thread(
-            self._apps.patch_namespaced_deployment_scale,
-            name,
-            self.namespace,
-            {"spec": {"replicas": replicas}},
-            field_manager=FIELD_MANAGER,
+        body = {"spec": {"replicas": replicas}}
+        await self._calls.call(
+            lambda api: client.AppsV1Api(api).patch_namespaced_deployment_scale(
+                name, self.namespace, body, field_manager=FIELD_MANAGER
+            )
         )
 
     async def annotate(self, name: str, annotations: dict[str, str | None]) -> None:
-        await asyncio.to_thread(
-            self._apps.patch_namespaced_deployment,
-            name,
-            self.namespace,
-            {"metadata": {"annotations": annotations}},
-            field_manager=FIELD_MANAGER,
+        body = {"metadata": {"annotations": annotations}}
+        await self._calls.call(
+            lambda api: client.AppsV1Api(api).patch_namespaced_deployment(
+                name, self.namespace, body, field_manager=FIELD_MANAGER
+            )
         )

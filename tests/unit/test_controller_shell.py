@@ -1,0 +1,358 @@
+"""The controller shell against fakes of its Router, provider and Rollout-client protocols:
+the order of writes, the lost-race (409) path, the urgent lane, deletion and the
+supervisor's wake-ups. The real thing is proven end to end in tests/e2e."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from kubernetes.client.exceptions import ApiException
+
+from segue.api.spec import RolloutSpec, Traffic, Workload
+from segue.controller import kube
+from segue.controller.reconcile import CONFLICT_WAIT_S, Reconciler
+from segue.controller.store import Store
+from segue.controller.workers import FINALIZER, Supervisor, Worker, needs_work
+from segue.engine import GateRound
+from segue.traffic.base import Ref, RouterError
+from segue.workloads.deployments import DeploymentState
+from tests.unit.conftest import spec_dict
+
+NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+Log = list[tuple[Any, ...]]
+
+
+class FakeRouter:
+    manages_capacity = False
+
+    def __init__(self, log: Log, weight: int | None = 0) -> None:
+        self.log = log
+        self.weight = weight  # None: the routing object is missing
+        self.lanes: list[bool] = []
+
+    def watches(self) -> list[Ref]:
+        return [("HTTPRoute", "ns", "route")]
+
+    def read_weight(self) -> int:
+        if self.weight is None:
+            raise RouterError("HTTPRoute ns/route not found")
+        return self.weight
+
+    async def set_weight(self, weight: int) -> None:
+        if self.weight is None:
+            raise RouterError("HTTPRoute ns/route not found")
+        self.lanes.append(kube.is_urgent())
+        self.log.append(("router", weight))
+
+
+class FakeRollouts:
+    """Applies writes to an in-memory object and logs them; can lose races."""
+
+    def __init__(self, log: Log, obj: dict[str, Any]) -> None:
+        self.log = log
+        self.obj = obj
+        self.conflicts = 0
+        self.gets = 0
+
+    def _bump(self) -> dict[str, Any]:
+        meta = self.obj["metadata"]
+        meta["resourceVersion"] = str(int(meta["resourceVersion"]) + 1)
+        return copy.deepcopy(self.obj)
+
+    async def patch_status(
+        self, namespace: str, name: str, status: dict[str, Any], resource_version: str | None
+    ) -> dict[str, Any]:
+        if self.conflicts:
+            self.conflicts -= 1
+            self.log.append(("status-409",))
+            raise ApiException(status=409, reason="Conflict")
+        assert resource_version == self.obj["metadata"]["resourceVersion"]
+        self.log.append(("status", status.get("phase")))
+        current = self.obj.setdefault("status", {})
+        _merge(current, status)
+        return self._bump()
+
+    async def patch_metadata(
+        self, namespace: str, name: str, metadata: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        self.log.append(("annotations", tuple(sorted(metadata.get("annotations", {})))))
+        _merge(self.obj["metadata"], metadata)
+        return self._bump()
+
+    async def json_patch(
+        self, namespace: str, name: str, ops: list[dict[str, Any]]
+    ) -> dict[str, Any] | None:
+        finalizers = self.obj["metadata"].setdefault("finalizers", [])
+        for op in ops:
+            if op["op"] == "add":
+                if op["path"].endswith("/-"):
+                    finalizers.append(op["value"])
+                else:
+                    finalizers[:] = op["value"]
+                self.log.append(("finalizer+",))
+            elif op["op"] == "remove":
+                finalizers.remove(FINALIZER)
+                self.log.append(("finalizer-",))
+        return self._bump()
+
+    async def get(self, namespace: str, name: str) -> dict[str, Any] | None:
+        self.gets += 1
+        return copy.deepcopy(self.obj)
+
+
+def _merge(into: dict[str, Any], patch: dict[str, Any]) -> None:
+    for key, value in patch.items():
+        if value is None:
+            into.pop(key, None)
+        elif isinstance(value, dict) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        else:
+            into[key] = copy.deepcopy(value)
+
+
+class FakeGates:
+    def __init__(self) -> None:
+        self.runs = 0
+
+    async def run(self, namespace: str, name: str, spec: RolloutSpec, weight: int) -> GateRound:
+        self.runs += 1
+        return GateRound(evaluated_at=NOW, results=())
+
+
+class Shell:
+    def __init__(self, obj: dict[str, Any], weight: int | None = 0) -> None:
+        self.log: Log = []
+        self.store = Store()
+        for name in ("checkout-v1", "checkout-v2"):
+            self.store.deployments[("ns", name)] = DeploymentState(name, 3, 3, 3, {}, "h")
+        self.router = FakeRouter(self.log, weight)
+        self.rollouts = FakeRollouts(self.log, obj)
+        self.gates = FakeGates()
+        self.watched: list[Ref] = []
+
+        def routers(ns: str, traffic: Traffic, legacy: Workload, new: Workload) -> FakeRouter:
+            return self.router
+
+        def watch(worker: Worker, refs: list[Ref]) -> None:
+            self.watched = refs
+
+        self.reconciler = Reconciler(
+            self.store,
+            self.rollouts,
+            routers,
+            self.gates,
+            lambda obj, type_, reason, message: self.log.append(("event", reason)),
+            watch,
+            clock=lambda: NOW,
+        )
+        self.worker = Worker(("ns", "checkout"), copy.deepcopy(obj))
+
+    async def run(self) -> float | None:
+        return await self.reconciler.reconcile(self.worker)
+
+    def kinds(self) -> list[str]:
+        return [entry[0] for entry in self.log]
+
+
+def rollout(
+    phase: str | None = None,
+    weight: int = 0,
+    annotations: dict[str, str] | None = None,
+    finalizers: list[str] | None = None,
+    spec: dict[str, Any] | None = None,
+    **status: Any,
+) -> dict[str, Any]:
+    obj: dict[str, Any] = {
+        "apiVersion": "segue.dev/v1alpha1",
+        "kind": "Rollout",
+        "metadata": {
+            "name": "checkout",
+            "namespace": "ns",
+            "generation": 1,
+            "resourceVersion": "10",
+            "annotations": annotations or {},
+            "finalizers": [FINALIZER] if finalizers is None else finalizers,
+        },
+        "spec": spec or spec_dict(steps=[{"setWeight": 30}, {"pause": {}}]),
+        "status": {},
+    }
+    if phase is not None:
+        obj["status"] = {
+            "phase": phase,
+            "step": 1,
+            "totalSteps": 3,
+            "weight": weight,
+            "targetWeight": weight,
+            "observedGeneration": 1,
+            "newRevision": None,
+            **status,
+        }
+    return obj
+
+
+def test_abort_writes_status_then_router_then_events_then_annotations():
+    async def scenario() -> None:
+        shell = Shell(
+            rollout("AwaitingApproval", 30, annotations={"segue.dev/abort": "bad"}), weight=30
+        )
+        await shell.run()
+        kinds = shell.kinds()
+        assert kinds.index("status") < kinds.index("router") < kinds.index("event")
+        assert kinds.index("event") < kinds.index("annotations")
+        assert ("router", 0) in shell.log
+        # Pulling traffic back runs on the urgent lane.
+        assert shell.router.lanes == [True]
+        assert ("HTTPRoute", "ns", "route") in shell.watched
+
+    asyncio.run(scenario())
+
+
+def test_a_lost_race_applies_nothing_and_reads_the_rollout_once():
+    async def scenario() -> None:
+        shell = Shell(
+            rollout("AwaitingApproval", 30, annotations={"segue.dev/abort": "bad"}), weight=30
+        )
+        shell.rollouts.conflicts = 1
+        wait = await shell.run()
+        assert wait == CONFLICT_WAIT_S
+        assert shell.kinds() == ["status-409"]
+        # No newer object came by watch: the next pass reads it once, then decides.
+        await shell.run()
+        assert shell.rollouts.gets == 1
+        assert ("router", 0) in shell.log
+
+    asyncio.run(scenario())
+
+
+def test_a_pass_that_changes_nothing_writes_nothing():
+    async def scenario() -> None:
+        shell = Shell(rollout("AwaitingApproval", 30), weight=30)
+        await shell.run()
+        shell.log.clear()
+        await shell.run()
+        assert shell.log == []
+
+    asyncio.run(scenario())
+
+
+def test_the_finalizer_is_added_before_traffic_moves():
+    async def scenario() -> None:
+        shell = Shell(rollout(finalizers=[]), weight=0)
+        await shell.run()
+        kinds = shell.kinds()
+        assert "finalizer+" in kinds
+        assert kinds.index("finalizer+") < kinds.index("router")
+
+    asyncio.run(scenario())
+
+
+def test_deleting_an_active_rollout_returns_traffic_then_releases_the_finalizer():
+    async def scenario() -> None:
+        obj = rollout("AwaitingApproval", 30)
+        obj["metadata"]["deletionTimestamp"] = "2026-03-01T12:00:00Z"
+        shell = Shell(obj, weight=30)
+        await shell.run()
+        assert ("router", 0) in shell.log
+        assert "finalizer-" not in shell.kinds()
+        assert shell.router.lanes == [True]
+        shell.router.weight = 0
+        shell.worker.obj = copy.deepcopy(shell.rollouts.obj)
+        await shell.run()
+        assert "finalizer-" in shell.kinds()
+
+    asyncio.run(scenario())
+
+
+def test_an_abort_moves_traffic_even_when_the_rest_of_the_spec_is_invalid():
+    async def scenario() -> None:
+        spec = spec_dict(steps=[{"setWeight": 30}, {"pause": {"duration": "bogus"}}])
+        obj = rollout("AwaitingApproval", 30, annotations={"segue.dev/abort": "x"}, spec=spec)
+        shell = Shell(obj, weight=30)
+        await shell.run()
+        assert ("router", 0) in shell.log
+        assert shell.rollouts.obj["status"]["phase"] == "Failed"
+
+    asyncio.run(scenario())
+
+
+def test_a_missing_route_does_not_stop_the_abort_being_recorded():
+    async def scenario() -> None:
+        shell = Shell(
+            rollout("AwaitingApproval", 30, annotations={"segue.dev/abort": "x"}), weight=None
+        )
+        await shell.run()
+        assert shell.rollouts.obj["status"]["phase"] == "RollingBack"
+        assert not [e for e in shell.log if e[0] == "router"]
+
+    asyncio.run(scenario())
+
+
+# -- supervisor -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("phase", "extra", "expected"),
+    [
+        (None, {}, True),
+        ("Progressing", {}, True),
+        ("Succeeded", {}, False),
+        ("RolledBack", {"segue.dev/retry": "x"}, True),
+        ("Succeeded", {"segue.dev/pause": ""}, False),
+    ],
+)
+def test_only_rollouts_with_work_get_a_worker(phase, extra, expected):
+    obj = rollout(phase, annotations=extra)
+    assert needs_work(obj) is expected
+
+
+def test_a_deleted_rollout_needs_work_only_while_it_holds_segues_finalizer():
+    obj = rollout("Succeeded")
+    obj["metadata"]["deletionTimestamp"] = "2026-03-01T12:00:00Z"
+    assert needs_work(obj) is True
+    obj["metadata"]["finalizers"] = []
+    assert needs_work(obj) is False
+
+
+def test_the_supervisor_wakes_workers_on_referenced_objects_and_ends_finished_ones():
+    async def scenario() -> None:
+        passes: list[str] = []
+        done = asyncio.Event()
+
+        async def reconcile(worker: Worker) -> float | None:
+            passes.append(worker.obj["status"].get("phase") or "-")
+            supervisor.watch(worker, [("Deployment", "ns", "checkout-v2")])
+            done.set()
+            return 300.0 if worker.obj["status"].get("phase") != "Succeeded" else None
+
+        supervisor = Supervisor(reconcile)
+        supervisor.rollout_event("ADDED", rollout("Progressing", 30))
+        await asyncio.wait_for(done.wait(), 5)
+        done.clear()
+        # Something a Rollout references changed: its worker runs at once.
+        supervisor.object_event(("Deployment", "ns", "checkout-v2"))
+        await asyncio.wait_for(done.wait(), 5)
+        assert passes == ["Progressing", "Progressing"]
+        # Unrelated objects wake nobody.
+        done.clear()
+        supervisor.object_event(("Deployment", "ns", "other"))
+        await asyncio.sleep(0.05)
+        assert not done.is_set()
+        # A newer Rollout that is finished: the worker ends and forgets its watches.
+        newer = rollout("Succeeded", 100, annotations={"segue.dev/x": "1"})
+        newer["metadata"]["resourceVersion"] = "11"
+        supervisor.rollout_event("MODIFIED", newer)
+        await asyncio.wait_for(done.wait(), 5)
+        for _ in range(50):
+            if not supervisor.workers:
+                break
+            await asyncio.sleep(0.01)
+        assert supervisor.workers == {}
+        # An older copy (a late watch event) never replaces a newer one.
+        worker = Worker(("ns", "checkout"), newer)
+        assert worker.update(rollout("Progressing", 30)) is False
+
+    asyncio.run(scenario())
