@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from segue.api import RolloutStatus
+from segue.engine import PhaseChanged
 from segue.notify import (
     GateDetails,
     Notification,
@@ -163,6 +164,11 @@ def _progressing() -> Sim:
     return sim
 
 
+def changes(sim: Sim) -> list[PhaseChanged]:
+    assert sim.last is not None
+    return [a for a in sim.last.actions if isinstance(a, PhaseChanged)]
+
+
 def _step(sim: Sim, seconds: float = 1) -> tuple[RolloutStatus, RolloutStatus]:
     before = sim.st.model_copy(deep=True)
     sim.tick(seconds)
@@ -173,7 +179,7 @@ def test_gate_rollback_carries_the_gate_and_its_numbers() -> None:
     sim = _progressing()
     sim.gates = gate_round(sim.now, verdict("errors", "Fail", value=0.12, legacy=0.01))
     before, after = _step(sim)
-    (n,) = notifications_for("shop", "checkout", before, after, AT)
+    (n,) = notifications_for("shop", "checkout", before, after, AT, changes(sim))
     assert (n.kind, n.phase, n.previous_phase) == ("RollbackStarted", "RollingBack", "Progressing")
     assert n.gate == GateDetails("errors", 0.12, 0.01, "<= 0.05")
     assert "gate errors" in n.message and n.time == AT
@@ -184,28 +190,28 @@ def test_abort_rollback_has_no_gate_then_rolled_back() -> None:
     sim = _progressing()
     sim.annotations["segue.dev/abort"] = "bad release"
     before, after = _step(sim)
-    (n,) = notifications_for("shop", "checkout", before, after, AT)
+    (n,) = notifications_for("shop", "checkout", before, after, AT, changes(sim))
     assert n.kind == "RollbackStarted" and n.gate is None
     assert "bad release" in n.message
     before, after = _step(sim)
-    (done,) = notifications_for("shop", "checkout", before, after, AT)
+    (done,) = notifications_for("shop", "checkout", before, after, AT, changes(sim))
     assert done.kind == "RolledBack" and done.weight == 0
 
 
 def test_no_change_no_notification() -> None:
     sim = _progressing()
     before, after = _step(sim, 0)
-    assert notifications_for("shop", "checkout", before, after, AT) == ()
+    assert notifications_for("shop", "checkout", before, after, AT, changes(sim)) == ()
 
 
 def test_new_rollout_and_approval() -> None:
     steps = [{"setWeight": 10}, {"approval": {}}, {"setWeight": 50}]
     sim = Sim(make_spec(risk=None, steps=steps))
     sim.tick()
-    (first,) = notifications_for("shop", "checkout", None, sim.st, AT)
+    (first,) = notifications_for("shop", "checkout", None, sim.st, AT, changes(sim))
     assert first.kind == "PhaseChanged" and first.previous_phase is None
     before, after = _step(sim)
-    (n,) = notifications_for("shop", "checkout", before, after, AT)
+    (n,) = notifications_for("shop", "checkout", before, after, AT, changes(sim))
     assert (n.kind, n.step) == ("ApprovalNeeded", 1)
 
 
@@ -219,6 +225,19 @@ def test_gate_pause_is_gate_failed() -> None:
     sim.gates = gate_round(sim.now, verdict("latency", "Fail", severity="pause", value=2.5))
     before, after = _step(sim)
     assert after.phase == "Paused" and after.paused_reason == "GateFailed"
-    (n,) = notifications_for("shop", "checkout", before, after, AT)
+    (n,) = notifications_for("shop", "checkout", before, after, AT, changes(sim))
     assert n.kind == "GateFailed" and n.gate is not None and n.gate.name == "latency"
     assert "gate latency failed" in summary(n)
+
+
+def test_payloads_cap_copied_texts() -> None:
+    huge = "ü" * 100_000
+    n = note(message=huge, gate=GateDetails("g" * 1000, 0.1, 0.2, huge))
+    body = json_payload(n)
+    assert len(body["message"].encode()) <= 1024 and body["message"].endswith("…")
+    assert len(body["gate"]["name"].encode()) <= 256
+    assert len(body["gate"]["bound"].encode()) <= 256
+    assert len(json.dumps(body).encode()) < 16 * 1024
+    slack = slack_payload(n)
+    assert len(json.dumps(slack).encode()) < 16 * 1024
+    assert len(summary(n).encode()) < 2 * 1024

@@ -1,15 +1,19 @@
-"""Which notifications a status change calls for. Pure: the controller passes the status it
-read and the status it is about to write, and publishes what comes back.
+"""Which notifications a decision calls for. Pure: the controller passes the status it read,
+the status it wrote and the engine's phase changes, and publishes what comes back.
 
-One change of phase (or of pause reason) gives one notification, of the most specific kind,
-so a receiver that takes every kind hears of each change once.
+The engine's ``PhaseChanged`` action is the one record of a transition: it says what the
+Rollout entered, why (its message) and because of which gate (its verdict). A decision
+that chains several transitions (Pending, then Progressing, then AwaitingApproval) gives
+one notification, for the phase it settled in, of the most specific kind.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 
-from segue.api import HistoryEntry, RolloutStatus
+from segue.api import RolloutStatus
+from segue.engine import PhaseChanged
 from segue.notify.types import GateDetails, Kind, Notification
 
 _KIND_OF_PHASE: dict[str, Kind] = {
@@ -27,15 +31,10 @@ def _kind(status: RolloutStatus) -> Kind:
     return _KIND_OF_PHASE.get(status.phase or "", "PhaseChanged")
 
 
-def _entry(status: RolloutStatus) -> HistoryEntry | None:
-    """The history entry the engine wrote on entering the current phase: it names the gate
-    (and its numbers) when a verdict caused the change."""
-    return next((h for h in reversed(status.history) if h.event == status.phase), None)
-
-
-def _gate(status: RolloutStatus, entry: HistoryEntry | None) -> GateDetails | None:
-    if entry is not None and entry.gate:
-        return GateDetails(entry.gate, entry.value, entry.legacy_value, entry.bound or "")
+def _gate(status: RolloutStatus, change: PhaseChanged | None) -> GateDetails | None:
+    if change is not None and change.verdict is not None:
+        v = change.verdict
+        return GateDetails(v.name, v.value, v.legacy_value, v.bound)
     if status.phase == "Paused" and status.paused_reason == "GateFailed":
         failing = next((g for g in status.gates if g.verdict == "Fail"), None)
         if failing is not None:
@@ -49,24 +48,21 @@ def notifications_for(
     before: RolloutStatus | None,
     after: RolloutStatus,
     now: datetime,
+    changes: Sequence[PhaseChanged] = (),
 ) -> tuple[Notification, ...]:
-    """The notifications for going from ``before`` (None: a new Rollout) to ``after``."""
+    """The notifications for a decision that went from ``before`` (None: a new Rollout) to
+    ``after`` through ``changes``."""
     if after.phase is None:
         return ()
-    old_phase = before.phase if before is not None else None
-    changed = old_phase != after.phase or (
-        before is not None and before.paused_reason != after.paused_reason
-    )
+    settled = next((c for c in reversed(changes) if c.new == after.phase), None)
     # A plan can wait for approval at two steps in a row without leaving the phase.
     new_approval = (
         after.phase == "AwaitingApproval" and before is not None and before.step != after.step
     )
-    if not (changed or new_approval):
+    if settled is None and not new_approval:
         return ()
-    # The entry written on entering the phase says why; the status message may already
-    # say what the new phase does next (a rollback's first ramp step, say).
-    entry = _entry(after) if changed else None
-    message = (entry.reason if entry is not None else None) or after.message or ""
+    old_phase = changes[0].old if changes else (before.phase if before else None)
+    message = (settled.message if settled is not None else None) or after.message or ""
     return (
         Notification(
             kind=_kind(after),
@@ -79,6 +75,6 @@ def notifications_for(
             time=now,
             total_steps=after.total_steps or None,
             previous_phase=old_phase,
-            gate=_gate(after, entry),
+            gate=_gate(after, settled),
         ),
     )

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from segue.api import RolloutStatus
+from segue.engine import PhaseChanged
 from segue.notify.dispatcher import Dispatcher
 from segue.notify.events import notifications_for
 from segue.notify.types import WebhookTarget
@@ -38,11 +39,9 @@ class NotificationHook:
         old: RolloutStatus | None,
         new: RolloutStatus,
         obj: Any = None,
-        changes: Sequence[object] = (),
+        changes: Sequence[PhaseChanged] = (),
     ) -> None:
-        # ``changes`` (the engine's phase-change records) is accepted to fit the controller's
-        # ``Hooks`` protocol; what to tell is still worked out from the two statuses.
-        notes = notifications_for(namespace, name, old, new, self.clock())
+        notes = notifications_for(namespace, name, old, new, self.clock(), changes)
         if not notes:
             return
         targets = self.targets_for(namespace, name, obj)
