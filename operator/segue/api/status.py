@@ -91,6 +91,12 @@ class RolloutStatus(StatusModel):
     total_steps: int = Field(0, ge=0)
     weight: int = Field(0, ge=0, le=100, description="Weight last read back from the router.")
     target_weight: int = Field(0, ge=0, le=100, description="Weight last asked of the router.")
+    legacy_replicas: int | None = Field(
+        None,
+        ge=0,
+        description="The legacy Deployment's spec.replicas when the plan started; its share "
+        "of traffic is judged against it (condition Degraded).",
+    )
     observed_generation: int | None = None
     new_revision: str | None = None
     step_started_at: Timestamp | None = Field(
