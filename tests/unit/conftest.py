@@ -1,5 +1,6 @@
 """Builders shared by the API and engine tests: specs, observations, gate rounds, and a
-small simulation in which the router follows SetWeight and annotations get cleared."""
+small simulation in which the router follows SetWeight, annotations get cleared and the
+finalizer gets released."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from segue.api import RolloutSpec, RolloutStatus
+from segue.api.phases import event_type
 from segue.engine import (
     ClearAnnotation,
     Decision,
@@ -16,8 +18,11 @@ from segue.engine import (
     GateRound,
     GateVerdict,
     Observations,
+    PhaseChanged,
+    ReleaseFinalizer,
     SetWeight,
     decide,
+    invalid_spec,
 )
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -85,6 +90,7 @@ def observe(**overrides: Any) -> Observations:
         "router_weight": 0,
         "legacy_ready": 3,
         "new_ready": 3,
+        "legacy_desired": 3,
     }
     values.update(overrides)
     return Observations(**values)
@@ -102,44 +108,69 @@ class Sim:
     legacy_ready: int = 3
     new_ready: int = 3
     manages_capacity: bool = False
+    legacy_desired: int = 3
     annotations: dict[str, str] = field(default_factory=dict)
     missing: tuple[str, ...] = ()
+    new_missing: bool = False
+    legacy_missing: bool = False
+    router_missing: bool = False
     deps: tuple[str, ...] = ()
     revision: str = "r1"
     generation: int = 1
     gates: GateRound | None = None
+    deleting_since: datetime | None = None
     follow: bool = True
     last: Decision | None = None
     events: list[EmitEvent] = field(default_factory=list)
+    changes: list[PhaseChanged] = field(default_factory=list)
     weights: list[int] = field(default_factory=list)
+    released: bool = False
 
     def obs(self) -> Observations:
         return Observations(
             now=self.now,
             generation=self.generation,
             new_revision=self.revision,
-            router_weight=self.router,
-            legacy_ready=self.legacy_ready,
-            new_ready=self.new_ready,
+            router_weight=None if self.router_missing else self.router,
+            legacy_ready=0 if self.legacy_missing else self.legacy_ready,
+            new_ready=0 if self.new_missing else self.new_ready,
+            legacy_desired=0 if self.legacy_missing else self.legacy_desired,
             router_manages_capacity=self.manages_capacity,
             annotations=dict(self.annotations),
             missing=self.missing,
+            new_missing=self.new_missing,
+            legacy_missing=self.legacy_missing,
+            router_missing=self.router_missing,
             dependencies_pending=self.deps,
             gates=self.gates,
+            deleting=self.deleting_since is not None,
+            deleting_since=self.deleting_since,
         )
 
     def tick(self, seconds: float = 0.0) -> Decision:
         self.now += timedelta(seconds=seconds)
-        d = decide(self.spec, self.status, self.obs())
+        return self.apply(decide(self.spec, self.status, self.obs()))
+
+    def invalid(self, message: str, seconds: float = 0.0, *, routable: bool = True) -> Decision:
+        """A pass with a spec that does not parse (the spec kept here is not read)."""
+        self.now += timedelta(seconds=seconds)
+        return self.apply(invalid_spec(self.status, self.obs(), message=message, routable=routable))
+
+    def apply(self, d: Decision) -> Decision:
+        """Apply a decision as the controller would: status first, then the actions."""
         self.last = d
         self.status = d.status
         for action in d.actions:
             if isinstance(action, SetWeight):
                 self.weights.append(action.weight)
-                if self.follow:
+                if self.follow and not self.router_missing:
                     self.router = action.weight
             elif isinstance(action, ClearAnnotation):
                 self.annotations.pop(action.key, None)
+            elif isinstance(action, PhaseChanged):
+                self.changes.append(action)
+            elif isinstance(action, ReleaseFinalizer):
+                self.released = True
             else:
                 self.events.append(action)
         return d
@@ -177,3 +208,26 @@ class Sim:
 
     def history_events(self) -> list[str]:
         return [h.event for h in self.st.history]
+
+    def delete(self) -> None:
+        """The Rollout gets a deletionTimestamp (now)."""
+        self.deleting_since = self.now
+
+
+def actions_of(d: Decision, kind: type[Any]) -> list[Any]:
+    return [a for a in d.actions if isinstance(a, kind)]
+
+
+def weights_of(d: Decision) -> list[int]:
+    return [a.weight for a in d.actions if isinstance(a, SetWeight)]
+
+
+def warnings_of(d: Decision) -> list[str]:
+    """Reasons of the Warning Events in ``d``, phase changes included."""
+    reasons = []
+    for a in d.actions:
+        if isinstance(a, EmitEvent) and a.type == "Warning":
+            reasons.append(a.reason)
+        elif isinstance(a, PhaseChanged) and event_type(a.new, a.paused_reason) == "Warning":
+            reasons.append(a.new)
+    return reasons

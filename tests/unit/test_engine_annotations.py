@@ -4,8 +4,8 @@ reported and cleared; pause is a level."""
 from __future__ import annotations
 
 from segue.api import RolloutStatus
-from segue.engine import ClearAnnotation, EmitEvent, SetWeight, decide, invalid_spec
-from tests.unit.conftest import T0, Sim, make_spec
+from segue.engine import ClearAnnotation, EmitEvent, PhaseChanged, SetWeight, decide, invalid_spec
+from tests.unit.conftest import Sim, make_spec, observe
 
 APPROVAL_PLAN = [{"setWeight": 10}, {"approval": {}}, {"setWeight": 50}, {"approval": {}}]
 
@@ -149,29 +149,41 @@ def test_pause_at_an_approval_step_resumes_to_awaiting_approval() -> None:
 
 def test_invalid_spec_fails_and_a_fixed_spec_resumes() -> None:
     sim = _awaiting()
-    d = invalid_spec(sim.status, now=T0, generation=2, message="steps.0: bad")
+    sim.generation = 2
+    d = sim.invalid("spec.steps.0: bad")
     assert d.status.phase == "Failed"
-    assert d.actions and all(isinstance(a, EmitEvent) for a in d.actions)
+    assert d.actions == (
+        PhaseChanged(
+            old="AwaitingApproval",
+            new="Failed",
+            paused_reason=None,
+            message="invalid spec: spec.steps.0: bad",
+            actor="segue",
+            verdict=None,
+            at=sim.now,
+        ),
+    )
     stalled = d.status.condition("Stalled")
     assert stalled is not None and (stalled.status, stalled.reason) == ("True", "InvalidSpec")
-    again = invalid_spec(d.status, now=T0, generation=2, message="steps.0: bad")
-    assert again.actions == ()
-    sim.status = d.status
+    assert "spec.steps.0" in stalled.message
+    assert sim.invalid("spec.steps.0: bad", 1).actions == ()  # no traffic action, no repeat
+    assert sim.router == 10
     sim.generation = 3
     sim.tick(1)
     assert sim.phase() == "AwaitingApproval" and sim.st.step == 1
 
 
 def test_invalid_spec_on_a_new_rollout() -> None:
-    d = invalid_spec(None, now=T0, generation=1, message="spec.risk: bad")
+    d = invalid_spec(None, observe(), message="spec.risk: bad", routable=False)
     assert isinstance(d.status, RolloutStatus)
     assert d.status.phase == "Failed"
     assert d.status.message == "invalid spec: spec.risk: bad"
+    assert d.requeue_after is None
 
 
 def test_retry_from_failed_restarts() -> None:
     sim = _awaiting()
-    sim.status = invalid_spec(sim.status, now=T0, generation=1, message="x").status
+    sim.invalid("x")
     sim.annotations["segue.dev/retry"] = ""
     sim.tick(1)
     assert sim.phase() == "Progressing" and sim.st.step == 0
@@ -183,7 +195,8 @@ def test_a_spec_corrected_after_failing_mid_rollback_finishes_the_rollback() -> 
     sim.follow = False  # the router has not reached 0 yet
     sim.tick(1)
     assert sim.phase() == "RollingBack"
-    sim.status = invalid_spec(sim.status, now=sim.now, generation=2, message="x").status
+    sim.generation = 2
+    sim.invalid("x")
     assert sim.phase() == "Failed"
     sim.generation = 3
     sim.follow = True
@@ -192,3 +205,68 @@ def test_a_spec_corrected_after_failing_mid_rollback_finishes_the_rollback() -> 
     assert all(a.weight == 0 for a in d.actions if isinstance(a, SetWeight))
     sim.run(lambda s: s.phase() == "RolledBack")
     assert sim.router == 0
+
+
+# --- abort with a spec that does not parse ----------------------------------------------
+
+
+def test_abort_with_an_invalid_spec_returns_traffic_at_once() -> None:
+    sim = _awaiting()  # 10%
+    sim.annotations["segue.dev/abort"] = "broken spec"
+    sim.generation = 2
+    sim.follow = False
+    d = sim.invalid("spec.hold: too long")
+    assert sim.phase() == "Failed"
+    assert (sim.st.message or "").startswith("invalid spec: spec.hold: too long")
+    assert SetWeight(0) in d.actions
+    assert ClearAnnotation("segue.dev/abort") in d.actions
+    assert [a.reason for a in d.actions if isinstance(a, EmitEvent)] == ["Aborted"]
+    rb = sim.st.rollback
+    assert rb is not None and (rb.mode, rb.from_weight, rb.reason) == (
+        "immediate",
+        10,
+        "aborted: broken spec",
+    )
+    again = invalid_spec(d.status, sim.obs(), message="spec.hold: too long", routable=True)
+    assert not [a for a in again.actions if isinstance(a, EmitEvent | PhaseChanged)]
+    assert sim.invalid("spec.hold: too long", 1).actions == (SetWeight(0),)  # until read back
+    sim.router = 0
+    assert sim.invalid("spec.hold: too long", 1).actions == ()
+    sim.generation = 3  # corrected: the rollback is finished, never walked forward
+    sim.tick(1)
+    assert sim.phase() == "RolledBack"
+
+
+def test_abort_with_an_unroutable_spec_is_recorded_for_later() -> None:
+    sim = _awaiting()
+    sim.annotations["segue.dev/abort"] = ""
+    sim.generation = 2
+    d = sim.invalid("spec.traffic: exactly one router", routable=False)
+    assert not [a for a in d.actions if isinstance(a, SetWeight)]
+    assert ClearAnnotation("segue.dev/abort") in d.actions
+    assert sim.st.rollback is not None and sim.router == 10
+    sim.generation = 3
+    d = sim.tick(1)
+    assert SetWeight(0) in d.actions and sim.phase() in ("RollingBack", "RolledBack")
+
+
+def test_abort_with_an_invalid_spec_waits_for_ready_legacy_pods() -> None:
+    sim = _awaiting()
+    sim.legacy_ready = 0
+    sim.annotations["segue.dev/abort"] = ""
+    d = sim.invalid("spec.x: bad")
+    assert not [a for a in d.actions if isinstance(a, SetWeight)]
+    assert "no ready pods in the legacy Deployment" in (sim.st.message or "")
+    sim.legacy_ready = 1
+    assert sim.invalid("spec.x: bad", 1).actions == (SetWeight(0),)
+
+
+def test_other_annotations_wait_for_a_spec_that_parses() -> None:
+    sim = _awaiting()
+    sim.annotations["segue.dev/approve"] = "1"
+    d = sim.invalid("spec.x: bad")
+    assert d.actions[1:] == ()  # only the phase change
+    assert "segue.dev/approve" in sim.annotations
+    sim.generation = 2
+    sim.tick(1)
+    assert sim.st.step == 2  # approved once the spec parses

@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from segue.engine import EmitEvent, SetWeight
-from tests.unit.conftest import Sim, analysis, gate_round, make_spec, verdict
+from segue.api import RolloutStatus
+from segue.engine import SetWeight
+from tests.unit.conftest import Sim, analysis, gate_round, make_spec, verdict, warnings_of
 
 ERRORS = {"name": "errors", "query": "errors", "max": 0.05}
 LATENCY = {"name": "latency", "query": "latency", "maxRatioToLegacy": 2.0}
@@ -100,7 +101,7 @@ def test_pause_severity_pauses_and_resumes_when_the_gate_passes() -> None:
         d = sim.tick(1)
     assert sim.phase() == "Paused" and sim.st.paused_reason == "GateFailed"
     assert "gate latency failed 2/2" in (sim.st.message or "")
-    assert any(isinstance(a, EmitEvent) and a.type == "Warning" for a in d.actions)
+    assert warnings_of(d) == ["Paused"]
     sim.gates = gate_round(sim.now, verdict("latency", "Pass", severity="pause", limit=2))
     sim.tick(1)
     assert sim.phase() == "Progressing"
@@ -243,3 +244,35 @@ def test_gate_statuses_follow_the_spec() -> None:
     sim.spec = make_spec(risk="low")
     sim.tick(1)
     assert sim.st.gates == []
+
+
+def test_a_duplicated_round_never_counts_twice() -> None:
+    sim = _sim({**ERRORS, "failureLimit": 3})
+    first = gate_round(sim.now, verdict("errors", "Fail", limit=3))
+    sim.gates = first
+    sim.tick(1)
+    assert _gate(sim, "errors").consecutive_failures == 1
+    # The status goes through the API server (a restart, a lost write): the same round,
+    # delivered again, does not count.
+    sim.status = RolloutStatus.model_validate(sim.st.to_wire())
+    sim.tick(1)
+    # A second copy of the round (another process evaluated it at the same time), with a
+    # different verdict object, does not count either.
+    sim.gates = gate_round(first.evaluated_at, verdict("errors", "Fail", limit=3, value=0.9))
+    sim.tick(1)
+    g = _gate(sim, "errors")
+    assert g.consecutive_failures == 1 and g.last_evaluated == first.evaluated_at
+    assert g.value == 0.01  # what the counted round said
+
+
+def test_a_round_older_than_the_last_counted_changes_nothing() -> None:
+    sim = _sim({**ERRORS, "failureLimit": 3}, unreachableLimit="1m")
+    sim.gates = gate_round(sim.now, verdict("errors", "Pass", limit=3))
+    sim.tick(1)
+    late = sim.now - timedelta(seconds=30)
+    sim.gates = gate_round(late, verdict("errors", "Fail", limit=3))
+    sim.tick(1)
+    assert _gate(sim, "errors").consecutive_failures == 0
+    sim.gates = gate_round(late, error="unreachable")
+    sim.tick(1)
+    assert sim.st.analysis_unreachable_since is None  # a stale round starts no outage

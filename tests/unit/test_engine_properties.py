@@ -1,15 +1,17 @@
 """Invariants of the engine under arbitrary interleavings of time, gate rounds, router
-lag, readiness and annotations (hypothesis)."""
+lag, readiness, missing objects, deletion and annotations (hypothesis)."""
 
 from __future__ import annotations
 
+import itertools
 from datetime import timedelta
-from typing import Any
+from typing import Any, Final
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from segue.api import RolloutSpec, RolloutStatus, plan
+from segue.api.phases import ACTIVE, ANALYSED
 from segue.engine import (
     ABORT,
     APPROVE,
@@ -19,6 +21,8 @@ from segue.engine import (
     Decision,
     EmitEvent,
     Observations,
+    PhaseChanged,
+    ReleaseFinalizer,
     SetWeight,
     decide,
 )
@@ -29,6 +33,8 @@ SETTINGS = settings(
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
+# The finalizer is released within this long of the deletion, whatever happens.
+RELEASE_WITHIN: Final = timedelta(seconds=60)
 
 # --- strategies -------------------------------------------------------------------------
 
@@ -78,7 +84,9 @@ def _annotation(with_retry: bool) -> st.SearchStrategy[tuple[str, str]]:
     return st.tuples(st.sampled_from(keys), values)
 
 
-def ops(*, with_retry: bool = True, with_revision: bool = True) -> st.SearchStrategy[Any]:
+def ops(
+    *, with_retry: bool = True, with_revision: bool = True, with_delete: bool = True
+) -> st.SearchStrategy[Any]:
     choices: list[st.SearchStrategy[Any]] = [
         st.tuples(st.just("tick"), st.sampled_from([0.0, 1.0, 5.0, 11.0, 61.0, 400.0, 7300.0])),
         st.tuples(
@@ -92,9 +100,12 @@ def ops(*, with_retry: bool = True, with_revision: bool = True) -> st.SearchStra
         st.tuples(st.just("unpause")),
         st.tuples(st.just("follow"), st.booleans()),
         st.tuples(st.just("ready"), st.integers(0, 2), st.integers(0, 2)),
+        st.tuples(st.just("lose"), st.sampled_from(["new", "legacy", "router"]), st.booleans()),
     ]
     if with_revision:
         choices.append(st.tuples(st.just("revision")))
+    if with_delete:
+        choices.append(st.tuples(st.just("delete")))
     return st.one_of(*choices)
 
 
@@ -128,6 +139,13 @@ class Driver:
         elif kind == "revision":
             self.revisions += 1
             sim.revision = f"r{self.revisions}"
+        elif kind == "lose":
+            setattr(sim, f"{op[1]}_missing", op[2])
+            self.decide(0.0)
+        elif kind == "delete":
+            if sim.deleting_since is None:
+                sim.delete()
+            self.decide(0.0)
 
     def _round(self, results: list[str], error: bool) -> None:
         sim = self.sim
@@ -158,21 +176,11 @@ class Driver:
         # Replaying the same observations acts no more (the controller may crash between
         # writing status and applying actions, or be called twice).
         again = decide(sim.spec, d.status, obs)
-        assert not [a for a in again.actions if isinstance(a, EmitEvent)], again.actions
+        said = [a for a in again.actions if isinstance(a, EmitEvent | PhaseChanged)]
+        assert not said, again.actions
         assert set(again.actions) <= set(d.actions), (again.actions, d.actions)
         assert again.status == d.status
-        # Apply as the controller would.
-        sim.now = obs.now
-        sim.last = d
-        sim.status = d.status
-        for action in d.actions:
-            if isinstance(action, SetWeight):
-                sim.weights.append(action.weight)
-                if sim.follow:
-                    sim.router = action.weight
-            elif not isinstance(action, EmitEvent):
-                sim.annotations.pop(action.key, None)
-        return d
+        return sim.apply(d)
 
 
 def _fails(obs: Observations, spec: RolloutSpec) -> bool:
@@ -200,6 +208,7 @@ def check_invariants(
     assert 0 <= after.weight <= 100 and 0 <= after.target_weight <= 100
     assert 0 <= after.step <= after.total_steps == len(driver.plan)
     assert len(after.history) <= 50
+    _check_capacity(obs, d)
     if before is None or before.phase is None:
         return
     # A round with a failing gate never advances the step or raises the weight.
@@ -217,14 +226,57 @@ def check_invariants(
     if moved_on and driver.plan[before.step].needs_approval and not promoted:
         named = obs.annotations.get(APPROVE, "").strip()
         assert before.approved_step == before.step or named == str(before.step)
-    # A phase transition is announced by an event and kept in history.
+    # A phase transition is announced by one structured action and kept in history.
+    changes = [a for a in d.actions if isinstance(a, PhaseChanged)]
     if after.phase != before.phase:
-        reasons = [a.reason for a in d.actions if isinstance(a, EmitEvent)]
-        assert after.phase in reasons
+        assert changes and changes[0].old == before.phase and changes[-1].new == after.phase
         assert after.phase in [h.event for h in after.history if h.time == obs.now]
+    for a, b in itertools.pairwise(changes):
+        assert a.new == b.old
     # A rollback never raises the new version's weight.
     if before.phase == "RollingBack" and after.phase == "RollingBack":
         assert after.target_weight <= before.target_weight
+    # Abort always wins: whatever is missing, an abort of an active Rollout is recorded.
+    value = obs.annotations.get(ABORT)
+    handled = (before.handled_annotations or {}).get(ABORT)
+    if value is not None and value != handled and before.phase in ACTIVE:
+        assert after.phase in ("RollingBack", "RolledBack"), (after.phase, after.message)
+        assert after.rollback is not None
+    # The new Deployment gone while traffic is on it: weight 0 at once, if it can be set.
+    if (
+        obs.new_missing
+        and not obs.legacy_missing
+        and not obs.router_missing
+        and (obs.router_weight or 0) > 0
+        and before.phase in ANALYSED
+    ):
+        assert SetWeight(0) in d.actions, (after.phase, after.message)
+    # Deletion: the finalizer is released within a minute, and a pass is asked for in time.
+    released = any(isinstance(a, ReleaseFinalizer) for a in d.actions)
+    if obs.deleting and obs.deleting_since is not None and not released:
+        left = (obs.deleting_since + RELEASE_WITHIN - obs.now).total_seconds()
+        assert left > 0, after.message
+        assert d.requeue_after is not None and d.requeue_after <= left
+    assert not released or obs.deleting
+
+
+def _check_capacity(obs: Observations, d: Decision) -> None:
+    """No weight moves toward a side without ready pods (the router scales for itself, or
+    the new Deployment is gone: then legacy is strictly better), nor while the router is
+    missing, nor back onto a missing legacy Deployment."""
+    for a in d.actions:
+        if not isinstance(a, SetWeight):
+            continue
+        assert not obs.router_missing
+        current = obs.router_weight
+        if current is None or a.weight == current:
+            continue
+        if a.weight > current:
+            assert not obs.new_missing
+            assert obs.router_manages_capacity or obs.new_ready > 0
+        else:
+            assert not obs.legacy_missing
+            assert obs.router_manages_capacity or obs.new_missing or obs.legacy_ready > 0
 
 
 # --- properties -------------------------------------------------------------------------
@@ -243,7 +295,7 @@ def test_invariants_hold_under_any_interleaving(spec: RolloutSpec, script: list[
 @given(
     spec=specs(),
     prefix=st.lists(ops(), max_size=15),
-    during=st.lists(ops(with_retry=False, with_revision=False), max_size=25),
+    during=st.lists(ops(with_retry=False, with_revision=False, with_delete=False), max_size=25),
 )
 def test_a_rollback_always_reaches_weight_0(
     spec: RolloutSpec, prefix: list[Any], during: list[Any]
@@ -253,8 +305,14 @@ def test_a_rollback_always_reaches_weight_0(
     for op in prefix:
         driver.apply(op)
     sim = driver.sim
+    if sim.released:
+        return  # deleted during the prefix
+    sim.deleting_since = None  # (a deletion in the prefix is covered by the other property)
     sim.annotations.pop(RETRY, None)
-    driver.decide(0.0)  # observe what the prefix left pending (a new revision, say)
+    # Observe what the prefix left pending: a new revision restarts the plan, even from a
+    # rollback, and it is seen only once the new Deployment is back.
+    sim.new_missing = sim.legacy_missing = sim.router_missing = False
+    driver.decide(0.0)
     if sim.st.phase not in ("RollingBack", "RolledBack"):
         sim.annotations[ABORT] = "property test"
         driver.decide(0.0)
@@ -262,9 +320,11 @@ def test_a_rollback_always_reaches_weight_0(
         return  # nothing to roll back from (e.g. Succeeded, or the abort was for it)
     for op in during:
         driver.apply(op)
-    # The world settles: the router follows, legacy pods are ready, time passes.
+    # The world settles: every object is back, the router follows, legacy pods are ready,
+    # time passes.
     sim.follow = True
     sim.legacy_ready = 2
+    sim.new_missing = sim.legacy_missing = sim.router_missing = False
     for _ in range(400):
         if sim.st.phase == "RolledBack":
             break

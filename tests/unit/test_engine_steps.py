@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from segue.engine import ClearAnnotation, EmitEvent, SetWeight, decide
+from segue.engine import ClearAnnotation, EmitEvent, PhaseChanged, SetWeight, decide
 from tests.unit.conftest import T0, Sim, analysis, make_spec, observe
 
 
@@ -17,10 +17,12 @@ def test_first_call_starts_and_sets_the_first_weight() -> None:
     assert st.new_revision == "r1"
     assert st.observed_generation == 1
     assert SetWeight(5) in d.actions
-    reasons = [a.reason for a in d.actions if isinstance(a, EmitEvent)]
-    assert reasons == ["Pending", "Progressing"]
+    changes = [(a.old, a.new) for a in d.actions if isinstance(a, PhaseChanged)]
+    assert changes == [(None, "Pending"), ("Pending", "Progressing")]
+    assert not any(isinstance(a, EmitEvent) for a in d.actions)
     assert [h.event for h in st.history] == ["Pending", "Progressing"]
-    assert d.requeue_after is not None
+    # Waiting for the router to report 5% ends with a watch event, not a timer.
+    assert d.requeue_after is None
 
 
 def test_weight_counts_only_once_the_router_reports_it() -> None:

@@ -16,6 +16,8 @@ from segue.engine.types import (
     GateRound,
     GateVerdict,
     Observations,
+    PhaseChanged,
+    ReleaseFinalizer,
     SetWeight,
     Severity,
 )
@@ -37,6 +39,8 @@ __all__ = [
     "GateRound",
     "GateVerdict",
     "Observations",
+    "PhaseChanged",
+    "ReleaseFinalizer",
     "SetWeight",
     "Severity",
     "decide",

@@ -11,8 +11,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Final
 
+from segue.api.phases import ACTIVE, STEPPING
 from segue.engine import rollback
-from segue.engine.context import STEPPING_PHASES, Context
+from segue.engine.context import Context
 from segue.engine.restart import restart
 
 PREFIX: Final = "segue.dev/"
@@ -65,7 +66,7 @@ def _abort(ctx: Context, value: str) -> str | None:
         ctx.record("Aborted", reason, actor=ABORT)
         rollback.escalate(ctx, reason, actor=ABORT)
         return None
-    if phase not in STEPPING_PHASES and phase not in ("Pending", "Waiting"):
+    if phase not in ACTIVE:
         return f"the Rollout is {phase}; nothing to abort"
     ctx.event("Normal", "Aborted", reason)
     ctx.record("Aborted", reason, actor=ABORT)
@@ -75,7 +76,7 @@ def _abort(ctx: Context, value: str) -> str | None:
 
 def _promote(ctx: Context, value: str) -> str | None:
     st = ctx.status
-    if st.phase not in STEPPING_PHASES:
+    if st.phase not in STEPPING:
         return f"the Rollout is {st.phase}; promote applies while it progresses"
     if st.promoting:
         return "already promoting"
@@ -92,7 +93,7 @@ def _approve(ctx: Context, value: str) -> str | None:
         index = int(value.strip())
     except ValueError:
         return "the value must be the index of the step to approve"
-    if st.phase not in STEPPING_PHASES:
+    if st.phase not in STEPPING:
         return f"the Rollout is {st.phase}; there is no step to approve"
     if index != st.step:
         return f"step {index} is not the current step ({st.step})"

@@ -5,6 +5,8 @@
 - Stalled: True when a person has to act: missing references, an invalid spec, or a
   rollback that ended (retry, or ship a new revision).
 - Healthy: the gates: True all pass, False one is failing, Unknown no data or no analysis.
+- Degraded: True when the legacy version carries traffic with fewer ready pods than its
+  share needs (reason LegacyCapacityLost; see ``references.legacy_capacity``).
 
 ``lastTransitionTime`` moves only when a condition's status flips.
 """
@@ -13,8 +15,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from segue.api.phases import ACTIVE
 from segue.api.status import Condition, ConditionStatus, RolloutStatus
-from segue.engine.context import ACTIVE_PHASES
 
 
 def update(
@@ -26,6 +28,7 @@ def update(
     analysis_configured: bool,
     missing: str | None = None,
     invalid: str | None = None,
+    degraded: str | None = None,
 ) -> None:
     phase = status.phase or "Pending"
     message = status.message or ""
@@ -46,7 +49,7 @@ def update(
         )
 
     put("Ready", _b(phase == "Succeeded"), phase, message)
-    working = phase in ACTIVE_PHASES and missing is None
+    working = phase in ACTIVE and missing is None
     reason = progress_reason or phase
     put("Progressing", _b(working), reason if working else phase, message)
     put("Reconciling", _b(working), reason if working else phase, message)
@@ -59,6 +62,10 @@ def update(
     else:
         put("Stalled", "False", phase, "")
     put("Healthy", *_health(status, analysis_configured))
+    if degraded is not None:
+        put("Degraded", "True", "LegacyCapacityLost", degraded)
+    else:
+        put("Degraded", "False", "CapacityAvailable", "")
     status.conditions = new
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
+from segue.api.phases import ACTIVE, STEPPING
 from segue.api.plan import plan as expand_plan
 from segue.api.spec import RolloutSpec, Step
 from segue.api.status import MAX_HISTORY, HistoryEntry, PausedReason, Phase, RolloutStatus
@@ -18,16 +19,14 @@ from segue.engine.types import (
     EventType,
     GateVerdict,
     Observations,
+    PhaseChanged,
+    ReleaseFinalizer,
     SetWeight,
 )
 
-# Phases in which the engine works towards a goal (kstatus: Reconciling).
-ACTIVE_PHASES: Final[frozenset[Phase]] = frozenset(
-    {"Pending", "Waiting", "Progressing", "Paused", "AwaitingApproval", "RollingBack"}
-)
-# Phases in which traffic is split and the plan is walked.
-STEPPING_PHASES: Final[frozenset[Phase]] = frozenset({"Progressing", "Paused", "AwaitingApproval"})
-_WARNING_PHASES: Final[frozenset[Phase]] = frozenset({"RollingBack", "RolledBack", "Failed"})
+# Kept for existing imports; the groupings live in segue.api.phases.
+ACTIVE_PHASES: Final[frozenset[Phase]] = ACTIVE
+STEPPING_PHASES: Final[frozenset[Phase]] = STEPPING
 ACTOR: Final = "segue"
 
 
@@ -76,6 +75,10 @@ class Recorder:
         if ClearAnnotation(key) not in self.actions:
             self.actions.append(ClearAnnotation(key))
 
+    def release_finalizer(self) -> None:
+        if ReleaseFinalizer() not in self.actions:
+            self.actions.append(ReleaseFinalizer())
+
     def wake_in(self, seconds_: float | None) -> None:
         if seconds_ is not None:
             self.requeue.append(max(1.0, seconds_))
@@ -110,18 +113,28 @@ class Recorder:
         actor: str = ACTOR,
         verdict: GateVerdict | None = None,
     ) -> bool:
-        """Set the phase; a change (of phase or pause reason) is one event and one history
-        entry. Returns whether it changed."""
+        """Set the phase; a change (of phase or pause reason) is one ``PhaseChanged`` and one
+        history entry. Returns whether it changed."""
         st = self.status
         st.message = message
         if phase != "Paused":
             paused_reason = None
         if st.phase == phase and st.paused_reason == paused_reason:
             return False
+        old = st.phase
         st.phase = phase
         st.paused_reason = paused_reason
-        warn = phase in _WARNING_PHASES or (phase == "Paused" and paused_reason != "Manual")
-        self.event("Warning" if warn else "Normal", phase, message)
+        self.actions.append(
+            PhaseChanged(
+                old=old,
+                new=phase,
+                paused_reason=paused_reason,
+                message=message,
+                actor=actor,
+                verdict=verdict,
+                at=self.now,
+            )
+        )
         self.record(phase, message, actor, verdict)
         return True
 
@@ -132,10 +145,13 @@ class Recorder:
 
     def decision(self) -> Decision:
         self.status.history = self.status.history[-MAX_HISTORY:]
-        # Annotations are cleared last: the controller writes the status first.
-        ordered = [a for a in self.actions if not isinstance(a, ClearAnnotation)] + [
-            a for a in self.actions if isinstance(a, ClearAnnotation)
-        ]
+        # Annotations are cleared after everything else (the controller writes the status
+        # first), and the finalizer goes last of all: after it the object may be gone.
+        ordered = (
+            [a for a in self.actions if not isinstance(a, ClearAnnotation | ReleaseFinalizer)]
+            + [a for a in self.actions if isinstance(a, ClearAnnotation)]
+            + [a for a in self.actions if isinstance(a, ReleaseFinalizer)]
+        )
         return Decision(
             status=self.status,
             actions=tuple(ordered),
@@ -171,34 +187,38 @@ class Context(Recorder):
 
     def capacity_blocker(self, current: int | None, target: int) -> Outcome | None:
         """A weight change needs ready pods on the side that gains traffic, unless the router
-        realises the weight by scaling (then ordering is its job)."""
-        if self.obs.router_manages_capacity:
-            return None
+        realises the weight by scaling (then ordering is its job), or the new Deployment is
+        gone (its pods are gone too: any share moved to legacy is better than none).
+
+        Pods becoming ready is a watch event, so the wait asks for no timed wake-up."""
+        obs = self.obs
         if current is not None and current == target:
             return None
         raising = current is not None and target > current
-        if raising and self.obs.new_ready <= 0:
+        if not raising and obs.legacy_missing:
+            name = self.spec.legacy.deployment
+            return Outcome(
+                "Progressing",
+                f"Deployment {name} (legacy) not found: no traffic moves back to it "
+                f"(new version at {target}%)",
+                reason="WaitingForCapacity",
+            )
+        if obs.router_manages_capacity:
+            return None
+        if raising and (obs.new_ready <= 0 or obs.new_missing):
             name = self.spec.new.deployment
             return Outcome(
                 "Progressing",
                 f"waiting for ready pods of Deployment {name} before moving {target}% of "
                 "traffic to the new version",
                 reason="WaitingForCapacity",
-                requeue=POLL_SECONDS,
             )
-        if not raising and self.obs.legacy_ready <= 0:
+        if not raising and obs.legacy_ready <= 0 and not obs.new_missing:
             name = self.spec.legacy.deployment
             return Outcome(
                 "Progressing",
                 f"waiting for ready pods of Deployment {name} before moving traffic back to "
                 f"the legacy version (new version at {target}%)",
                 reason="WaitingForCapacity",
-                requeue=POLL_SECONDS,
             )
         return None
-
-
-# How soon to look again while waiting on something that has no event of its own (the
-# router catching up, pods becoming ready, dependencies, missing objects).
-POLL_SECONDS: Final = 5.0
-SLOW_POLL_SECONDS: Final = 30.0

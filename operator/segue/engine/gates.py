@@ -1,22 +1,22 @@
 """Gate rounds: counting verdicts into per-gate streaks, and what the streaks allow.
 
 A round is counted once per gate (its ``evaluated_at`` must be newer than the gate's
-``lastEvaluated``), only while traffic is split: at weight 0 there is nothing to judge.
+``lastEvaluated``, which is in status, so a round delivered twice, replayed after a restart
+or a lost status write, or arriving out of order never counts again), and only while
+traffic is split: at weight 0 there is nothing to judge.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Final
 
 from segue.api.duration import parse_duration
+from segue.api.phases import ANALYSED
 from segue.api.spec import Analysis
-from segue.api.status import GateStatus, Phase
-from segue.engine.context import STEPPING_PHASES, Context, Outcome, format_time, seconds
+from segue.api.status import GateStatus
+from segue.engine.context import Context, Outcome, format_time, seconds
 from segue.engine.types import GateRound, GateVerdict
-
-_COUNTING_PHASES: Final[frozenset[Phase]] = STEPPING_PHASES | {"RollingBack"}
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,9 @@ def count_round(ctx: Context) -> list[Trigger]:
     known = {g.name: g for g in st.gates}
     st.gates = [known.get(g.name) or GateStatus(name=g.name) for g in analysis.gates]
     rnd = ctx.obs.gates
-    if rnd is None or st.phase not in _COUNTING_PHASES:
+    if rnd is None or st.phase not in ANALYSED:
+        return []
+    if _already_seen(rnd, st.gates):
         return []
     if rnd.error is None:
         st.analysis_unreachable_since = None
@@ -89,6 +91,13 @@ def count_round(ctx: Context) -> list[Trigger]:
 
 def _newer(evaluated_at: datetime, last: datetime | None) -> bool:
     return last is None or evaluated_at > last
+
+
+def _already_seen(rnd: GateRound, gates: list[GateStatus]) -> bool:
+    """A round not newer than the newest one counted is a duplicate or arrived late: it
+    changes nothing, not even the outage clock."""
+    seen = [g.last_evaluated for g in gates if g.last_evaluated is not None]
+    return bool(seen) and rnd.evaluated_at <= max(seen)
 
 
 def pausing_gates(ctx: Context) -> list[GateStatus]:

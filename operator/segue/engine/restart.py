@@ -17,6 +17,7 @@ def restart(ctx: Context, event: str, reason: str, actor: str) -> None:
     st.promoting = None
     st.analysis_unreachable_since = None
     st.new_revision = ctx.obs.new_revision
+    st.legacy_replicas = ctx.obs.legacy_desired
     for gate in st.gates:
         # lastEvaluated stays: the round that was already counted must not count again.
         gate.consecutive_failures = 0

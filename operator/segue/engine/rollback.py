@@ -12,7 +12,7 @@ import math
 from segue.api.duration import parse_duration
 from segue.api.spec import RollbackMode
 from segue.api.status import RollbackStatus
-from segue.engine.context import POLL_SECONDS, Context, Outcome, format_time, seconds
+from segue.engine.context import Context, Outcome, format_time, seconds
 from segue.engine.gates import Trigger
 
 _SLACK_SECONDS = 0.001
@@ -83,10 +83,9 @@ def tick(ctx: Context) -> None:
         message = f"rolling back gracefully: {desired}% until {format_time(end)}, 0% by then"
     else:
         message = f"rolling back: moving all traffic to the legacy version (router reads {router}%)"
-    waits = [w for w in (next_change, POLL_SECONDS if router != desired else None) if w]
-    ctx.settle(
-        Outcome("RollingBack", message, reason="RollingBack", requeue=min(waits, default=None))
-    )
+    # Only the ramp's next step is a timed wake-up; the router reaching the weight is a
+    # watch event.
+    ctx.settle(Outcome("RollingBack", message, reason="RollingBack", requeue=next_change))
 
 
 def _ramp(ctx: Context, rb: RollbackStatus) -> tuple[int, float | None]:

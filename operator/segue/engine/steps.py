@@ -11,7 +11,7 @@ Rules that keep every weight change safe:
 from __future__ import annotations
 
 from segue.api.duration import parse_duration
-from segue.engine.context import POLL_SECONDS, Context, Outcome, format_time, seconds
+from segue.engine.context import Context, Outcome, format_time, seconds
 from segue.engine.gates import (
     advance_blocker,
     failing_blocker,
@@ -62,9 +62,8 @@ def progress(ctx: Context) -> Outcome:
         if router is None:
             return Outcome(
                 "Progressing",
-                "cannot read the router's weight; retrying",
+                "cannot read the router's weight; retrying when it changes",
                 reason="RouterUnreadable",
-                requeue=POLL_SECONDS,
             )
         if router != st.target_weight:
             return _converge(ctx, router, st.target_weight)
@@ -113,7 +112,9 @@ def progress(ctx: Context) -> Outcome:
             if blocked is not None:
                 return blocked
             _advance(ctx)
-    return Outcome("Progressing", "working through the plan", requeue=POLL_SECONDS)
+    # Not reached (every pass through the loop advances or returns); if it were, the next
+    # call carries on.
+    return Outcome("Progressing", "working through the plan", requeue=1.0)
 
 
 def _advance(ctx: Context) -> None:
@@ -128,7 +129,8 @@ def _advance(ctx: Context) -> None:
 
 def _converge(ctx: Context, router: int, target: int) -> Outcome:
     """A weight was asked for and the router does not report it yet: ask again (it is
-    idempotent, and survives an operator restart between status write and router write)."""
+    idempotent, and survives an operator restart between status write and router write).
+    The router's change is a watch event: no timed wake-up."""
     blocked = ctx.capacity_blocker(router, target)
     if blocked is not None:
         return blocked
@@ -137,7 +139,6 @@ def _converge(ctx: Context, router: int, target: int) -> Outcome:
         "Progressing",
         f"step {ctx.status.step}: waiting for the router to report {target}% (reads {router}%)",
         reason="WaitingForRouter",
-        requeue=POLL_SECONDS,
     )
 
 

@@ -7,10 +7,25 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
-from segue.api.status import RolloutStatus, Verdict
+from segue.api.phases import EventType
+from segue.api.status import PausedReason, Phase, RolloutStatus, Verdict
 
 Severity = Literal["rollback", "rollback-graceful", "pause"]
-EventType = Literal["Normal", "Warning"]
+
+__all__ = [
+    "Action",
+    "ClearAnnotation",
+    "Decision",
+    "EmitEvent",
+    "EventType",
+    "GateRound",
+    "GateVerdict",
+    "Observations",
+    "PhaseChanged",
+    "ReleaseFinalizer",
+    "SetWeight",
+    "Severity",
+]
 
 
 @dataclass(frozen=True)
@@ -29,7 +44,9 @@ class GateVerdict:
 
 @dataclass(frozen=True)
 class GateRound:
-    """Every gate evaluated once. ``error``: the provider was unreachable for the round."""
+    """Every gate evaluated once. ``error``: the provider was unreachable for the round.
+    ``evaluated_at`` identifies the round: a round not newer than a gate's
+    ``lastEvaluated`` in status was already counted and never counts again."""
 
     evaluated_at: datetime
     results: tuple[GateVerdict, ...]
@@ -40,10 +57,20 @@ class GateRound:
 class Observations:
     """Everything the controller read from the cluster for one decision.
 
-    ``router_weight`` is the weight read back from the router (None: could not be read).
-    ``annotations`` holds only ``segue.dev/*`` keys. ``missing`` names referenced objects
-    that do not exist; ``dependencies_pending`` names dependsOn Rollouts not yet Succeeded.
-    ``gates`` is the latest analysis round (None: no analysis, or no round yet).
+    - ``router_weight``: the weight read back from the router (None: could not be read).
+    - ``legacy_ready``, ``new_ready``: ready pods (0 when the Deployment is missing);
+      ``legacy_desired``: the legacy Deployment's ``spec.replicas`` (recorded in
+      ``status.legacyReplicas`` when the plan starts; its share of traffic is judged
+      against it).
+    - ``router_manages_capacity``: the router realises a weight by scaling (replicas).
+    - ``annotations``: only ``segue.dev/*`` keys.
+    - ``missing``: human descriptions of referenced objects that do not exist, for
+      messages; ``new_missing``, ``legacy_missing`` and ``router_missing`` say which. A
+      description without any of the flags stalls like a missing routing object.
+    - ``dependencies_pending``: dependsOn Rollouts not yet Succeeded.
+    - ``gates``: the latest analysis round (None: no analysis, or no round yet).
+    - ``deleting``: the Rollout has a ``deletionTimestamp`` (``deleting_since``); the
+      engine decides when its finalizer is released (``ReleaseFinalizer``).
     """
 
     now: datetime
@@ -55,8 +82,19 @@ class Observations:
     router_manages_capacity: bool = False
     annotations: Mapping[str, str] = field(default_factory=dict, hash=False)
     missing: tuple[str, ...] = ()
+    new_missing: bool = False
+    legacy_missing: bool = False
+    router_missing: bool = False
+    legacy_desired: int = 0
     dependencies_pending: tuple[str, ...] = ()
     gates: GateRound | None = None
+    deleting: bool = False
+    deleting_since: datetime | None = None
+
+    @property
+    def any_missing(self) -> bool:
+        """A referenced object is missing."""
+        return bool(self.missing) or self.new_missing or self.legacy_missing or self.router_missing
 
 
 @dataclass(frozen=True)
@@ -68,9 +106,30 @@ class SetWeight:
 
 @dataclass(frozen=True)
 class EmitEvent:
+    """A Kubernetes Event that is not a phase change (those are ``PhaseChanged``)."""
+
     type: EventType
     reason: str
     message: str
+
+
+@dataclass(frozen=True)
+class PhaseChanged:
+    """The Rollout entered ``new`` (or, staying Paused, changed its pause reason).
+
+    The one record of a transition: the controller turns it into an Event (reason: the
+    phase; type: ``segue.api.phases.event_type``), metrics and notifications read it
+    instead of re-deriving "why" from history. ``verdict`` is the gate behind the change,
+    if any; ``actor`` who or what caused it (``segue``, ``gate <name>``, an annotation).
+    """
+
+    old: Phase | None
+    new: Phase
+    paused_reason: PausedReason | None
+    message: str
+    actor: str
+    verdict: GateVerdict | None
+    at: datetime
 
 
 @dataclass(frozen=True)
@@ -80,12 +139,25 @@ class ClearAnnotation:
     key: str
 
 
-Action = SetWeight | EmitEvent | ClearAnnotation
+@dataclass(frozen=True)
+class ReleaseFinalizer:
+    """The Rollout is being deleted and nothing is left to undo (or the deadline passed):
+    remove Segue's finalizer, last of all actions."""
+
+
+Action = SetWeight | EmitEvent | PhaseChanged | ClearAnnotation | ReleaseFinalizer
 
 
 @dataclass(frozen=True)
 class Decision:
+    """The new status, the actions to apply in order, and when to decide again.
+
+    ``requeue_after`` carries only time-based wake-ups (a hold's end, a graceful ramp's
+    next step, the unreachable limit, the deletion deadline, the analysis interval while
+    waiting on a round). Waits that a watch event ends (the router catching up, pods
+    becoming ready, a dependency succeeding, a missing object coming back) give None.
+    """
+
     status: RolloutStatus
     actions: tuple[Action, ...]
-    # Seconds until the engine next needs to be called (None: only on a change).
     requeue_after: float | None

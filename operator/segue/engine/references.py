@@ -1,0 +1,147 @@
+"""The objects a Rollout references: what a missing one means, and whether the legacy
+Deployment still has the pods its share of traffic needs.
+
+Annotations and gates are handled before any of this (``decide``), so an abort or a gate
+rollback is recorded whatever is missing; what is decided here only narrows what may move:
+
+- the new Deployment gone while traffic is on it: an immediate rollback, and weight 0 is
+  asked at once without a capacity check (its pods are gone: legacy is strictly better);
+- the routing object or the legacy Deployment gone: Stalled, no weight moves; a recorded
+  rollback takes effect the moment the object is back;
+- the legacy Deployment short of ready pods for its share: condition Degraded.
+"""
+
+from __future__ import annotations
+
+from segue.api.phases import ANALYSED, STEPPING, TERMINAL
+from segue.api.spec import RolloutSpec
+from segue.engine import rollback
+from segue.engine.context import Context
+
+
+def routing_object(spec: RolloutSpec) -> str:
+    gateway = spec.traffic.gateway_api
+    if gateway is not None:
+        return f"HTTPRoute {gateway.http_route}"
+    return "the routing object"
+
+
+def describe_missing(ctx: Context) -> str | None:
+    """``missing: ...`` naming every missing object, or None when nothing is missing."""
+    obs, spec = ctx.obs, ctx.spec
+    if not obs.any_missing:
+        return None
+    parts = list(obs.missing)
+    if not parts:  # flags without descriptions: name the objects from the spec
+        if obs.legacy_missing:
+            parts.append(f"Deployment {spec.legacy.deployment} (legacy)")
+        if obs.new_missing:
+            parts.append(f"Deployment {spec.new.deployment} (new)")
+        if obs.router_missing:
+            parts.append(routing_object(spec))
+    return "missing: " + ", ".join(parts)
+
+
+def new_version_gone(ctx: Context) -> str:
+    return f"Deployment {ctx.spec.new.deployment} (new) not found: all traffic returned to legacy"
+
+
+def leave_a_missing_new_version(ctx: Context) -> None:
+    """The new Deployment is gone while traffic is (or may be) on it: roll back at once,
+    an abort or not. A graceful rollback becomes immediate."""
+    st = ctx.status
+    if not ctx.obs.new_missing or st.phase not in ANALYSED or ctx.current_weight() == 0:
+        return
+    if st.phase in STEPPING:
+        rollback.start(ctx, "immediate", new_version_gone(ctx), actor="segue")
+    else:
+        rollback.escalate(ctx, new_version_gone(ctx), actor="segue")
+
+
+def stall(ctx: Context, missing: str) -> None:
+    """Something referenced is missing. Only a rollback away from a vanished new
+    Deployment still moves traffic; everything else waits for the object (a watch event:
+    no timed wake-up)."""
+    st, obs = ctx.status, ctx.obs
+    rolling_back = st.phase == "RollingBack"
+    if (
+        rolling_back
+        and obs.new_missing
+        and not obs.router_missing
+        and not obs.legacy_missing
+        and obs.router_weight is not None
+    ):
+        rollback.tick(ctx)
+    elif st.phase in TERMINAL:
+        pass  # the outcome stays the message; the Stalled condition says what is missing
+    elif rolling_back:
+        st.message = f"{missing}; the rollback is recorded and takes effect once it is back"
+    else:
+        st.message = missing
+    old = st.condition("Stalled")
+    if old is None or old.status != "True" or old.message != missing:
+        ctx.event("Warning", "MissingReference", missing)
+
+
+def deletion_blocker(ctx: Context) -> str | None:
+    """Why traffic cannot be sent back to legacy right now (None: it can)."""
+    obs, spec = ctx.obs, ctx.spec
+    if obs.router_missing:
+        return f"{routing_object(spec)} not found"
+    if obs.router_weight is None:
+        return "cannot read the router's weight"
+    if obs.legacy_missing:
+        return f"Deployment {spec.legacy.deployment} (legacy) not found"
+    if obs.router_manages_capacity or obs.new_missing or obs.legacy_ready > 0:
+        return None
+    return f"no ready pods in Deployment {spec.legacy.deployment} (legacy)"
+
+
+def legacy_capacity(ctx: Context) -> str | None:
+    """Why the legacy Deployment cannot carry its share of traffic (None: it can).
+
+    Its share is ``100 - weight`` percent of what ``status.legacyReplicas`` pods (its
+    replica count when the plan started) carried: it needs
+    ``ceil(legacyReplicas * (100 - weight) / 100)`` ready pods, at least 1 while
+    ``weight < 100``. A router that scales (replicas) changes the legacy's size on
+    purpose; it is judged only when no legacy pod is ready at all. Judged while traffic is
+    split (ANALYSED phases), not while deleting.
+    """
+    st, obs = ctx.status, ctx.obs
+    if st.phase not in ANALYSED or obs.deleting:
+        return None
+    if st.legacy_replicas is None and not obs.legacy_missing:
+        st.legacy_replicas = obs.legacy_desired  # a Rollout started before the field existed
+    weight = ctx.current_weight()
+    if weight >= 100:
+        return None
+    share = 100 - weight
+    name = ctx.spec.legacy.deployment
+    if obs.legacy_missing:
+        return f"Deployment {name} (legacy) not found while it carries {share}% of traffic"
+    if obs.router_manages_capacity:
+        if obs.legacy_ready > 0:
+            return None
+        return f"Deployment {name} (legacy) has no ready pods while it carries {share}% of traffic"
+    replicas = st.legacy_replicas or 0
+    needed = max(1, (replicas * share + 99) // 100)
+    if obs.legacy_ready >= needed:
+        return None
+    return (
+        f"Deployment {name} (legacy) has {obs.legacy_ready} ready pod(s); its {share}% "
+        f"share of traffic needs {needed} ({replicas} replicas when the plan started)"
+    )
+
+
+def announce_capacity(ctx: Context, degraded: str | None) -> None:
+    """One Event per flip of the Degraded condition (a recovery is announced only while
+    the legacy is still judged, not when the Rollout merely finished)."""
+    old = ctx.status.condition("Degraded")
+    was = old is not None and old.status == "True"
+    judged = ctx.status.phase in ANALYSED and not ctx.obs.deleting
+    if degraded is not None and not was:
+        ctx.event("Warning", "LegacyCapacityLost", degraded)
+    elif degraded is None and was and judged:
+        ctx.event(
+            "Normal", "LegacyCapacityRestored", "the legacy version has the pods its share needs"
+        )
