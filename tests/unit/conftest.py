@@ -1,13 +1,21 @@
 """Builders shared by the API and engine tests: specs, observations, gate rounds, and a
 small simulation in which the router follows SetWeight, annotations get cleared and the
-finalizer gets released."""
+finalizer gets released.
+
+Hypothesis profiles: ``ci`` (the default, used by ``make test``) is derandomized, so every
+run tries the same examples; ``HYPOTHESIS_PROFILE=random`` draws new ones each run and tries
+more of them, for long hunts.
+"""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
+
+from hypothesis import settings
 
 from segue.api import RolloutSpec, RolloutStatus
 from segue.api.phases import event_type
@@ -24,6 +32,10 @@ from segue.engine import (
     decide,
     invalid_spec,
 )
+
+settings.register_profile("ci", derandomize=True, database=None, max_examples=150)
+settings.register_profile("random", derandomize=False, max_examples=1000)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 

@@ -276,3 +276,29 @@ def test_a_round_older_than_the_last_counted_changes_nothing() -> None:
     sim.gates = gate_round(late, error="unreachable")
     sim.tick(1)
     assert sim.st.analysis_unreachable_since is None  # a stale round starts no outage
+
+
+def test_a_round_seen_at_weight_0_holds_nothing() -> None:
+    # The property test's counterexample: steps [pause 1s], a failing round observed at
+    # weight 0. Rounds run and count only with traffic on the new version, so such a round
+    # predates it and says nothing about what comes next.
+    gate = {**ERRORS, "failureLimit": 2}
+    sim = Sim(make_spec(risk=None, steps=[{"pause": {"duration": "1s"}}], analysis=analysis(gate)))
+    sim.tick()
+    sim.gates = gate_round(sim.now, verdict("errors", "Fail", limit=2))
+    sim.tick(1)
+    assert sim.st.step == 1 and sim.weights == [100]
+    assert "holding" not in (sim.st.message or "")
+    assert _gate(sim, "errors").consecutive_failures == 0  # and it was not counted
+
+
+def test_a_restart_is_not_held_by_the_round_before_it() -> None:
+    sim = _sim({**ERRORS, "failureLimit": 3}, hold="1h")
+    sim.gates = gate_round(sim.now, verdict("errors", "Fail", limit=3))
+    sim.tick(1)
+    assert _gate(sim, "errors").consecutive_failures == 1
+    sim.revision = "r2"
+    sim.tick(1)  # back to 0 for the new revision; no round runs at 0
+    assert sim.router == 0
+    d = sim.tick(1)
+    assert SetWeight(10) in d.actions  # the old round (failing) holds nothing at 0

@@ -3,7 +3,8 @@
 A round is counted once per gate (its ``evaluated_at`` must be newer than the gate's
 ``lastEvaluated``, which is in status, so a round delivered twice, replayed after a restart
 or a lost status write, or arriving out of order never counts again), and only while
-traffic is split: at weight 0 there is nothing to judge.
+traffic is split: at weight 0 there is nothing to judge, and a round seen then holds
+nothing either.
 """
 
 from __future__ import annotations
@@ -135,10 +136,15 @@ def unavailable_blocker(ctx: Context) -> Outcome | None:
 
 
 def failing_blocker(ctx: Context) -> Outcome | None:
-    """A gate failing in the latest round holds everything, even a confirmed weight."""
+    """A gate failing in the latest round holds everything, even a confirmed weight.
+
+    Not at weight 0: rounds run and count only while the new version has traffic, so a
+    round seen at 0 was evaluated before traffic left it (before a restart, say) and says
+    nothing about what comes next; holding on it would wait for a round that never runs.
+    """
     analysis = ctx.spec.analysis
     rnd = ctx.obs.gates
-    if analysis is None or rnd is None:
+    if analysis is None or rnd is None or ctx.current_weight() == 0:
         return None
     names = {g.name for g in analysis.gates}
     failing = [v for v in rnd.results if v.name in names and counts_as_failure(v, analysis)]
