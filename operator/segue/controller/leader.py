@@ -615,6 +615,8 @@ async def run_elected(
     stop = asyncio.Event()
     health = StandbyHealth(liveness)
     acquiring = asyncio.create_task(elector.acquire(), name="segue leader election")
+    holding: asyncio.Task[str] | None = None
+    running: asyncio.Task[None] | None = None
 
     def on_signal() -> None:
         stop.set()
@@ -660,7 +662,9 @@ async def run_elected(
             await elector.release()
         return 0
     finally:
-        acquiring.cancel()
+        for task in (acquiring, holding, running):
+            if task is not None and not task.done():
+                task.cancel()
         if handle_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
