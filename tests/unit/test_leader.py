@@ -596,3 +596,23 @@ def test_an_operator_that_stops_by_itself_releases_the_lease():
 
     assert asyncio.run(scenario()) == 0
     assert store.holder() == ""
+
+
+def test_an_operator_that_does_not_stop_is_abandoned_before_the_lease_could_expire():
+    store = MemoryStore()
+
+    async def operate(stop: asyncio.Event) -> None:
+        await asyncio.sleep(3600)  # deaf to the stop flag
+
+    async def scenario() -> tuple[int, list[int], float]:
+        a = Elector(store, "a-1", FAST)
+        exits: list[int] = []
+        elected = asyncio.create_task(run_elected_once(a, operate, None, exits))
+        await asyncio.sleep(0.3)
+        store.steal("intruder-9")
+        code = await asyncio.wait_for(elected, FAST.lease_duration)
+        return code, exits, a.clock() - a.renewed_at
+
+    code, exits, since_renewal = asyncio.run(scenario())
+    assert (code, exits) == (1, [1])
+    assert since_renewal < FAST.lease_duration

@@ -59,6 +59,9 @@ LEASE_PLURAL: Final = "leases"
 DEFAULT_LEASE_NAME: Final = "segue-operator"
 # A released Lease keeps this duration, so a candidate that reads it late still sees it expire.
 RELEASED_DURATION: Final = 1
+# After losing the Lease, how long kopf may take to stop before the process exits anyway
+# (never past Timing.stop_by): another process may already be acting.
+STOP_GRACE: Final = 2.0
 
 
 @dataclass(frozen=True)
@@ -608,8 +611,9 @@ async def run_elected(
     - SIGTERM/SIGINT while standing by: return 0. While leading, kopf handles the signal and
       stops; then the Lease is released and 0 returned.
     - Renewal lost: one log line, kopf is asked to stop (``operate``'s event), and the
-      process exits with status 1 once kopf has stopped, or at ``Timing.stop_by`` at the
-      latest (hard exit, so no thread left behind can write after a standby took over).
+      process exits with status 1 once kopf has stopped, or after ``STOP_GRACE`` and before
+      ``Timing.stop_by`` at the latest (a hard exit, so no thread left behind can write
+      after a standby took over).
     """
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -649,8 +653,9 @@ async def run_elected(
                 reason = f"renewing the Lease failed: {describe(e)}"
             log.error("lost leadership: %s; stopping the operator and exiting", reason)
             remaining = elector.timing.stop_by(elector.renewed_at) - elector.clock()
+            grace = max(0.0, min(remaining, STOP_GRACE))
             with contextlib.suppress(BaseException):  # not stopped in time: exit all the same
-                await asyncio.wait_for(asyncio.shield(running), max(0.0, remaining))
+                await asyncio.wait_for(asyncio.shield(running), grace)
             _flush_logs()
             exit_hard(1)
             return 1
