@@ -290,3 +290,17 @@ def test_time_based_waits_ask_for_their_time() -> None:
     assert SetWeight(25) not in d.actions
     assert "waiting for the first analysis round" in (analysed.st.message or "")
     assert d.requeue_after == 30.0  # the analysis interval: waiting on a round
+
+
+def test_a_router_that_scales_grows_legacy_back_when_the_new_deployment_is_gone() -> None:
+    sim = _at(4, traffic=REPLICAS)  # 50%: legacy scaled down to half by the router
+    sim.manages_capacity = True
+    sim.new_missing = True
+    sim.router = 0  # the replicas router reads 0 once the new Deployment is gone
+    d = sim.tick(1)
+    # The status said 50%: roll back, and ask for 0 so that legacy is scaled back up.
+    assert weights_of(d) == [0]
+    assert sim.phase() == "RolledBack"
+    assert sim.st.rollback is not None
+    assert (sim.st.rollback.reason, sim.st.rollback.from_weight) == (GONE, 50)
+    assert not weights_of(sim.tick(1))  # done: nothing more to ask

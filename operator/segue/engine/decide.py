@@ -30,6 +30,7 @@ _MAX_TRANSITIONS: Final = 8
 def decide(spec: RolloutSpec, status: RolloutStatus | None, obs: Observations) -> Decision:
     st = status.model_copy(deep=True) if status is not None else RolloutStatus()
     ctx = Context.create(spec, st, obs)
+    last_weight = st.weight
     spec_changed = st.observed_generation != obs.generation
     st.observed_generation = obs.generation
     st.total_steps = len(ctx.plan)
@@ -50,7 +51,7 @@ def decide(spec: RolloutSpec, status: RolloutStatus | None, obs: Observations) -
         _check_revision(ctx)
     handle_annotations(ctx)
     _act_on_gates(ctx, count_round(ctx))
-    references.leave_a_missing_new_version(ctx)
+    references.leave_a_missing_new_version(ctx, last_weight)
     missing = references.describe_missing(ctx)
     if obs.deleting:
         deletion.handle(

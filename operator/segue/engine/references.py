@@ -46,14 +46,19 @@ def new_version_gone(ctx: Context) -> str:
     return f"Deployment {ctx.spec.new.deployment} (new) not found: all traffic returned to legacy"
 
 
-def leave_a_missing_new_version(ctx: Context) -> None:
+def leave_a_missing_new_version(ctx: Context, last_weight: int) -> None:
     """The new Deployment is gone while traffic is (or may be) on it: roll back at once,
-    an abort or not. A graceful rollback becomes immediate."""
+    an abort or not. A graceful rollback becomes immediate.
+
+    ``last_weight`` is the weight the status held before this observation: a router that
+    scales reads 0 as soon as the new Deployment is gone, yet its legacy side is still at
+    the size it had for its share and must grow back."""
     st = ctx.status
-    if not ctx.obs.new_missing or st.phase not in ANALYSED or ctx.current_weight() == 0:
+    weight = max(last_weight, ctx.current_weight())
+    if not ctx.obs.new_missing or st.phase not in ANALYSED or weight == 0:
         return
     if st.phase in STEPPING:
-        rollback.start(ctx, "immediate", new_version_gone(ctx), actor="segue")
+        rollback.start(ctx, "immediate", new_version_gone(ctx), "segue", from_weight=weight)
     else:
         rollback.escalate(ctx, new_version_gone(ctx), actor="segue")
 
@@ -61,7 +66,10 @@ def leave_a_missing_new_version(ctx: Context) -> None:
 def stall(ctx: Context, missing: str) -> None:
     """Something referenced is missing. Only a rollback away from a vanished new
     Deployment still moves traffic; everything else waits for the object (a watch event:
-    no timed wake-up)."""
+    no timed wake-up).
+
+    That rollback asks for weight 0 on every pass until it ends, even when the router
+    already reads 0: a router that scales then grows legacy back to its full size."""
     st, obs = ctx.status, ctx.obs
     rolling_back = st.phase == "RollingBack"
     if (
@@ -71,6 +79,8 @@ def stall(ctx: Context, missing: str) -> None:
         and not obs.legacy_missing
         and obs.router_weight is not None
     ):
+        st.target_weight = 0
+        ctx.set_weight(0)
         rollback.tick(ctx)
     elif st.phase in TERMINAL:
         pass  # the outcome stays the message; the Stalled condition says what is missing

@@ -24,9 +24,12 @@ def start(
     reason: str,
     actor: str,
     trigger: Trigger | None = None,
+    from_weight: int | None = None,
 ) -> None:
+    """Enter RollingBack from where traffic is (``from_weight``: the router's weight
+    unless the caller knows better)."""
     st = ctx.status
-    current = ctx.current_weight()
+    current = ctx.current_weight() if from_weight is None else from_weight
     st.rollback = RollbackStatus(mode=mode, from_weight=current, started_at=ctx.now, reason=reason)
     # The ramp starts from where traffic is; a lower weight already asked for stands.
     st.target_weight = min(current, st.target_weight)
