@@ -510,7 +510,7 @@ def test_standby_answers_liveness_and_starts_the_operator_only_once_it_leads():
     url = f"http://127.0.0.1:{port}/healthz"
     started = asyncio.Event()
 
-    async def operate(stop: asyncio.Event) -> None:
+    async def operate(stop: asyncio.Event, ready: asyncio.Event) -> None:
         started.set()
         await stop.wait()
 
@@ -564,7 +564,7 @@ def test_losing_the_lease_stops_the_operator_and_exits_1(caplog):
     store = MemoryStore()
     stopped: list[float] = []
 
-    async def operate(stop: asyncio.Event) -> None:
+    async def operate(stop: asyncio.Event, ready: asyncio.Event) -> None:
         await stop.wait()
         stopped.append(asyncio.get_running_loop().time())
 
@@ -588,7 +588,7 @@ def test_losing_the_lease_stops_the_operator_and_exits_1(caplog):
 def test_an_operator_that_stops_by_itself_releases_the_lease():
     store = MemoryStore()
 
-    async def operate(stop: asyncio.Event) -> None:
+    async def operate(stop: asyncio.Event, ready: asyncio.Event) -> None:
         await asyncio.sleep(0.25)  # e.g. kopf stopping on SIGTERM
 
     async def scenario() -> int:
@@ -601,7 +601,7 @@ def test_an_operator_that_stops_by_itself_releases_the_lease():
 def test_an_operator_that_does_not_stop_is_abandoned_before_the_lease_could_expire():
     store = MemoryStore()
 
-    async def operate(stop: asyncio.Event) -> None:
+    async def operate(stop: asyncio.Event, ready: asyncio.Event) -> None:
         await asyncio.sleep(3600)  # deaf to the stop flag
 
     async def scenario() -> tuple[int, list[int], float]:

@@ -600,16 +600,18 @@ def _flush_logs() -> None:
 
 async def run_elected(
     elector: Elector,
-    operate: Callable[[asyncio.Event], Coroutine[Any, Any, None]],
+    operate: Callable[[asyncio.Event, asyncio.Event], Coroutine[Any, Any, None]],
     liveness: str | None,
     handle_signals: bool = True,
     exit_hard: Callable[[int], None] = os._exit,
 ) -> int:
-    """Stand by until this process holds the Lease, then run ``operate`` (kopf) while
-    renewing it.
+    """Stand by until this process holds the Lease, then run ``operate(stop, ready)`` (kopf
+    with ``stop_flag`` and ``ready_flag``) while renewing it.
 
-    - SIGTERM/SIGINT while standing by: return 0. While leading, kopf handles the signal and
-      stops; then the Lease is released and 0 returned.
+    - SIGTERM/SIGINT while standing by: return 0. While leading, the signal sets the stop
+      flag (kopf's own handlers are replaced once it is ready: a signal that kopf caught
+      itself would leave its stop-flag waiter behind, and kopf waits 5 s for that); once kopf
+      has stopped, the Lease is released and 0 returned.
     - Renewal lost: one log line, kopf is asked to stop (``operate``'s event), and the
       process exits with status 1 once kopf has stopped, or after ``STOP_GRACE`` and before
       ``Timing.stop_by`` at the latest (a hard exit, so no thread left behind can write
@@ -619,7 +621,9 @@ async def run_elected(
     stop = asyncio.Event()
     health = StandbyHealth(liveness)
     acquiring = asyncio.create_task(elector.acquire(), name="segue leader election")
+    ready = asyncio.Event()
     holding: asyncio.Task[str] | None = None
+    readying: asyncio.Task[bool] | None = None
     running: asyncio.Task[None] | None = None
 
     def on_signal() -> None:
@@ -640,12 +644,22 @@ async def run_elected(
             return 0
         finally:
             await health.stop()
-        # Created before kopf starts: kopf leaves tasks that predate it alone, so renewal
-        # goes on while kopf shuts down gracefully.
+        # Created before kopf starts: kopf leaves tasks that predate it alone (it waits for,
+        # then cancels, the ones that appeared while it ran), so renewal goes on while kopf
+        # shuts down gracefully.
         holding = asyncio.create_task(elector.hold(), name="segue lease renewal")
         holding.add_done_callback(lambda _: stop.set())
-        running = asyncio.create_task(operate(stop), name="segue operator")
-        done, _ = await asyncio.wait({holding, running}, return_when=asyncio.FIRST_COMPLETED)
+        readying = asyncio.create_task(ready.wait(), name="segue operator ready")
+        running = asyncio.create_task(operate(stop, ready), name="segue operator")
+        waiting: set[asyncio.Task[Any]] = {holding, readying, running}
+        while True:
+            done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+            if done != {readying}:
+                break
+            waiting.discard(readying)
+            if handle_signals:  # kopf installed its handlers while starting: ours again
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    loop.add_signal_handler(sig, stop.set)
         if holding in done:
             try:
                 reason = holding.result()
@@ -667,7 +681,7 @@ async def run_elected(
             await elector.release()
         return 0
     finally:
-        for task in (acquiring, holding, running):
+        for task in (acquiring, holding, readying, running):
             if task is not None and not task.done():
                 task.cancel()
         if handle_signals:

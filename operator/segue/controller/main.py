@@ -83,7 +83,9 @@ def main(argv: list[str] | None = None) -> int:
         port = operator.metrics.serve(args.metrics_port)
         log.info("metrics on http://0.0.0.0:%d/metrics", port)
 
-    def run_kopf(stop_flag: asyncio.Event | None = None) -> Coroutine[Any, Any, None]:
+    def run_kopf(
+        stop_flag: asyncio.Event | None = None, ready_flag: asyncio.Event | None = None
+    ) -> Coroutine[Any, Any, None]:
         return kopf.operator(
             clusterwide=not args.namespace,
             namespaces=args.namespace,
@@ -91,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
             standalone=True,
             memo=kopf.Memo(**{handlers.MEMO_KEY: operator}),
             stop_flag=stop_flag,
+            ready_flag=ready_flag,
         )
 
     if not args.leader_election:
