@@ -102,7 +102,7 @@ def test_no_ready_legacy_pods_waits_then_releases_with_a_warning() -> None:
     assert _events(sim) == [
         (
             "Warning",
-            "TrafficNotReturned",
+            "Deleted",
             "deleted; traffic could not be returned: no ready pods in Deployment checkout-v1 "
             "(legacy), the new version still has 25%",
         )
@@ -128,7 +128,7 @@ def test_a_router_that_never_reports_0_is_given_up_on() -> None:
     sim.tick(DEADLINE)
     assert sim.released
     (event,) = _events(sim)
-    assert event[:2] == ("Warning", "TrafficNotReturned")
+    assert event[:2] == ("Warning", "Deleted")
     assert "the router did not confirm weight 0" in event[2] and "still has 25%" in event[2]
 
 
@@ -197,7 +197,7 @@ def test_invalid_spec_deletion_without_a_router_releases_at_once() -> None:
     d = sim.invalid("spec.traffic: bad", 1, routable=False)
     assert weights_of(d) == [] and sim.released
     (event,) = _events(sim)
-    assert event[:2] == ("Warning", "TrafficNotReturned")
+    assert event[:2] == ("Warning", "Deleted")
     assert "no router can be built from the spec" in event[2] and "25%" in event[2]
 
 

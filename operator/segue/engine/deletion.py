@@ -21,11 +21,11 @@ from segue.engine.context import Recorder, seconds
 # 50 s, not 60: the controller's writes (status, router, finalizer) fit in the rest of
 # the minute within which the finalizer is promised to be released.
 RELEASE_AFTER: Final = timedelta(seconds=50)
-# History entries: the first marks that this deletion moved traffic, the others that the
-# closing Event was emitted (so a replayed decision does not emit it twice).
+# History entries: the first marks that this deletion moved traffic, the second that the
+# closing Event (reason Deleted, Normal or Warning) was emitted, so a replayed decision
+# does not emit it twice.
 RETURNING: Final = "Deleting"
-RETURNED: Final = "Deleted"
-NOT_RETURNED: Final = "TrafficNotReturned"
+DELETED: Final = "Deleted"
 
 
 def handle(
@@ -42,10 +42,10 @@ def handle(
     events = {h.event for h in st.history}
     nothing_asked = router_weight is None and st.weight == 0 and st.target_weight == 0
     if st.phase in NOTHING_TO_UNDO or router_weight == 0 or nothing_asked:
-        if RETURNING in events and RETURNED not in events:
+        if RETURNING in events and DELETED not in events:
             text = "deleted; all traffic on legacy"
-            rec.event("Normal", RETURNED, text)
-            rec.record(RETURNED, text)
+            rec.event("Normal", DELETED, text)
+            rec.record(DELETED, text)
         rec.release_finalizer()
         return
     weight = router_weight if router_weight is not None else st.weight
@@ -61,9 +61,9 @@ def handle(
     if left > 0 and not hopeless:
         rec.wake_in(left)
         return
-    if NOT_RETURNED not in events:
+    if DELETED not in events:
         why = blocker or "the router did not confirm weight 0"
         text = f"deleted; traffic could not be returned: {why}, the new version still has {weight}%"
-        rec.event("Warning", NOT_RETURNED, text)
-        rec.record(NOT_RETURNED, text)
+        rec.event("Warning", DELETED, text)
+        rec.record(DELETED, text)
     rec.release_finalizer()
