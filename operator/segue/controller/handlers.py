@@ -16,13 +16,14 @@ from typing import Any, Final, cast
 import kopf
 
 from segue import GROUP, PLURAL, VERSION
+from segue.analysis.provider import close_providers
 from segue.controller.gates import GateRunner
 from segue.controller.kube import REQUESTS, Json, Kube, Rollouts, Secrets, load_configuration
 from segue.controller.metrics import OperatorMetrics
 from segue.controller.notifications import WebhookTargets
 from segue.controller.reconcile import Reconciler
 from segue.controller.store import Store
-from segue.controller.workers import Supervisor
+from segue.controller.workers import Supervisor, Worker
 from segue.notify import Dispatcher, NotificationHook
 from segue.traffic.gatewayapi import GROUP as ROUTE_GROUP
 from segue.traffic.gatewayapi import PLURAL as ROUTE_PLURAL
@@ -79,7 +80,11 @@ def build(prometheus_address: str | None, namespaced: bool = False) -> Operator:
         hooks=[metrics, NotificationHook(dispatcher, targets.targets_for)],
         targets=targets,
     )
-    supervisor = Supervisor(reconciler.reconcile)
+    async def timed_pass(worker: Worker) -> float | None:
+        with metrics.reconcile_timer():
+            return await reconciler.reconcile(worker)
+
+    supervisor = Supervisor(timed_pass)
     supervisor_ref.append(supervisor)
     kube.connectivity.listeners.append(supervisor.wake_all)
     return Operator(kube, store, supervisor, reconciler, metrics, dispatcher, targets, namespaced)
@@ -118,6 +123,7 @@ async def shutdown(memo: Any, **_: Any) -> None:
     op: Operator = memo[MEMO_KEY]
     await op.supervisor.stop()
     await op.dispatcher.stop(deadline=5.0)
+    close_providers()  # query pools: threads stuck on a hanging Prometheus must not hold exit
     op.kube.close()
 
 
