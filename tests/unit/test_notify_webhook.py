@@ -20,6 +20,7 @@ import pytest
 from aiohttp import web
 
 from segue.api import RolloutStatus
+from segue.engine import PhaseChanged
 from segue.notify import (
     Dispatcher,
     Notification,
@@ -297,7 +298,8 @@ def test_the_hook_publishes_status_changes_to_the_rollouts_targets() -> None:
                 new = RolloutStatus(phase="Succeeded", step=6, weight=100)
                 hook.decided("shop", "checkout", old, old, {"kind": "Rollout"})
                 assert asked == []  # nothing changed: the Secrets are not even read
-                hook.decided("shop", "checkout", old, new, {"kind": "Rollout"})
+                done = PhaseChanged("Progressing", "Succeeded", None, "all done", "segue", None, AT)
+                hook.decided("shop", "checkout", old, new, {"kind": "Rollout"}, [done])
                 await until(lambda: d.stats.delivered == 1)
             assert asked == [("shop", "checkout", {"kind": "Rollout"})]
             (sent,) = rx.bodies("/json")
