@@ -2,7 +2,8 @@
 
 Both are plain dicts ready for ``json.dumps``; both say the same things: which Rollout, what
 happened, phase, step and weight, and the reason (the gate and its numbers when a gate
-decided it).
+decided it). Texts that may come from user input (the message, gate names and bounds) are
+capped in bytes as in status (:mod:`segue.api.text`).
 """
 
 from __future__ import annotations
@@ -11,12 +12,22 @@ import math
 from typing import Any, Final
 
 from segue.api import format_timestamp
+from segue.api.text import MAX_GATE_TEXT_BYTES, MAX_MESSAGE_BYTES, cap
 from segue.notify.types import Format, GateDetails, Notification
 
 API_VERSION: Final = "segue.dev/v1alpha1"
 # Slack rejects a section text above 3000 characters and a field above 2000.
 _SECTION_LIMIT: Final = 3000
 _FIELD_LIMIT: Final = 2000
+
+
+def _message(n: Notification) -> str:
+    """The notification's message, capped."""
+    return cap(n.message, MAX_MESSAGE_BYTES)
+
+
+def _gate_name(gate: GateDetails) -> str:
+    return cap(gate.name, MAX_GATE_TEXT_BYTES)
 
 
 def headline(n: Notification) -> str:
@@ -26,7 +37,7 @@ def headline(n: Notification) -> str:
         case "ApprovalNeeded":
             return f"{ref} awaits approval of step {n.step}"
         case "GateFailed":
-            gate = f"gate {n.gate.name}" if n.gate else "a gate"
+            gate = f"gate {_gate_name(n.gate)}" if n.gate else "a gate"
             return f"{ref} paused: {gate} failed"
         case "RollbackStarted":
             return f"{ref} is rolling back"
@@ -50,11 +61,11 @@ def format_value(value: float | None) -> str:
 
 def describe_gate(gate: GateDetails) -> str:
     """E.g. ``error-rate = 0.12 (legacy 0.01), bound <= 0.05``."""
-    text = f"{gate.name} = {format_value(gate.value)}"
+    text = f"{_gate_name(gate)} = {format_value(gate.value)}"
     if gate.legacy_value is not None:
         text += f" (legacy {format_value(gate.legacy_value)})"
     if gate.bound:
-        text += f", bound {gate.bound}"
+        text += f", bound {cap(gate.bound, MAX_GATE_TEXT_BYTES)}"
     return text
 
 
@@ -69,11 +80,12 @@ def approve_hint(n: Notification) -> str:
 def summary(n: Notification) -> str:
     """One plain line with everything: the fallback text of chat messages, and log lines."""
     parts = [f"{headline(n)} (phase {n.phase}, step {n.step}, weight {n.weight}%)"]
+    text = _message(n)
     # The engine's messages usually name the gate and its numbers already; once is enough.
-    if n.gate is not None and f"gate {n.gate.name}" not in n.message:
+    if n.gate is not None and f"gate {_gate_name(n.gate)}" not in text:
         parts.append(f"gate {describe_gate(n.gate)}")
-    if n.message:
-        parts.append(n.message)
+    if text:
+        parts.append(text)
     if n.kind == "ApprovalNeeded":
         parts.append(f"approve with: {approve_hint(n)}")
     return ". ".join(parts)
@@ -96,7 +108,7 @@ def slack_payload(n: Notification) -> dict[str, Any]:
     """A Slack incoming-webhook message (also accepted by Mattermost and Rocket.Chat)."""
     body = f"*{_escape(headline(n))}*"
     if n.message:
-        body += f"\n{_escape(n.message)}"
+        body += f"\n{_escape(_message(n))}"
     fields = [
         _field("Phase", n.phase if not n.previous_phase else f"{n.previous_phase} -> {n.phase}"),
         # The step index is also the number of steps done, so "3/7" reads as progress.
@@ -133,10 +145,10 @@ def json_payload(n: Notification) -> dict[str, Any]:
     gate = None
     if n.gate is not None:
         gate = {
-            "name": n.gate.name,
+            "name": _gate_name(n.gate),
             "value": _number(n.gate.value),
             "legacyValue": _number(n.gate.legacy_value),
-            "bound": n.gate.bound,
+            "bound": cap(n.gate.bound, MAX_GATE_TEXT_BYTES),
         }
     return {
         "apiVersion": API_VERSION,
@@ -150,7 +162,7 @@ def json_payload(n: Notification) -> dict[str, Any]:
         "step": n.step,
         "totalSteps": n.total_steps,
         "weight": n.weight,
-        "message": n.message,
+        "message": _message(n),
         "time": format_timestamp(n.time),
         "gate": gate,
         "summary": summary(n),
