@@ -142,3 +142,66 @@ def test_missing_file(capsys: pytest.CaptureFixture[str]) -> None:
 )  # fmt: skip
 def test_field_path(loc: tuple[int | str, ...], path: str) -> None:
     assert lint.field_path(loc) == path
+
+
+GATE = "    gates: [{name: errors, template: error-rate}]\n"
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        (
+            "  risk: low\n  hold: 99999999999h\n",
+            "spec.hold: must be between 1ms and 720h (30 days), got 99999999999h (line 9)",
+        ),
+        (
+            "  risk: low\n  analysis:\n    interval: 0s\n" + GATE,
+            "spec.analysis.interval: must be between 1s and 1h, got 0s (line 10)",
+        ),
+        (
+            "  risk: low\n  analysis:\n    prometheus: {timeout: 0s}\n" + GATE,
+            "spec.analysis.prometheus.timeout: must be between 100ms and 30s, got 0s (line 10)",
+        ),
+        (
+            "  risk: low\n  analysis:\n    unreachableLimit: 25h\n" + GATE,
+            "spec.analysis.unreachableLimit: must be between 0s and 24h, got 25h (line 10)",
+        ),
+        (
+            "  risk: low\n  rollback: {mode: graceful, duration: 500ms}\n",
+            "spec.rollback.duration: must be between 1s and 24h, got 500ms (line 9)",
+        ),
+        (
+            "  steps: [{setWeight: 10}, {pause: {duration: 721h}}]\n",
+            "spec.steps[1].pause.duration: must be between 1ms and 720h (30 days), got 721h "
+            "(line 8)",
+        ),
+    ],
+)
+def test_durations_out_of_bounds_name_the_field(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: str, expected: str
+) -> None:
+    path = tmp_path / "bounds.yaml"
+    path.write_text(ROLLOUT + extra)
+    code, out = _run(str(path), capsys=capsys)
+    assert code == 1
+    assert out == [f"{path}:0: {expected}", "1 problem found (1 Rollouts in 1 file)"]
+
+
+def test_absurd_durations_never_raise(tmp_path: Path) -> None:
+    path = tmp_path / "absurd.yaml"
+    texts = ["9" * 31 + "h", "9" * 30 + "ms", "1h" * 17, "0" * 31 + "1h", "9" * 4400 + "h"]
+    for text in texts:
+        path.write_text(ROLLOUT + f"  risk: low\n  hold: '{text}'\n")
+        problems = [str(p) for p in lint.lint_paths([str(path)]).problems]
+        assert len(problems) == 1 and "spec.hold: " in problems[0], (text, problems)
+
+
+def test_durations_at_the_bounds_are_accepted(tmp_path: Path) -> None:
+    path = tmp_path / "edges.yaml"
+    path.write_text(
+        ROLLOUT
+        + "  risk: low\n  hold: 720h\n  rollback: {duration: 24h}\n  analysis:\n"
+        + "    interval: 1s\n    unreachableLimit: 0s\n    prometheus: {timeout: 100ms}\n"
+        + GATE
+    )
+    assert lint.lint_paths([str(path)]).ok

@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 import yaml
 
-from segue.api import RolloutSpec, spec
+from segue.api import DURATION_PATTERN, RolloutSpec, spec
 from segue.api.crd import CRD_PATH, crd, main, render
+from segue.api.duration import SAFE_DURATION_PATTERN, DurationBounds
 
 
 def _schema() -> dict[str, Any]:
@@ -192,10 +193,13 @@ def test_cel_rules() -> None:
     assert spec.MSG_QUERY_NEEDS_BOUND in gate_rules.values()
     for path, node in _nodes(_schema()):
         for rule in node.get("x-kubernetes-validations", []):
-            assert set(rule) == {"rule", "message"}, path
+            assert {"rule", "message"} <= set(rule), path
+            assert set(rule) <= {"rule", "message", "messageExpression", "fieldPath"}, path
             # Every field a rule names exists where the rule is attached.
             for field in re.findall(r"self\.(\w+)", rule["rule"]):
                 assert field in node["properties"], (path, field)
+            if "fieldPath" in rule:
+                assert rule["fieldPath"].removeprefix(".") in node["properties"], path
 
 
 def test_cel_messages_match_pydantic_messages() -> None:
@@ -235,3 +239,51 @@ def test_spec_schema_covers_every_spec_field() -> None:
     properties = _at(".spec")["properties"]
     aliases = {f.alias or n for n, f in RolloutSpec.model_fields.items()}
     assert set(properties) == aliases
+
+
+# Where each bounded duration lives: (object holding it, field, bounds).
+DURATION_RULES = [
+    (".spec", "hold", spec.HOLD_BOUNDS),
+    (".spec.steps[].pause", "duration", spec.PAUSE_BOUNDS),
+    (".spec.analysis", "interval", spec.INTERVAL_BOUNDS),
+    (".spec.analysis", "unreachableLimit", spec.UNREACHABLE_BOUNDS),
+    (".spec.analysis.prometheus", "timeout", spec.TIMEOUT_BOUNDS),
+    (".spec.rollback", "duration", spec.ROLLBACK_BOUNDS),
+]
+
+
+@pytest.mark.parametrize(("path", "field", "bounds"), DURATION_RULES)
+def test_duration_bounds_are_cel_rules_with_field_path(
+    path: str, field: str, bounds: DurationBounds
+) -> None:
+    rules = [r for r in _at(path)["x-kubernetes-validations"] if r.get("fieldPath")]
+    rule = next(r for r in rules if r["fieldPath"] == f".{field}")
+    assert rule["message"] == bounds.message
+    assert rule["message"].startswith(f"{path.replace('[]', '[*]').lstrip('.')}.{field}: ")
+    assert rule["messageExpression"] == f"'{bounds.message}, got ' + self.{field}"
+    text = rule["rule"]
+    assert text.startswith(f"!has(self.{field}) || ")
+    assert f"duration(self.{field}) >= duration('{bounds.low}')" in text
+    assert f"duration(self.{field}) <= duration('{bounds.high}')" in text
+    # duration() is only reached on text the safe pattern admits, so it cannot overflow.
+    guard = f"self.{field}.matches('{SAFE_DURATION_PATTERN}') && duration("
+    assert text.index(guard) < text.index(f"duration(self.{field})")
+    node = _at(f"{path}.{field}")
+    assert node["maxLength"] == 32 and node["pattern"] == DURATION_PATTERN
+
+
+def test_duration_bounds() -> None:
+    def span(b: DurationBounds) -> tuple[str, str]:
+        return (b.low, b.high)
+
+    assert span(spec.INTERVAL_BOUNDS) == ("1s", "1h")
+    assert span(spec.HOLD_BOUNDS) == span(spec.PAUSE_BOUNDS) == ("1ms", "720h")
+    assert span(spec.TIMEOUT_BOUNDS) == ("100ms", "30s")
+    assert span(spec.UNREACHABLE_BOUNDS) == ("0s", "24h")
+    assert span(spec.ROLLBACK_BOUNDS) == ("1s", "24h")
+
+
+def test_every_duration_field_has_a_bound_rule() -> None:
+    covered = {f"{path}.{field}" for path, field, _ in DURATION_RULES}
+    durations = {p for p, n in _nodes(_schema()) if n.get("pattern") == DURATION_PATTERN}
+    assert durations == covered

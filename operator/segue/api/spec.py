@@ -9,10 +9,17 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Final, Literal
 
-from pydantic import ConfigDict, Field, JsonValue, StringConstraints, model_validator
+from pydantic import (
+    AfterValidator,
+    ConfigDict,
+    Field,
+    JsonValue,
+    StringConstraints,
+    model_validator,
+)
 
 from segue.api.base import LabelName, LabelValue, ObjectName, SpecModel
-from segue.api.duration import Duration
+from segue.api.duration import DurationBounds, DurationText
 
 Risk = Literal["low", "medium", "critical"]
 RollbackMode = Literal["immediate", "graceful"]
@@ -54,10 +61,35 @@ MSG_LABELS_NEED_TEMPLATE: Final = (
 MSG_UNIQUE_GATES: Final = "spec.analysis.gates: gate names must be unique"
 MSG_UNIQUE_DEPENDENCIES: Final = "spec.dependsOn: names must be unique"
 
+# Bounds of the duration fields: a hold or pause longer than a month is a forgotten Rollout,
+# an interval of 0s a busy loop, an unbounded timeout a stuck analysis worker.
+HOLD_BOUNDS: Final = DurationBounds("spec.hold", "1ms", "720h", " (30 days)")
+PAUSE_BOUNDS: Final = DurationBounds("spec.steps[*].pause.duration", "1ms", "720h", " (30 days)")
+INTERVAL_BOUNDS: Final = DurationBounds("spec.analysis.interval", "1s", "1h")
+TIMEOUT_BOUNDS: Final = DurationBounds("spec.analysis.prometheus.timeout", "100ms", "30s")
+UNREACHABLE_BOUNDS: Final = DurationBounds("spec.analysis.unreachableLimit", "0s", "24h")
+ROLLBACK_BOUNDS: Final = DurationBounds("spec.rollback.duration", "1s", "24h")
+MSG_HOLD_BOUNDS: Final = HOLD_BOUNDS.message
+MSG_PAUSE_BOUNDS: Final = PAUSE_BOUNDS.message
+MSG_INTERVAL_BOUNDS: Final = INTERVAL_BOUNDS.message
+MSG_TIMEOUT_BOUNDS: Final = TIMEOUT_BOUNDS.message
+MSG_UNREACHABLE_BOUNDS: Final = UNREACHABLE_BOUNDS.message
+MSG_ROLLBACK_BOUNDS: Final = ROLLBACK_BOUNDS.message
 
-def _validations(*rules: tuple[str, str]) -> ConfigDict:
-    """CEL rules for the API server, each with a message naming the field and the fix."""
-    cel: list[JsonValue] = [{"rule": rule, "message": message} for rule, message in rules]
+HoldDuration = Annotated[DurationText, AfterValidator(HOLD_BOUNDS.check)]
+PauseDuration = Annotated[DurationText, AfterValidator(PAUSE_BOUNDS.check)]
+IntervalDuration = Annotated[DurationText, AfterValidator(INTERVAL_BOUNDS.check)]
+TimeoutDuration = Annotated[DurationText, AfterValidator(TIMEOUT_BOUNDS.check)]
+UnreachableDuration = Annotated[DurationText, AfterValidator(UNREACHABLE_BOUNDS.check)]
+RollbackDuration = Annotated[DurationText, AfterValidator(ROLLBACK_BOUNDS.check)]
+
+
+def _validations(*rules: tuple[str, str] | dict[str, str]) -> ConfigDict:
+    """CEL rules for the API server, each with a message naming the field and the fix.
+    A rule is ``(rule, message)``, or a dict with more keys (``fieldPath``, ...)."""
+    cel: list[JsonValue] = [
+        dict(r) if isinstance(r, dict) else {"rule": r[0], "message": r[1]} for r in rules
+    ]
     return ConfigDict(json_schema_extra={"x-kubernetes-validations": cel})
 
 
@@ -111,7 +143,11 @@ class Traffic(SpecModel):
 class Pause(SpecModel):
     """Hold for a duration; without one, wait until a person approves the step."""
 
-    duration: Duration | None = None
+    model_config = _validations(PAUSE_BOUNDS.cel("duration"))
+
+    duration: PauseDuration | None = Field(
+        None, description="1ms to 720h (30 days); without it, the step waits for approval."
+    )
 
 
 class Approval(SpecModel):
@@ -151,11 +187,15 @@ class SecretRef(SpecModel):
 
 
 class Prometheus(SpecModel):
+    model_config = _validations(TIMEOUT_BOUNDS.cel("timeout"))
+
     address: str | None = Field(
         None, max_length=2048, description="Base URL; default: the operator's configured one."
     )
     secret_ref: SecretRef | None = None
-    timeout: Duration = "5s"
+    timeout: TimeoutDuration = Field(
+        "5s", description="Timeout of a Prometheus query: 100ms to 30s."
+    )
 
 
 Query = Annotated[str, StringConstraints(min_length=1, max_length=MAX_QUERY_LENGTH)]
@@ -222,10 +262,16 @@ class Gate(SpecModel):
 
 
 class Analysis(SpecModel):
-    interval: Duration = Field("30s", description="Time between analysis rounds.")
+    model_config = _validations(
+        INTERVAL_BOUNDS.cel("interval"), UNREACHABLE_BOUNDS.cel("unreachableLimit")
+    )
+
+    interval: IntervalDuration = Field("30s", description="Time between analysis rounds: 1s to 1h.")
     prometheus: Prometheus | None = None
-    unreachable_limit: Duration = Field(
-        "1m", description="How long the provider may be unreachable before the Rollout pauses."
+    unreachable_limit: UnreachableDuration = Field(
+        "1m",
+        description="How long the provider may be unreachable before the Rollout pauses: "
+        "at most 24h.",
     )
     no_data: NoDataPolicy = Field(
         "pause", description="Inconclusive results: pause (never promote) or count as failure."
@@ -245,10 +291,12 @@ class Analysis(SpecModel):
 
 
 class Rollback(SpecModel):
+    model_config = _validations(ROLLBACK_BOUNDS.cel("duration"))
+
     mode: RollbackMode = Field(
         "immediate", description="immediate: all traffic back at once; graceful: ramp down."
     )
-    duration: Duration = Field("5m", description="Length of a graceful ramp.")
+    duration: RollbackDuration = Field("5m", description="Length of a graceful ramp: 1s to 24h.")
 
 
 class Dependency(SpecModel):
@@ -281,6 +329,7 @@ class RolloutSpec(SpecModel):
         ("has(self.risk) || has(self.steps)", MSG_RISK_OR_STEPS),
         ("self.legacy.deployment != self.new.deployment", MSG_DISTINCT),
         ("!has(self.hold) || !has(self.steps)", MSG_HOLD_WITH_STEPS),
+        HOLD_BOUNDS.cel("hold"),
     )
 
     legacy: Workload = Field(description="What serves traffic today.")
@@ -288,7 +337,9 @@ class RolloutSpec(SpecModel):
     traffic: Traffic
     risk: Risk | None = Field(None, description="Preset plan; explicit steps override it.")
     steps: list[Step] | None = Field(None, min_length=1, max_length=MAX_STEPS)
-    hold: Duration | None = Field(None, description="Replaces the preset's hold after each step.")
+    hold: HoldDuration | None = Field(
+        None, description="Replaces the preset's hold after each step; at most 720h (30 days)."
+    )
     analysis: Analysis | None = None
     rollback: Rollback | None = None
     notifications: list[Notification] | None = Field(None, max_length=MAX_NOTIFICATIONS)

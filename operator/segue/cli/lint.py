@@ -30,6 +30,7 @@ API_VERSION: Final = f"{GROUP}/{VERSION}"
 SUFFIXES: Final = (".yaml", ".yml")
 STDIN: Final = "-"
 _IDENTIFIER: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_INDEX: Final = re.compile(r"\[[0-9]+\]")
 _PATTERN_HINTS: Final = {
     NAME_PATTERN: "must be a DNS-1123 name: lowercase letters, digits, '-' and '.'",
     LABEL_PATTERN: "must be a DNS-1123 label: lowercase letters, digits and '-'",
@@ -117,9 +118,10 @@ def error_message(err: ErrorDetails) -> str:
 
 def _without_path(message: str, path: str) -> str:
     """The model's messages name their field for the API server's sake ("spec.analysis.gates:
-    ..."); next to our own path that would say it twice."""
+    ...", "spec.steps[*].pause.duration: ..."); next to our own path that would say it
+    twice."""
     head, sep, rest = message.partition(": ")
-    if sep and head.startswith("spec") and path.startswith(head):
+    if sep and head.startswith("spec") and _INDEX.sub("[*]", path).startswith(head):
         return rest
     return message
 
@@ -176,6 +178,8 @@ def lint_document(source: str, index: int, data: Any, node: yaml.Node | None) ->
         for err in e.errors():
             loc = ["spec", *err["loc"]]
             problems.append(problem(loc, _without_path(error_message(err), field_path(loc, ""))))
+    except Exception as e:  # a bug in a validator; report it as a problem, not a traceback
+        problems.append(problem(["spec"], f"cannot be validated: {type(e).__name__}: {e}"))
     return problems
 
 
