@@ -2,16 +2,35 @@
 
 Written only by the operator. Unknown fields are kept out of the model (kopf keeps its own
 bookkeeping under ``status`` too).
+
+Texts that may carry user input (messages, reasons, bounds, annotation values) are capped in
+UTF-8 bytes when parsed and again when serialized, so every writer gets the caps, including
+code that assigns to a field; ``to_wire`` also bounds the history and the whole status in
+bytes (:mod:`segue.api.text`). Caps truncate and never refuse: a status that failed to parse
+would leave the Rollout without a state to act on.
 """
 
 from __future__ import annotations
 
-from typing import Any, Final, Literal, get_args
+from typing import Annotated, Any, Final, Literal, get_args
 
-from pydantic import Field
+from pydantic import AfterValidator, Field, PlainSerializer
 
 from segue.api.base import StatusModel, Timestamp
 from segue.api.spec import OnFailure, RollbackMode
+from segue.api.text import (
+    MAX_GATE_TEXT_BYTES,
+    MAX_HISTORY_BYTES,
+    MAX_LABEL_BYTES,
+    MAX_MESSAGE_BYTES,
+    MAX_REASON_BYTES,
+    MAX_STATUS_BYTES,
+    annotation_mark,
+    cap,
+    capper,
+    utf8,
+    wire_size,
+)
 
 Phase = Literal[
     "Pending",
@@ -32,6 +51,37 @@ ConditionStatus = Literal["True", "False", "Unknown"]
 MAX_HISTORY: Final = 50
 MAX_CONDITIONS: Final = 16
 MAX_GATE_STATUSES: Final = 16
+MAX_HANDLED_ANNOTATIONS: Final = 8
+MAX_ANNOTATION_KEY_BYTES: Final = 128
+
+
+def _capped(max_bytes: int) -> tuple[AfterValidator, PlainSerializer]:
+    fn = capper(max_bytes)
+    return AfterValidator(fn), PlainSerializer(fn, return_type=str)
+
+
+Message = Annotated[str, *_capped(MAX_MESSAGE_BYTES)]
+Reason = Annotated[str, *_capped(MAX_REASON_BYTES)]
+GateText = Annotated[str, *_capped(MAX_GATE_TEXT_BYTES)]
+Label = Annotated[str, *_capped(MAX_LABEL_BYTES)]
+
+
+def _handled(value: dict[str, str] | None) -> dict[str, str] | None:
+    """Values as :func:`annotation_mark`; at most MAX_HANDLED_ANNOTATIONS keys of a plausible
+    length (Segue's keys are short; a longer one is none of them)."""
+    if value is None:
+        return None
+    kept = [
+        (key, annotation_mark(mark))
+        for key, mark in value.items()
+        if len(utf8(key)) <= MAX_ANNOTATION_KEY_BYTES
+    ]
+    return dict(kept[:MAX_HANDLED_ANNOTATIONS])
+
+
+HandledAnnotations = Annotated[
+    dict[str, str] | None, AfterValidator(_handled), PlainSerializer(_handled)
+]
 
 
 class Condition(StatusModel):
@@ -39,8 +89,8 @@ class Condition(StatusModel):
 
     type: str = Field(max_length=64)
     status: ConditionStatus
-    reason: str
-    message: str = ""
+    reason: Label
+    message: Message = ""
     last_transition_time: Timestamp
     observed_generation: int | None = None
 
@@ -51,14 +101,16 @@ class GateStatus(StatusModel):
     name: str = Field(max_length=63)
     value: float | None = None
     legacy_value: float | None = None
-    bound: str = Field("", description='Human-readable bound, e.g. "<= 0.05" or "<= 2x legacy".')
+    bound: GateText = Field(
+        "", description='Human-readable bound, e.g. "<= 0.05" or "<= 2x legacy".'
+    )
     verdict: Verdict | None = None
     consecutive_failures: int = 0
     consecutive_no_data: int = 0
     failure_limit: int | None = None
     on_failure: OnFailure | None = None
     last_evaluated: Timestamp | None = None
-    message: str | None = None
+    message: GateText | None = None
 
 
 class RollbackStatus(StatusModel):
@@ -67,7 +119,7 @@ class RollbackStatus(StatusModel):
     mode: RollbackMode
     from_weight: int = Field(ge=0, le=100)
     started_at: Timestamp
-    reason: str
+    reason: Reason
 
 
 class HistoryEntry(StatusModel):
@@ -76,13 +128,13 @@ class HistoryEntry(StatusModel):
     time: Timestamp
     step: int
     weight: int
-    event: str
-    reason: str | None = None
-    actor: str | None = None
-    gate: str | None = None
+    event: Label
+    reason: Reason | None = None
+    actor: Label | None = None
+    gate: Label | None = None
     value: float | None = None
     legacy_value: float | None = None
-    bound: str | None = None
+    bound: GateText | None = None
 
 
 class RolloutStatus(StatusModel):
@@ -105,13 +157,14 @@ class RolloutStatus(StatusModel):
     )
     approved_step: int | None = Field(None, description="The current step, once approved.")
     paused_reason: PausedReason | None = None
-    message: str | None = None
+    message: Message | None = None
     rollback: RollbackStatus | None = None
     promoting: bool | None = None
     analysis_unreachable_since: Timestamp | None = None
-    handled_annotations: dict[str, str] | None = Field(
+    handled_annotations: HandledAnnotations = Field(
         None,
-        description="One-shot annotations already acted on and not yet seen removed.",
+        description="One-shot annotations already acted on and not yet seen removed; values "
+        "over 256 bytes as sha256: and a digest prefix.",
     )
     conditions: list[Condition] = Field(
         default_factory=list,
@@ -129,4 +182,55 @@ class RolloutStatus(StatusModel):
         return next((c for c in self.conditions if c.type == type_), None)
 
     def to_wire(self) -> dict[str, Any]:
-        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+        """The status as written to the API server: every text capped, the history at most
+        MAX_HISTORY_BYTES and the whole below MAX_STATUS_BYTES (as JSON)."""
+        wire = self.model_dump(by_alias=True, exclude_none=True, mode="json")
+        _fit_history(wire, MAX_HISTORY_BYTES)
+        if wire_size(wire) >= MAX_STATUS_BYTES:
+            _shrink(wire)
+        return wire
+
+
+def _fit_history(wire: dict[str, Any], max_bytes: int) -> None:
+    """Drop the oldest history entries until the serialized history fits."""
+    history: list[Any] = wire.get("history", [])
+    sizes = [wire_size(entry) for entry in history]
+    # json.dumps separates list items with ", ".
+    total = 2 + sum(sizes) + 2 * max(0, len(sizes) - 1)
+    drop = 0
+    while drop < len(sizes) and total > max_bytes:
+        total -= sizes[drop] + (2 if drop < len(sizes) - 1 else 0)
+        drop += 1
+    if drop:
+        wire["history"] = history[drop:]
+
+
+# Free texts, outermost first: (path to a dict or a list of dicts, key).
+_TEXTS: Final = (
+    ((), "message"),
+    (("rollback",), "reason"),
+    (("conditions",), "message"),
+    (("conditions",), "reason"),
+    (("gates",), "message"),
+    (("gates",), "bound"),
+    (("history",), "reason"),
+    (("history",), "bound"),
+    (("history",), "actor"),
+)
+
+
+def _shrink(wire: dict[str, Any]) -> None:
+    """Last resort when the per-field caps still add up to too much (many long texts of
+    characters JSON escapes): shorter texts, then no history. Never touches what the engine
+    compares (handled annotations, revision, phase, numbers)."""
+    for limit in (256, 64, 16):
+        for path, key in _TEXTS:
+            node: Any = wire
+            for part in path:
+                node = node.get(part) if isinstance(node, dict) else None
+            for item in node if isinstance(node, list) else [node]:
+                if isinstance(item, dict) and isinstance(item.get(key), str):
+                    item[key] = cap(item[key], limit)
+        if wire_size(wire) < MAX_STATUS_BYTES:
+            return
+    _fit_history(wire, 0)

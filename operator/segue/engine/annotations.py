@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Final
 
 from segue.api.phases import ACTIVE, STEPPING
+from segue.api.text import MAX_NOTE_BYTES, annotation_mark, cap
 from segue.engine import rollback
 from segue.engine.context import Context
 from segue.engine.restart import restart
@@ -35,14 +36,17 @@ def handle(ctx: Context) -> None:
     for key in ONE_SHOT:
         if key not in annotations:
             continue
-        value = annotations[key]
-        if handled.get(key) != value:
+        # Remembered as a mark (a digest when long) and quoted only in part, so a huge
+        # value grows neither the status nor an Event.
+        mark = annotation_mark(annotations[key])
+        value = cap(annotations[key], MAX_NOTE_BYTES)
+        if handled.get(key) != mark:
             ignored = _HANDLERS[key](ctx, value)
             if ignored is not None:
                 text = f"{key}={value!r} ignored: {ignored}"
                 ctx.event("Warning", "AnnotationIgnored", text)
                 ctx.record("AnnotationIgnored", text, actor=key)
-            handled[key] = value
+            handled[key] = mark
         ctx.clear_annotation(key)
     st.handled_annotations = handled or None
     ctx.manual_pause = PAUSE in annotations
