@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Final, Protocol
 
+from segue.api.text import annotation_mark
 from segue.cli.errors import CliError
 from segue.cli.kube import Conflict, Obj
 from segue.cli.rollout import RolloutView, describe_step_at
@@ -61,7 +62,8 @@ def _pending(view: RolloutView, key: str, value: str | None = None) -> str | Non
     if current is None or (value is not None and current != value):
         return None
     handled = (view.status.handled_annotations or {}).get(key)
-    return None if handled == current else current
+    # The operator remembers a long value by a mark (a digest), not the value itself.
+    return None if handled in (current, annotation_mark(current)) else current
 
 
 def check_approve(view: RolloutView, step: int | None = None) -> Change:

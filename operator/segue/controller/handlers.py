@@ -17,6 +17,7 @@ import kopf
 
 from segue import GROUP, PLURAL, VERSION
 from segue.analysis.provider import close_providers
+from segue.api.text import MAX_MESSAGE_BYTES, cap
 from segue.controller.gates import GateRunner
 from segue.controller.kube import REQUESTS, Json, Kube, Rollouts, Secrets, load_configuration
 from segue.controller.metrics import OperatorMetrics
@@ -33,7 +34,6 @@ from segue.traffic.registry import router_for
 log = logging.getLogger(__name__)
 
 MEMO_KEY: Final = "segue"
-EVENT_MESSAGE_BYTES: Final = 1024
 
 
 @dataclass
@@ -53,10 +53,8 @@ class Operator:
 
 def post_event(obj: Json, type_: str, reason: str, message: str) -> None:
     # kopf builds the object reference from any mapping with apiVersion, kind and metadata.
-    encoded = message.encode()
-    if len(encoded) > EVENT_MESSAGE_BYTES:
-        message = encoded[: EVENT_MESSAGE_BYTES - 3].decode(errors="ignore") + "…"
-    kopf.event(cast(kopf.Body, obj), type=type_, reason=reason, message=message)
+    message = cap(message, MAX_MESSAGE_BYTES)
+    kopf.event(cast(kopf.Body, obj), type=type_, reason=reason[:128], message=message)
 
 
 def build(prometheus_address: str | None, namespaced: bool = False) -> Operator:
@@ -80,6 +78,7 @@ def build(prometheus_address: str | None, namespaced: bool = False) -> Operator:
         hooks=[metrics, NotificationHook(dispatcher, targets.targets_for)],
         targets=targets,
     )
+
     async def timed_pass(worker: Worker) -> float | None:
         with metrics.reconcile_timer():
             return await reconciler.reconcile(worker)

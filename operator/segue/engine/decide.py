@@ -14,6 +14,7 @@ from typing import Final
 from segue.api.phases import ANALYSED, STEPPING
 from segue.api.spec import RolloutSpec
 from segue.api.status import RollbackStatus, RolloutStatus
+from segue.api.text import MAX_NOTE_BYTES, annotation_mark, cap
 from segue.engine import conditions, deletion, references, rollback
 from segue.engine.annotations import ABORT
 from segue.engine.annotations import handle as handle_annotations
@@ -149,9 +150,12 @@ def _abort_while_invalid(rec: Recorder, obs: Observations, router_weight: int | 
     """Record ``segue.dev/abort`` as an immediate rollback, once per value."""
     st = rec.status
     handled = {k: v for k, v in (st.handled_annotations or {}).items() if k in obs.annotations}
-    value = obs.annotations.get(ABORT)
-    if value is not None:
-        if handled.get(ABORT) != value:
+    raw = obs.annotations.get(ABORT)
+    if raw is not None:
+        # Remembered as a mark and quoted only in part, as annotations.handle does.
+        mark = annotation_mark(raw)
+        value = cap(raw, MAX_NOTE_BYTES)
+        if handled.get(ABORT) != mark:
             reason = f"aborted: {value.strip()}" if value.strip() else "aborted"
             current = router_weight if router_weight is not None else st.weight
             st.rollback = RollbackStatus(
@@ -163,7 +167,7 @@ def _abort_while_invalid(rec: Recorder, obs: Observations, router_weight: int | 
             text = f"{reason} (the spec is invalid; traffic returns to legacy)"
             rec.event("Normal", "Aborted", text)
             rec.record("Aborted", reason, actor=ABORT)
-            handled[ABORT] = value
+            handled[ABORT] = mark
         rec.clear_annotation(ABORT)
     st.handled_annotations = handled or None
 
