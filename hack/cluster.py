@@ -10,6 +10,7 @@ it outside the checkout keyed by version, and starts the components on 127.0.0.1
     python hack/cluster.py up        # start etcd, apiserver, controllers, KWOK, Prometheus
     python hack/cluster.py env       # print `export KUBECONFIG=...` lines for a shell
     python hack/cluster.py status
+    python hack/cluster.py apiserver stop|start   # an API server outage: only kube-apiserver
     python hack/cluster.py down      # stop exactly what `up` started, remove its data
 
 Environment: SEGUE_CACHE_DIR (default ~/.cache/segue) for binaries; SEGUE_CLUSTER_DIR
@@ -37,7 +38,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -362,6 +363,7 @@ class Proc:
     name: str
     pid: int
     argv0: str
+    argv: list[str] = field(default_factory=list)  # to start it again (`apiserver start`)
 
 
 def free_port() -> int:
@@ -370,14 +372,22 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start(name: str, argv: list[str], logs: Path, procs: list[Proc]) -> None:
+def spawn(name: str, argv: list[str], logs: Path, mode: str = "wb") -> Proc:
     logs.mkdir(parents=True, exist_ok=True)
-    out = (logs / f"{name}.log").open("wb")
-    # A new session: the components outlive this script and are stopped by `down` by pid.
-    p = subprocess.Popen(
-        argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
-    )
-    procs.append(Proc(name, p.pid, argv[0]))
+    with (logs / f"{name}.log").open(mode) as out:
+        # A new session: the components outlive this script and are stopped by pid.
+        p = subprocess.Popen(
+            argv,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    return Proc(name, p.pid, argv[0], argv)
+
+
+def start(name: str, argv: list[str], logs: Path, procs: list[Proc]) -> None:
+    procs.append(spawn(name, argv, logs))
     save_state(procs, extra=None)
 
 
@@ -837,6 +847,32 @@ def down() -> None:
     log(f"stopped; logs kept in {root / 'logs'}")
 
 
+def apiserver(action: str) -> None:
+    """Stop the running cluster's kube-apiserver, or start it again with the arguments `up`
+    gave it; every other component keeps running. `start` returns once /readyz answers."""
+    state = load_state()
+    procs = [Proc(**p) for p in state.get("procs", [])]
+    found = [i for i, p in enumerate(procs) if p.name == "kube-apiserver"]
+    if not found:
+        raise SystemExit(f"no kube-apiserver was started in {state_dir()}")
+    index, old = found[0], procs[found[0]]
+    if action == "stop":
+        log(f"stopping kube-apiserver (pid {old.pid})")
+        stop_proc(old)
+        return
+    if alive(old):
+        log(f"kube-apiserver is already running (pid {old.pid})")
+        return
+    if not old.argv:
+        raise SystemExit("this cluster's state has no kube-apiserver arguments; `down`, then `up`")
+    logs = Path(state["info"]["logs"])
+    procs[index] = spawn(old.name, old.argv, logs, mode="ab")
+    save_state(procs, extra=None)
+    log(f"started kube-apiserver (pid {procs[index].pid})")
+    server = state["info"]["server"]
+    wait_for("kube-apiserver", lambda: https_ok(f"{server}/readyz", state_dir() / "pki"), 90, logs)
+
+
 def status() -> int:
     state = load_state()
     procs = [Proc(**p) for p in state.get("procs", [])]
@@ -869,6 +905,8 @@ def main(argv: list[str] | None = None) -> int:
     p_up = sub.add_parser("up", help="start the control plane, KWOK nodes and Prometheus")
     p_up.add_argument("--no-prometheus", action="store_true")
     sub.add_parser("down", help="stop what `up` started and remove its data")
+    p_api = sub.add_parser("apiserver", help="stop or start only the kube-apiserver")
+    p_api.add_argument("action", choices=("stop", "start"))
     sub.add_parser("status", help="show the components and their pids")
     sub.add_parser(
         "env", help='print export lines for a shell: eval "$(python hack/cluster.py env)"'
@@ -881,6 +919,8 @@ def main(argv: list[str] | None = None) -> int:
         up(with_prometheus=not args.no_prometheus)
     elif args.cmd == "down":
         down()
+    elif args.cmd == "apiserver":
+        apiserver(args.action)
     elif args.cmd == "status":
         return status()
     elif args.cmd == "env":

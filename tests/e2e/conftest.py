@@ -143,6 +143,10 @@ def namespace(kube: Kube) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def crds(kube: Kube) -> None:
     """Segue's CRD and the real Gateway API CRDs (from the sigs.k8s.io/gateway-api module)."""
+    install_crds(kube)
+
+
+def install_crds(kube: Kube) -> None:
     root = Path(__file__).resolve().parents[2]
     paths = [root / "crds" / "rollouts.segue.dev.yaml", *cluster.gateway_api_crds()]
     for path in paths:

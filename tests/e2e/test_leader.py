@@ -7,10 +7,13 @@ that namespace, the first one they watch.
 
 from __future__ import annotations
 
+import itertools
 import signal
 import socket
 import time
+import uuid
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +21,8 @@ import pytest
 from kubernetes import client
 
 from scenario import rollout  # hack/scenario.py
-from tests.e2e.conftest import Kube
-from tests.e2e.support import Operator, apply, shop_pair, start_operator, wait_until
+from tests.e2e.conftest import Kube, Prometheus
+from tests.e2e.support import Operator, apply, launch_sim, shop_pair, start_operator, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -77,13 +80,17 @@ def operators(tmp_path: Path) -> Iterator[list[Operator]]:
 
 
 def leader_and_standby(
-    kube: Kube, namespace: str, tmp_path: Path, operators: list[Operator]
+    kube: Kube,
+    namespace: str,
+    tmp_path: Path,
+    operators: list[Operator],
+    prometheus: str | None = None,
 ) -> tuple[Operator, Operator]:
     """Two operators on one namespace: the first started leads, the second stands by."""
-    first = start_operator(kube.kubeconfig, tmp_path / "op1.log", [namespace])
+    first = start_operator(kube.kubeconfig, tmp_path / "op1.log", [namespace], prometheus)
     operators.append(first)
     wait_until("the first operator to lead", lambda: lines(first, "became leader"), bool, 30)
-    second = start_operator(kube.kubeconfig, tmp_path / "op2.log", [namespace])
+    second = start_operator(kube.kubeconfig, tmp_path / "op2.log", [namespace], prometheus)
     operators.append(second)
     wait_until("the second operator to stand by", lambda: lines(second, "standing by"), bool, 30)
     return first, second
@@ -168,3 +175,87 @@ def test_a_leader_that_loses_the_lease_stops_and_exits_non_zero(
     assert f"Lease {namespace}/{LEASE} is now held by intruder-1" in lost[0]
     # It did not give the Lease back to itself on the way out.
     assert holder(kube, namespace) == "intruder-1"
+
+
+def _time(value: str) -> float:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
+def test_two_operators_count_each_failing_round_once(
+    kube: Kube,
+    namespace: str,
+    crds: None,
+    prometheus: Prometheus,
+    tmp_path: Path,
+    operators: list[Operator],
+) -> None:
+    """A gate failing from the start, with a leader and a standby: only the leader runs
+    rounds, so each failing round counts once and the Rollout rolls back after exactly
+    failureLimit rounds, an interval apart."""
+    limit, interval = 3, 2.0
+    first, second = leader_and_standby(kube, namespace, tmp_path, operators, prometheus.url)
+    rollouts = shop_pair(kube, namespace, replicas=1)
+    # The traffic simulator follows the route's weights; Prometheus scrapes it every second.
+    app = f"shop-{uuid.uuid4().hex[:6]}"
+    sim = launch_sim(
+        kube.kubeconfig, app, "--httproute", f"{namespace}/shop",
+        "--legacy-backend", "shop-v1", "--new-backend", "shop-v2",
+    )  # fmt: skip
+    job = f"sim-{app}"
+    prometheus.add_scrape_target(job, sim.host_port)
+    try:
+        sim.put({"new": {"errorRate": 0.2}})  # above the error-rate bound (0.05) from the start
+        gate = {
+            "name": "errors",
+            "template": "error-rate",
+            "labels": {"app": app, "window": "5s"},
+            "failureLimit": limit,
+            "onFailure": "rollback",
+        }
+        steps = [{"setWeight": 20}, {"approval": {}}]
+        analysis = {"interval": f"{interval:g}s", "gates": [gate]}
+        apply(kube, namespace, rollout("shop", steps=steps, analysis=analysis))
+
+        # Every counted round, by its evaluation time, as status showed it.
+        rounds: dict[str, dict[str, Any]] = {}
+
+        def phase() -> str | None:
+            status = rollouts.status("shop")
+            for g in status.get("gates", []):
+                if g.get("lastEvaluated"):
+                    rounds.setdefault(g["lastEvaluated"], g)
+            return status.get("phase")
+
+        wait_until("RolledBack", phase, lambda p: p == "RolledBack", 120)
+        status = rollouts.status("shop")
+    finally:
+        prometheus.remove_scrape_target(job)
+        sim.stop()
+
+    errors = next(g for g in status["gates"] if g["name"] == "errors")
+    assert errors["verdict"] == "Fail", errors
+    assert errors["consecutiveFailures"] == errors["failureLimit"] == limit, errors
+    rolling_back = [h for h in status["history"] if h["event"] == "RollingBack"]
+    assert len(rolling_back) == 1, status["history"]
+    assert rolling_back[0].get("gate") == "errors", rolling_back
+    assert f"failed {limit}/{limit}" in rolling_back[0]["reason"], rolling_back
+
+    failing = sorted(
+        ((t, g) for t, g in rounds.items() if g["verdict"] == "Fail"), key=lambda r: _time(r[0])
+    )
+    assert [g["consecutiveFailures"] for _, g in failing] == list(range(1, limit + 1)), failing
+    times = [_time(t) for t, _ in failing]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    took = _time(rolling_back[0]["time"]) - times[0]
+    print(
+        f"failing rounds {' '.join(t for t, _ in failing)}; gaps "
+        f"{' '.join(f'{g:.2f}s' for g in gaps)}; first failing round to RollingBack {took:.2f}s"
+    )
+    # One process runs rounds: one every interval, never two close together.
+    assert all(g >= 0.75 * interval for g in gaps), gaps
+    assert took >= (limit - 1) * interval, f"rolled back {took:.2f}s after the first failure"
+
+    assert len(lines(first, "became leader")) == 1
+    assert not lines(second, "became leader")
+    assert len(lines(second, "standing by")) == 1
+    assert exited(first) is None and exited(second) is None
