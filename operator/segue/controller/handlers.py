@@ -19,7 +19,15 @@ from segue import GROUP, PLURAL, VERSION
 from segue.analysis.provider import close_providers
 from segue.api.text import MAX_MESSAGE_BYTES, cap
 from segue.controller.gates import GateRunner
-from segue.controller.kube import REQUESTS, Json, Kube, Rollouts, Secrets, load_configuration
+from segue.controller.kube import (
+    REQUESTS,
+    Json,
+    KopfRetries,
+    Kube,
+    Rollouts,
+    Secrets,
+    load_configuration,
+)
 from segue.controller.metrics import OperatorMetrics
 from segue.controller.notifications import WebhookTargets
 from segue.controller.reconcile import Reconciler
@@ -105,12 +113,18 @@ def configure_settings(settings: kopf.OperatorSettings) -> None:
     settings.watching.connect_timeout = 5
     settings.networking.request_timeout = 30
     settings.networking.connect_timeout = 5
+    # Keep retrying through a long API outage (about 10 minutes) at most 2 s apart, so the
+    # watches are back within 2 s of the server; kopf would give up after about a minute.
+    settings.networking.error_backoffs = (0.5, 1, 1, 2, *(2,) * 300)
 
 
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     configure_settings(settings)
     op: Operator = memo[MEMO_KEY]
+    # kopf's per-attempt retry lines become Segue's one line per outage.
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(KopfRetries(op.kube))
     if op.namespaced:
         # kopf would otherwise try (and, under a Role, fail) to list namespaces and CRDs.
         settings.scanning.disabled = True

@@ -47,6 +47,8 @@ READ_TIMEOUT_S: Final = 10.0
 # (DNS, a stuck TLS handshake) still frees the pass that waits for it.
 CALL_DEADLINE_S: Final = CONNECT_TIMEOUT_S + READ_TIMEOUT_S + 2.0
 PROBE_INTERVAL_S: Final = 0.5
+# Answers that mean "not serving now" rather than "no".
+UNAVAILABLE: Final = frozenset({502, 503, 504})
 NORMAL_WORKERS: Final = 8
 URGENT_WORKERS: Final = 4
 
@@ -96,10 +98,10 @@ class Connectivity:
     def down(self) -> bool:
         return self.down_since is not None
 
-    def failed(self, error: BaseException) -> None:
+    def failed(self, why: str) -> None:
         if self.down_since is None:
             self.down_since = time.monotonic()
-            log.warning("Kubernetes API unreachable (%s); Rollouts wait for it", _short(error))
+            log.warning("Kubernetes API unreachable (%s); Rollouts wait for it", why)
 
     def answered(self) -> None:
         if self.down_since is None:
@@ -114,6 +116,23 @@ class Connectivity:
 def _short(error: BaseException) -> str:
     text = str(error).splitlines()[0] if str(error) else type(error).__name__
     return text[:200]
+
+
+class KopfRetries(logging.Filter):
+    """kopf logs every retry of every watch while the API server is away ("Request attempt
+    #3/9 failed; will retry"), one line per kind per attempt. Those become the one outage
+    line of ``Kube.unreachable``; anything else kopf says passes through."""
+
+    def __init__(self, kube: Kube) -> None:
+        super().__init__()
+        self._kube = kube
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "failed; will retry" not in message:
+            return True
+        self._kube.unreachable(message.split(": ", 1)[-1][:200])
+        return False
 
 
 def _is_unreachable(error: BaseException) -> bool:
@@ -155,7 +174,9 @@ class Lane:
 
         def counted(method: str, *args: Any, **kwargs: Any) -> Any:
             REQUESTS.add(method)
-            kwargs.setdefault("_request_timeout", (CONNECT_TIMEOUT_S, READ_TIMEOUT_S))
+            # The generated API methods pass _request_timeout=None when none is given.
+            if kwargs.get("_request_timeout") is None:
+                kwargs["_request_timeout"] = (CONNECT_TIMEOUT_S, READ_TIMEOUT_S)
             return call_api(method, *args, **kwargs)
 
         api.call_api = counted  # type: ignore[method-assign]
@@ -195,21 +216,34 @@ class Kube:
         future = loop.run_in_executor(lane.executor, functools.partial(fn, lane.api))
         try:
             result = await asyncio.wait_for(future, self.deadline_s)
-        except ApiException:
+        except ApiException as e:
+            if e.status in UNAVAILABLE:
+                # Starting up or shutting down ("not all HTTP paths installed"), or a
+                # proxy in front of it without a backend: an outage, not an answer.
+                self.unreachable(f"HTTP {e.status} {e.reason}")
+                raise ApiUnavailable(f"HTTP {e.status} {e.reason}") from e
             self.connectivity.answered()
             raise
         except BaseException as e:
             if _is_unreachable(e) or isinstance(e, asyncio.TimeoutError):
-                self.connectivity.failed(e)
-                self._start_probe()
+                self.unreachable(_short(e))
                 raise ApiUnavailable(_short(e)) from e
             raise
         self.connectivity.answered()
         return result
 
+    def unreachable(self, why: str) -> None:
+        """Something found the API server unreachable: say so once, probe until it is back."""
+        self.connectivity.failed(why)
+        self._start_probe()
+
     def _start_probe(self) -> None:
         """While the API server is unreachable, ask it every half second whether it is
-        back (GET /version, allowed to everyone), so Rollouts resume the moment it is."""
+        ready (GET /readyz, allowed to everyone), so Rollouts resume the moment it is."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return  # not on the loop (a log record from a thread); the next call starts it
         if self._probe is None or self._probe.done():
             self._probe = asyncio.create_task(self._wait_for_api(), name="kube-api-probe")
 
@@ -218,19 +252,24 @@ class Kube:
         lane = self.urgent
         while self.connectivity.down:
             await asyncio.sleep(PROBE_INTERVAL_S)
-            future = loop.run_in_executor(
-                lane.executor,
-                lambda: client.VersionApi(lane.api).get_code(_request_timeout=(1.0, 2.0)),
-            )
+            future = loop.run_in_executor(lane.executor, functools.partial(_ready, lane.api))
             try:
-                await asyncio.wait_for(future, 5.0)
+                ready = await asyncio.wait_for(future, 5.0)
             except Exception:  # still down; the outage was logged when it began
                 continue
-            self.connectivity.answered()
+            if ready:
+                self.connectivity.answered()
 
     def close(self) -> None:
         for lane in (self.normal, self.urgent):
             lane.executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _ready(api: client.ApiClient) -> bool:
+    request = api.param_serialize("GET", "/readyz", auth_settings=["BearerToken"])
+    response = api.call_api(*request, _request_timeout=(1.0, 2.0))
+    response.read()  # type: ignore[no-untyped-call]
+    return bool(response.status == 200)
 
 
 def is_status(e: BaseException, *codes: int) -> bool:
