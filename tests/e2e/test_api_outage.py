@@ -16,13 +16,16 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 
 import pytest
 from kubernetes import config
+from kubernetes.client.exceptions import ApiException
 
 import cluster  # hack/cluster.py
 from scenario import rollout  # hack/scenario.py
+from segue import GROUP, PLURAL, VERSION
 from tests.e2e.conftest import Kube, install_crds
 from tests.e2e.support import Operator, Rollouts, apply, shop_pair, start_operator, wait_until
 
@@ -92,12 +95,26 @@ def lines(op: Operator, text: str) -> list[str]:
     return [line for line in op.log().splitlines() if text in line]
 
 
+def serves_rollouts(rollouts: Rollouts) -> bool:
+    try:
+        rollouts.objects.list_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL)
+    except ApiException as e:
+        if e.status == 429:  # "storage is (re)initializing"
+            return False
+        raise
+    return True
+
+
 def test_progress_resumes_promptly_when_the_api_server_returns(
     private_cluster: PrivateCluster, tmp_path: Path
 ) -> None:
     kube = private_cluster.kube
     install_crds(kube)
     rollouts: Rollouts = shop_pair(kube, NAMESPACE, replicas=1)
+    # The API server sets up a new custom resource's storage on its first request and
+    # answers 429 until it is ready. That first request is made here, so the operator
+    # starts, as in production, against a Rollout API that already serves.
+    wait_until("the Rollout API to serve", partial(serves_rollouts, rollouts), bool, 30)
     op = start_operator(kube.kubeconfig, tmp_path / "operator.log", [NAMESPACE])
     try:
         steps = [
