@@ -153,3 +153,19 @@ def test_kopf_retry_lines_become_the_outage_line():
     assert kube.connectivity.down
     assert retries.filter(other) is True
     kube.close()
+
+
+def test_throttling_is_not_an_outage_and_forbidden_is_always_shown():
+    kube = make_kube("http://127.0.0.1:9")
+    retries = KopfRetries(kube)
+
+    def line(error: str) -> logging.LogRecord:
+        text = f"Request attempt #1/9 failed; will retry: GET https://x/apis -> {error}()"
+        return logging.LogRecord("kopf", logging.ERROR, __file__, 1, text, None, None)
+
+    throttled = line("APITooManyRequestsError")
+    assert retries.filter(throttled) is False  # at INFO: a debug line, not shown
+    assert throttled.levelno == logging.DEBUG
+    assert retries.filter(line("APIForbiddenError")) is True
+    assert not kube.connectivity.down
+    kube.close()

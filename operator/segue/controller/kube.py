@@ -131,6 +131,12 @@ class KopfRetries(logging.Filter):
         message = record.getMessage()
         if "failed; will retry" not in message:
             return True
+        if "APIForbiddenError" in message:
+            return True  # missing RBAC is for a person to see, every time
+        if "APITooManyRequestsError" in message:
+            # Throttled, or a just-installed CRD's storage initialising: kopf waits as told.
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return logging.getLogger().isEnabledFor(logging.DEBUG)
         self._kube.unreachable(message.split(": ", 1)[-1][:200])
         return False
 
