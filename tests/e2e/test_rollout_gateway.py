@@ -142,6 +142,9 @@ def test_operator_restart_resumes_at_the_same_step(kube, namespace, workloads, c
 
     second = start_operator(kube.kubeconfig, tmp_path / "op2.log", [namespace])
     try:
+        # It leads once the killed operator's Lease has expired (up to 14 s), and only then
+        # may it act at all.
+        wait_until("the second operator to lead", lambda: "became leader" in second.log(), bool, 30)
         time.sleep(3)  # a restarted operator must not repeat or skip anything by itself
         after = workloads.status("shop")
         assert (after["phase"], after["step"]) == ("AwaitingApproval", 3)

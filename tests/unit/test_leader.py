@@ -13,6 +13,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+import urllib3
+from kubernetes.client.exceptions import ApiException
 
 from segue.controller import leader
 from segue.controller.leader import (
@@ -22,6 +24,9 @@ from segue.controller.leader import (
     LeaseGone,
     LeaseRecord,
     Seen,
+    Standby,
+    Taken,
+    Tenure,
     Timing,
     Wait,
     claim_spec,
@@ -31,8 +36,8 @@ from segue.controller.leader import (
     micro_time,
     observe,
     release_spec,
-    renewal_lost,
     standing_by_message,
+    unreachable,
 )
 from segue.controller.main import parse_args
 
@@ -125,9 +130,212 @@ def test_a_renewal_restarts_the_wait_and_a_label_edit_does_not():
     assert new_holder.changed_at == 9.5
 
 
-def test_holder_gives_up_at_the_renew_deadline():
-    assert not renewal_lost(renewed_at=100.0, now=106.99, timing=T)
-    assert renewal_lost(renewed_at=100.0, now=107.0, timing=T)
+# --- the holder through failed renewals (Tenure) and a standby through failed reads ---------
+
+
+def test_what_counts_as_unreachable():
+    refused = urllib3.exceptions.NewConnectionError(None, "Connection refused")  # type: ignore[arg-type]
+    answerless: list[BaseException] = [
+        ConnectionRefusedError("connection refused"),
+        ConnectionResetError("connection reset by peer"),
+        TimeoutError(),  # the elector's own wait, or asyncio's
+        urllib3.exceptions.MaxRetryError(None, "/", refused),  # type: ignore[arg-type]
+        urllib3.exceptions.ProtocolError("Connection aborted."),
+        urllib3.exceptions.ReadTimeoutError(None, "/", "read timed out"),  # type: ignore[arg-type]
+        ApiException(status=0, reason="SSLError"),  # the client's TLS failures
+        ApiException(status=502),
+        ApiException(status=503),
+        ApiException(status=504),
+    ]
+    for e in answerless:
+        assert unreachable(e), e
+    answers: list[BaseException] = [
+        ApiException(status=403),
+        ApiException(status=401),
+        ApiException(status=429),
+        ApiException(status=500),
+        ApiException(status=422),
+        ValueError("a bug"),
+    ]
+    for e in answers:
+        assert not unreachable(e), e
+
+
+def test_the_holder_gives_up_at_the_renew_deadline_while_the_server_answers_with_errors():
+    tenure = Tenure(T, renewed_at=100.0)
+    assert tenure.deadline() is None and not tenure.lost(1e9)  # nothing failed
+    tenure.answered("403 Forbidden")
+    tenure.answered("500 Internal Server Error")
+    assert tenure.deadline() == 107.0
+    assert not tenure.lost(106.99)
+    assert tenure.lost(107.0)
+    # Gone by stop_by, before the earliest takeover at 110.
+    assert 107.0 < tenure.stop_by() < 110.0
+    tenure.renewed(106.0)
+    assert tenure.deadline() is None and tenure.anchor == 106.0
+
+
+def test_the_holder_leads_on_through_an_outage_of_any_length():
+    tenure = Tenure(T, renewed_at=0.0)
+    # The 78 s outage of the issue: every renewal from 2 s to 80 s is unanswered.
+    for started in range(2, 81, 2):
+        tenure.unanswered(float(started))
+        assert tenure.deadline() is None
+        assert not tenure.lost(started + T.request_timeout)
+    assert tenure.outage_since == 2.0
+    # It was longer than any standby's read interval: every standby restarted its clock
+    # inside it, so the deadline of errors that follow runs from its last attempt.
+    assert tenure.anchor == 80.0
+    tenure.renewed(82.0)  # the server is back: the first renewal goes through
+    assert (tenure.renewed_at, tenure.anchor) == (82.0, 82.0)
+    assert tenure.deadline() is None and tenure.refused is None
+
+
+def test_errors_after_a_long_outage_are_given_the_renew_deadline_from_its_end():
+    tenure = Tenure(T, renewed_at=0.0)
+    for started in range(2, 81, 2):
+        tenure.unanswered(float(started))
+    tenure.answered("403 Forbidden")  # the server's authorizer is still starting
+    assert tenure.deadline() == 80.0 + T.renew_deadline
+    assert not tenure.lost(84.0)
+    tenure.renewed(84.0)
+    assert tenure.deadline() is None
+
+
+def test_errors_after_a_short_outage_keep_the_deadline_of_the_last_renewal():
+    # An outage shorter than a standby's read interval may have gone unnoticed by the
+    # standby, whose clock then still runs from the renewal at 0.
+    assert T.standby_gap() == 5.0
+    tenure = Tenure(T, renewed_at=0.0)
+    for started in (2.0, 4.0, 6.0):
+        tenure.unanswered(started)
+    tenure.answered("500 Internal Server Error")
+    assert tenure.anchor == 0.0
+    assert tenure.lost(7.0)
+    assert tenure.stop_by() < T.lease_duration
+
+
+def test_the_holder_gives_up_when_the_server_answers_that_another_holds_the_lease():
+    """After an outage as at any other time (the partition: a standby that could still reach
+    the server took over): the first answer naming another holder ends the tenure, with no
+    deadline to wait for."""
+    store = MemoryStore()
+
+    async def scenario() -> str:
+        now = [0.0]
+        a = Elector(store, "a-1", T, clock=lambda: now[0])
+        await a.acquire()
+        assert a.tenure is None
+        tenure = Tenure(T, a.renewed_at)
+        for started in range(2, 81, 2):
+            tenure.unanswered(float(started))
+        assert not tenure.lost(81.0)
+        store.steal("b-2")  # what happened while a could not reach the server
+        now[0] = 82.0
+        result = await a._renew(now[0] + T.call_limit())
+        a.close()
+        assert isinstance(result, Taken)
+        return result.reason
+
+    assert asyncio.run(scenario()) == "Lease ops/segue-operator is now held by b-2"
+
+
+def test_a_standby_restarts_its_clock_after_failed_reads():
+    standby = Standby("b-2", T)
+    lease = record(holder="a-1")
+    assert standby.read(lease, 0.0) == Wait("a-1", 2.0)
+    # The API server goes away at 1 s for 78 s: every read fails.
+    now = 2.0
+    while now < 79.0:
+        assert standby.failed(now) == now + T.retry_period
+        now += T.retry_period
+    assert standby.seen is None and standby.blind_since == 2.0
+    # Back at 80 s with the Lease as it was: the holder has not renewed (it could not), and
+    # the lease "expired" long ago by the old clock, but the clock starts again now.
+    assert standby.read(lease, 80.0) == Wait("a-1", 82.0)
+    assert standby.blind_since is None
+    assert isinstance(standby.read(lease, 89.9), Wait)
+    assert standby.read(lease, 90.0) == Acquire("expired")  # a full duration of silence
+
+
+def test_a_standby_claims_only_after_a_full_duration_of_silence_observed_after_the_outage():
+    standby = Standby("b-2", T)
+    assert isinstance(standby.read(record(holder="a-1"), 0.0), Wait)
+    standby.failed(8.0)  # one failed read, just before the Lease would have expired
+    assert isinstance(standby.read(record(holder="a-1"), 10.0), Wait)
+    # The holder renews 2 s after the server's return: the silence is broken.
+    renewed = record(holder="a-1", rv="2", renew_time=NOW + timedelta(seconds=12))
+    assert isinstance(standby.read(renewed, 12.0), Wait)
+    assert isinstance(standby.read(renewed, 21.9), Wait)
+    assert standby.read(renewed, 22.0) == Acquire("expired")
+    # A failed claim counts as a failed read: what was seen is forgotten.
+    standby.failed(22.1)
+    assert standby.read(renewed, 24.0) == Wait("a-1", 26.0)
+
+
+def simulate_outage(
+    start: float, end: float, phase: float, refused_after: bool = False, timing: Timing = T
+) -> tuple[float | None, float | None]:
+    """A holder (renewing from t=0) and a standby (reading from ``phase``) through an outage
+    of the API server from ``start`` to ``end``: every request in it fails, requests take no
+    time. With ``refused_after`` the server then answers the holder's renewals with 403
+    while the standby's reads go through. Returns when the standby claims (None: never, in
+    120 s) and by when the holder had stopped acting (None: it never gave up)."""
+
+    def down(t: float) -> bool:
+        return start <= t < end
+
+    tenure = Tenure(timing, renewed_at=0.0)
+    lease = record(holder="a-1", rv="0")
+    standby = Standby("b-2", timing)
+    next_renewal, next_read = timing.retry_period, phase
+    gone: float | None = None
+    while min(next_renewal, next_read) < 120.0:
+        if next_renewal <= next_read:
+            now = next_renewal
+            if tenure.lost(now):
+                gone = tenure.stop_by()
+                next_renewal = float("inf")
+                continue
+            if down(now):
+                tenure.unanswered(now)
+            elif refused_after and now >= end:
+                tenure.answered("403 Forbidden")
+            else:
+                tenure.renewed(now)
+                renewed = NOW + timedelta(seconds=now)
+                lease = record(holder="a-1", rv=str(now), renew_time=renewed)
+            next_renewal = now + timing.retry_period
+            deadline = tenure.deadline()
+            if deadline is not None:
+                next_renewal = min(next_renewal, deadline)
+        else:
+            now = next_read
+            if down(now):
+                next_read = standby.failed(now)
+                continue
+            decision = standby.read(lease, now)
+            if isinstance(decision, Acquire):
+                return now, gone
+            next_read = decision.until
+    return None, gone
+
+
+@pytest.mark.parametrize("length", [0.5, 1.9, 3.0, 4.9, 7.0, 9.9, 10.5, 20.0, 78.0])
+@pytest.mark.parametrize("start", [1.0, 2.0, 2.7, 3.99])
+@pytest.mark.parametrize("phase", [0.0, 0.3, 1.0, 1.99])
+def test_the_holder_keeps_the_lease_across_any_outage(length, start, phase):
+    claimed, gone = simulate_outage(start, start + length, phase)
+    assert (claimed, gone) == (None, None)
+
+
+@pytest.mark.parametrize("length", [0.5, 1.9, 3.0, 4.9, 5.5, 7.0, 9.9, 10.5, 20.0, 78.0])
+@pytest.mark.parametrize("start", [1.0, 2.0, 2.7, 3.99])
+@pytest.mark.parametrize("phase", [0.0, 0.3, 1.0, 1.99])
+def test_a_holder_refused_after_an_outage_is_gone_before_the_standby_claims(length, start, phase):
+    claimed, gone = simulate_outage(start, start + length, phase, refused_after=True)
+    assert claimed is not None and gone is not None
+    assert gone < claimed
 
 
 def simulate(kill_at: float, phase: float, timing: Timing = T) -> tuple[float, bool]:
@@ -301,10 +509,13 @@ class MemoryStore:
         self.lock = threading.Lock()
         self.rv = 0
         self.down = False  # the API server does not answer
+        self.refuse: Exception | None = None  # what it answers to every request instead
 
     def _check(self) -> None:
         if self.down:
             raise ConnectionRefusedError("connection refused")
+        if self.refuse is not None:
+            raise self.refuse
 
     def _stored(self, body: dict[str, Any]) -> dict[str, Any]:
         self.rv += 1
@@ -344,6 +555,33 @@ class MemoryStore:
             body = copy.deepcopy(self.obj)
             body["spec"]["holderIdentity"] = holder
             self._stored(body)
+
+
+class View:
+    """A store as one process reaches it: ``down`` cuts this process off alone."""
+
+    namespace = MemoryStore.namespace
+    name = MemoryStore.name
+
+    def __init__(self, store: MemoryStore) -> None:
+        self.store = store
+        self.down = False
+
+    def _check(self) -> None:
+        if self.down:
+            raise TimeoutError("timed out")
+
+    def get(self) -> dict[str, Any] | None:
+        self._check()
+        return self.store.get()
+
+    def create(self, body: dict[str, Any]) -> dict[str, Any]:
+        self._check()
+        return self.store.create(body)
+
+    def replace(self, body: dict[str, Any]) -> dict[str, Any]:
+        self._check()
+        return self.store.replace(body)
 
 
 FAST = Timing(lease_duration=1.0, renew_deadline=0.7, retry_period=0.1, request_timeout=0.1)
@@ -429,7 +667,48 @@ def test_the_holder_gives_up_when_another_process_takes_the_lease():
     assert asyncio.run(scenario()) == "Lease ops/segue-operator is now held by intruder-9"
 
 
-def test_the_holder_gives_up_at_the_renew_deadline_when_the_api_server_is_gone(caplog):
+def test_the_holder_leads_on_through_an_outage_and_a_standby_waits_it_out(caplog):
+    caplog.set_level(logging.INFO, logger="segue.controller.leader")
+    store = MemoryStore()
+
+    async def scenario() -> None:
+        a, b = Elector(store, "a-1", FAST), Elector(store, "b-2", FAST)
+        await a.acquire()
+        holding = asyncio.create_task(a.hold())
+        waiting = asyncio.create_task(b.acquire())
+        await asyncio.sleep(0.25)
+        store.down = True
+        # Longer than the lease duration and than a standby's read interval.
+        await asyncio.sleep(3 * FAST.lease_duration)
+        assert not holding.done()
+        store.down = False
+        back = a.clock()
+        # A full lease duration after the server's return, and more: a renewed within a
+        # retry period, so b, whose clock started again, goes on standing by.
+        await asyncio.sleep(2 * FAST.lease_duration)
+        assert not holding.done() and not waiting.done()
+        assert a.renewed_at > back
+        for task in (holding, waiting):
+            task.cancel()
+        await asyncio.gather(holding, waiting, return_exceptions=True)
+        a.close()
+        b.close()
+
+    asyncio.run(scenario())
+    assert store.holder() == "a-1"
+    # One line for the outage and one for its end on the holder's side, at INFO (the
+    # operator's Kubernetes client warns about the outage itself); the standby warns once.
+    down = [r for r in caplog.records if "API server unreachable" in r.getMessage()]
+    assert [(r.levelno, r.getMessage().split(":")[0]) for r in down] == [
+        (logging.INFO, "renewing Lease ops/segue-operator"),
+        (logging.WARNING, "leader election"),
+    ], [r.getMessage() for r in down]
+    assert len(lines(caplog, "renewed Lease ops/segue-operator again after")) == 1
+    assert len(lines(caplog, "readable again after")) == 1
+    assert not lines(caplog, "became leader: Lease ops/segue-operator is held by b-2")
+
+
+def test_the_holder_gives_up_at_the_renew_deadline_when_the_server_refuses(caplog):
     caplog.set_level(logging.INFO, logger="segue.controller.leader")
     store = MemoryStore()
 
@@ -438,7 +717,7 @@ def test_the_holder_gives_up_at_the_renew_deadline_when_the_api_server_is_gone(c
         await a.acquire()
         holding = asyncio.create_task(a.hold())
         await asyncio.sleep(0.25)
-        store.down = True
+        store.refuse = ApiException(status=403, reason="Forbidden")
         reason = await asyncio.wait_for(holding, 2 * FAST.lease_duration)
         # Measured from the last renewal that went through.
         late = a.clock() - a.renewed_at
@@ -446,12 +725,41 @@ def test_the_holder_gives_up_at_the_renew_deadline_when_the_api_server_is_gone(c
         return reason, late
 
     reason, late = asyncio.run(scenario())
-    assert reason.startswith("could not renew Lease ops/segue-operator for 0.7s")
-    assert "ConnectionRefusedError" in reason
+    assert reason == "could not renew Lease ops/segue-operator for 0.7s (last error: 403 Forbidden)"
     # Given up at the deadline, before anyone could take over.
     assert FAST.renew_deadline - 0.02 <= late < FAST.lease_duration
-    # One warning for the outage, not one per attempt.
+    # One warning for the streak, not one per attempt.
     assert len(lines(caplog, "renewing Lease")) == 1
+
+
+def test_a_partitioned_holder_loses_the_lease_and_learns_it_when_it_is_back():
+    """The holder cannot reach the server, the standby can: the standby takes over after the
+    lease duration; the old holder leads on while cut off, and its first renewal that gets
+    an answer names the new holder."""
+    store = MemoryStore()
+    cut_off = View(store)
+
+    async def scenario() -> tuple[str, float]:
+        a, b = Elector(cut_off, "a-1", FAST), Elector(store, "b-2", FAST)
+        await a.acquire()
+        holding = asyncio.create_task(a.hold())
+        waiting = asyncio.create_task(b.acquire())
+        await asyncio.sleep(0.25)
+        cut_off.down = True
+        cut = asyncio.get_running_loop().time()
+        await asyncio.wait_for(waiting, 3 * FAST.lease_duration)
+        took = asyncio.get_running_loop().time() - cut
+        assert not holding.done()  # cut off, it cannot know
+        cut_off.down = False
+        reason = await asyncio.wait_for(holding, FAST.lease_duration)
+        a.close()
+        b.close()
+        return reason, took
+
+    reason, took = asyncio.run(scenario())
+    assert store.holder() == "b-2"
+    assert FAST.lease_duration - FAST.retry_period <= took
+    assert reason == "Lease ops/segue-operator is now held by b-2"
 
 
 def test_the_holder_survives_a_short_outage():
@@ -472,6 +780,40 @@ def test_the_holder_survives_a_short_outage():
 
     asyncio.run(scenario())
     assert store.holder() == "a-1"
+
+
+def test_release_after_a_renewal_whose_answer_was_lost(caplog):
+    caplog.set_level(logging.INFO, logger="segue.controller.leader")
+    store = MemoryStore()
+
+    async def scenario() -> None:
+        a = Elector(store, "a-1", FAST)
+        await a.acquire()
+        with store.lock:  # a renewal went through, but its answer never came back
+            assert store.obj is not None
+            store._stored(copy.deepcopy(store.obj))
+        await a.release()
+        a.close()
+
+    asyncio.run(scenario())
+    assert store.holder() == ""
+    assert lines(caplog, "released Lease") == ["released Lease ops/segue-operator"]
+
+
+def test_a_lease_someone_else_holds_is_not_released(caplog):
+    caplog.set_level(logging.INFO, logger="segue.controller.leader")
+    store = MemoryStore()
+
+    async def scenario() -> None:
+        a = Elector(store, "a-1", FAST)
+        await a.acquire()
+        store.steal("b-2")
+        await a.release()
+        a.close()
+
+    asyncio.run(scenario())
+    assert store.holder() == "b-2"
+    assert not lines(caplog, "release")
 
 
 def test_a_deleted_lease_is_recreated_by_its_holder():

@@ -2,29 +2,71 @@
 
 Every operator process is a candidate. One holds the Lease and runs kopf; the others stand
 by without watching, analysing or writing anything, and take over when the holder stops
-renewing. The shape follows client-go's leader election:
+renewing. The shape follows client-go's leader election, except that the holder leads on
+through an API server outage instead of giving up:
 
 - A candidate never trusts another machine's clock. It notes, on its own monotonic clock,
   when it last saw the Lease's claim change (holder, renew time, duration) and considers the
   Lease expired once it has seen no change for the holder's ``leaseDurationSeconds``.
+- A standby whose read (or claim) fails forgets what it saw: its clock starts again at its
+  next successful read, so after an outage it must see a full lease duration without a
+  renewal before it takes over.
 - Every write is a replace guarded by ``resourceVersion``; a 409 means another candidate
   wrote first, so the Lease is read again.
-- The holder renews every ``retry_period``. If it has not renewed for ``renew_deadline`` it
-  gives up: kopf is stopped and the process exits non-zero before ``lease_duration`` has
-  passed since its last renewal, which is the earliest a standby can take over.
+- The holder renews every ``retry_period``. A renewal that fails:
+
+  - without an answer from the API server (connection refused or reset, a timeout, a TLS
+    failure, or 502/503/504, the server saying it is unavailable; :func:`unreachable`): the
+    holder leads on. Nobody can write the Lease while nobody reaches the server, so nobody
+    can take it;
+  - because the server says the Lease is someone else's (a 409, then another holder): the
+    holder gives up at once;
+  - with any other answer (403, 429, 500, ...): the holder gives up once ``renew_deadline``
+    has passed since its *anchor* (:class:`Tenure`): its last renewal, or the last attempt
+    of an outage longer than a standby's read interval (``Timing.standby_gap``).
+
+  Giving up stops kopf and exits the process non-zero before ``anchor + lease_duration``,
+  which is the earliest a standby can take over.
 - On a graceful shutdown the holder releases the Lease (no holder, 1 s duration), so a
   standby takes over at its next look instead of waiting for expiry.
+
+Why the holder keeps the Lease across an outage of the API server. Nobody can write during
+the outage. A standby whose read fails during it restarts its clock at its first read after
+the server's return, and cannot claim before a lease duration after that; the holder renews
+within a retry period of the return (one request timeout more if an attempt hung across it),
+and the standby sees that renewal as a change. An outage shorter than a standby's read
+interval may go unnoticed by the standby, whose clock then runs from the last renewal it saw;
+the holder's renewals resume within a retry period of such an outage's end, inside the lease
+duration. When the server comes back answering errors instead (403 while its
+authorizer starts, 500), the holder's deadline runs from its anchor: after an outage longer
+than ``standby_gap``, every standby has failed a read inside it, so none claims before the
+outage's last attempt + ``lease_duration``, and the holder is gone by then; after a shorter
+one the anchor is the last renewal, exactly as without an outage.
+
+A partition is the one case where two processes act: the holder is cut off from the API
+server while a standby is not. The standby reads the Lease unchanged for a lease duration
+and takes over. The old holder leads on, but its writes go to the server it cannot reach
+and fail; when it reaches the server again, its next renewal meets a 409 (the Lease's
+resourceVersion changed), it reads the new holder and exits at once. Its status writes are
+guarded by resourceVersion as well, so a pass it started on what it saw before the takeover
+fails with a 409 instead of overwriting the new leader's status, and its router writes come
+only after a status write that succeeded. Not covered: a holder whose Lease requests all go
+unanswered (time out) while its other requests get through; that double action lasts until
+one of its Lease requests does.
 
 With the defaults (10 s lease, renewal and retries every 2 s, 2 s per request) a standby
 takes over within ``retry_period + lease_duration + request_timeout`` = 14 s of the holder
 dying without a word (kill -9), and within ``retry_period + request_timeout`` of a release.
 
-The decisions (:func:`observe`, :func:`judge`, :func:`claim_spec`, :func:`release_spec`)
-are pure and take the time as an argument; :class:`KubeLeaseStore` is the thin blocking
-I/O, and :class:`Elector` runs it in a dedicated one-thread executor, never in asyncio's
-default pool nor beside the operator's other Kubernetes calls, so a slow apiserver answer to
-anything else never delays a renewal. Lease requests have their own API client and are not
-counted in the operator's request metrics.
+The decisions (:func:`observe`, :func:`judge`, :class:`Standby`, :class:`Tenure`,
+:func:`claim_spec`, :func:`release_spec`) are pure and take the time as an argument;
+:class:`KubeLeaseStore` is the thin blocking I/O, and :class:`Elector` runs it in a
+dedicated one-thread executor, never in asyncio's default pool nor beside the operator's
+other Kubernetes calls, so a slow apiserver answer to anything else never delays a renewal.
+Lease requests have their own API client and are not counted in the operator's request
+metrics. The operator's own Kubernetes client logs an outage (``segue.controller.kube``);
+the elector adds at most one INFO line when its renewals start failing without an answer and
+one when a renewal goes through again.
 """
 
 from __future__ import annotations
@@ -45,6 +87,7 @@ from datetime import UTC, datetime
 from typing import Any, Final, Protocol, TypeVar
 
 import aiohttp.web
+import urllib3
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
@@ -62,6 +105,13 @@ RELEASED_DURATION: Final = 1
 # After losing the Lease, how long kopf may take to stop before the process exits anyway
 # (never past Timing.stop_by): another process may already be acting.
 STOP_GRACE: Final = 2.0
+# How much longer than its own timeout the elector waits for a request: one queued behind a
+# slow one in the elector's single thread.
+CALL_SLACK: Final = 1.0
+# Answers that say the API server is unavailable rather than refusing the request: a gateway
+# that cannot reach it (502, 504) or the server itself (503). Status 0: no HTTP answer at all
+# (the Kubernetes client's TLS failures).
+UNAVAILABLE: Final = frozenset({0, 502, 503, 504})
 
 
 @dataclass(frozen=True)
@@ -79,11 +129,21 @@ class Timing:
         if self.request_timeout <= 0 or self.request_timeout > self.renew_deadline:
             raise ValueError("need 0 < request_timeout <= renew_deadline")
 
-    def stop_by(self, renewed_at: float) -> float:
+    def stop_by(self, anchor: float) -> float:
         """The holder must have stopped acting by then: a margin before the earliest moment
-        (``renewed_at + lease_duration``) a standby could take over."""
+        (``anchor + lease_duration``, see :class:`Tenure`) a standby could take over."""
         margin = min(1.0, (self.lease_duration - self.renew_deadline) / 2)
-        return renewed_at + self.lease_duration - margin
+        return anchor + self.lease_duration - margin
+
+    def call_limit(self) -> float:
+        """How long the elector waits for one Lease request."""
+        return self.request_timeout + CALL_SLACK
+
+    def standby_gap(self) -> float:
+        """The longest a standby goes between starting two reads: a read takes at most
+        ``call_limit``, the next starts at most a retry period later. An outage longer than
+        this fails a read of every standby, which then restarts its clock."""
+        return self.call_limit() + self.retry_period
 
     def worst_case_failover(self) -> float:
         """Seconds from the holder's death to a standby's claim, at most: the standby sees
@@ -197,9 +257,104 @@ def renewal_due(last_attempt: float, timing: Timing) -> float:
     return last_attempt + timing.retry_period
 
 
-def renewal_lost(renewed_at: float, now: float, timing: Timing) -> bool:
-    """The holder has not renewed for ``renew_deadline``: it must stop acting."""
-    return now - renewed_at >= timing.renew_deadline
+def unreachable(e: BaseException) -> bool:
+    """Whether a Lease request failed without an answer from the API server (connection
+    refused or reset, a timeout, a TLS failure) or with one saying it is unavailable
+    (:data:`UNAVAILABLE`): then nobody can write the Lease through it either."""
+    if isinstance(e, ApiException):
+        return e.status is None or e.status in UNAVAILABLE
+    return isinstance(e, urllib3.exceptions.HTTPError | OSError)
+
+
+@dataclass
+class Standby:
+    """What a candidate knows of the Lease while it stands by; no I/O, the time is an
+    argument.
+
+    ``seen`` is the Lease as last read; None when there is none, or when nothing was read
+    since the candidate started or since its last failed request. ``blind_since``: when the
+    current streak of failed requests began, None when the last one succeeded."""
+
+    identity: str
+    timing: Timing
+    seen: Seen | None = None
+    blind_since: float | None = None
+
+    def read(self, record: LeaseRecord | None, now: float) -> Acquire | Wait:
+        """A read went through: ``record`` is the Lease, None when there is none."""
+        self.seen = observe(self.seen, record, now) if record is not None else None
+        self.blind_since = None
+        return judge(self.identity, self.seen, now, self.timing)
+
+    def failed(self, now: float) -> float:
+        """A read or a claim failed, whatever the error. What was seen may be stale, and the
+        holder's renewals may have failed for the same reason, so the clock starts again at
+        the next read: a takeover needs a full lease duration without a renewal seen from
+        then on. Returns when to try again."""
+        self.seen = None
+        if self.blind_since is None:
+            self.blind_since = now
+        return now + self.timing.retry_period
+
+
+@dataclass
+class Tenure:
+    """What the holder knows of its hold on the Lease, on its own monotonic clock; no I/O,
+    the time is an argument.
+
+    - ``renewed_at``: the start of the last renewal that went through.
+    - ``anchor``: no standby can claim the Lease before ``anchor + lease_duration``. It is the
+      last renewal, or the last attempt of a run of unanswered attempts longer than
+      ``timing.standby_gap()``: such an outage failed a read of every standby, whose clock
+      then started again after it.
+    - ``outage_since``: the first attempt of the current run of unanswered attempts.
+    - ``refused``: the error with which the API server answered the last attempt. Only then
+      does the renew deadline apply; while nobody reaches the server nobody can take the
+      Lease, and the holder leads on.
+    """
+
+    timing: Timing
+    renewed_at: float
+    anchor: float = field(init=False)
+    outage_since: float | None = None
+    refused: str | None = None
+
+    def __post_init__(self) -> None:
+        self.anchor = self.renewed_at
+
+    def renewed(self, started: float) -> None:
+        """A renewal that started at ``started`` went through."""
+        self.renewed_at = self.anchor = started
+        self.outage_since = None
+        self.refused = None
+
+    def unanswered(self, started: float) -> None:
+        """An attempt that started at ``started`` got no answer (:func:`unreachable`)."""
+        if self.outage_since is None:
+            self.outage_since = started
+        if started - self.outage_since > self.timing.standby_gap():
+            self.anchor = max(self.anchor, started)
+        self.refused = None
+
+    def answered(self, error: str) -> None:
+        """The API server answered an attempt with an error other than unavailability."""
+        self.outage_since = None
+        self.refused = error
+
+    def deadline(self) -> float | None:
+        """When the holder gives up unless a renewal goes through first; None while the
+        last attempt went unanswered (or none failed)."""
+        if self.refused is None:
+            return None
+        return self.anchor + self.timing.renew_deadline
+
+    def lost(self, now: float) -> bool:
+        deadline = self.deadline()
+        return deadline is not None and now >= deadline
+
+    def stop_by(self) -> float:
+        """Once it has given up, the holder must have stopped acting by then."""
+        return self.timing.stop_by(self.anchor)
 
 
 def claim_spec(identity: str, record: LeaseRecord | None, now: datetime, timing: Timing) -> Json:
@@ -363,6 +518,17 @@ def elector_for(namespace: str, name: str, timing: Timing | None = None) -> Elec
     return Elector(store, default_identity(), timing)
 
 
+@dataclass(frozen=True)
+class Taken:
+    """A renewal found the Lease held by another process (or by nobody)."""
+
+    reason: str
+
+
+# How the elector names an outage among the failures it has logged.
+OUTAGE: Final = "unreachable"
+
+
 def describe(e: BaseException) -> str:
     if isinstance(e, ApiException):
         return f"{e.status} {e.reason}"
@@ -386,6 +552,7 @@ class Elector:
     _obj: Json | None = field(default=None, init=False, repr=False)
     _record: LeaseRecord | None = field(default=None, init=False, repr=False)
     renewed_at: float = field(default=0.0, init=False)
+    tenure: Tenure | None = field(default=None, init=False)
     leading: bool = field(default=False, init=False)
 
     def __post_init__(self) -> None:
@@ -402,7 +569,7 @@ class Elector:
         future = loop.run_in_executor(self._executor, functools.partial(fn, *args))
         # The request has its own timeout; this bounds the wait for it (a request still
         # queued behind a slow one) as well.
-        wait = self.timing.request_timeout + 1.0 if limit is None else limit
+        wait = self.timing.call_limit() if limit is None else limit
         return await asyncio.wait_for(future, max(0.0, wait))
 
     def _took(self, obj: Json, started: float) -> None:
@@ -410,21 +577,36 @@ class Elector:
         self._record = LeaseRecord.from_object(obj)
         self.renewed_at = started
 
+    def stop_by(self) -> float:
+        """Once it has given up the Lease, this process must have stopped acting by then."""
+        anchor = self.tenure.anchor if self.tenure is not None else self.renewed_at
+        return self.timing.stop_by(anchor)
+
     async def acquire(self) -> None:
         """Return once this process holds the Lease. Logs one line when standing by (again
-        only if the holder changes) and one when it becomes the leader."""
-        seen: Seen | None = None
+        only if the holder changes), one when it becomes the leader, and one per kind of
+        failure (an outage is one kind, and its end adds one line)."""
+        standby = Standby(self.identity, self.timing)
         announced: str | None = None
         failing: str | None = None
         while True:
             try:
                 obj = await self._call(self.store.get)
-            except Exception as e:  # any failure: look again after a retry period
+            except Exception as e:  # any failure: forget what was seen, look again later
                 failing = self._report(failing, "reading", e)
-                await asyncio.sleep(self.timing.retry_period)
+                await asyncio.sleep(max(0.0, standby.failed(self.clock()) - self.clock()))
                 continue
-            seen = observe(seen, LeaseRecord.from_object(obj), self.clock()) if obj else None
-            decision = judge(self.identity, seen, self.clock(), self.timing)
+            blind_since = standby.blind_since
+            now = self.clock()
+            decision = standby.read(LeaseRecord.from_object(obj) if obj else None, now)
+            if failing == OUTAGE and blind_since is not None:
+                log.info(
+                    "leader election: Lease %s readable again after %.1fs; a takeover now "
+                    "needs %gs without a renewal",
+                    self.where, now - blind_since, self.timing.lease_duration,
+                )  # fmt: skip
+                failing = None
+            seen = standby.seen
             if isinstance(decision, Wait):
                 failing = None
                 if seen is not None and decision.holder != announced:
@@ -449,7 +631,7 @@ class Elector:
                 continue  # someone else wrote first: read again now
             except Exception as e:
                 failing = self._report(failing, "claiming", e)
-                await asyncio.sleep(self.timing.retry_period)
+                await asyncio.sleep(max(0.0, standby.failed(self.clock()) - self.clock()))
                 continue
             self._took(written, started)
             self.leading = True
@@ -463,7 +645,15 @@ class Elector:
             return
 
     def _report(self, failing: str | None, doing: str, e: BaseException) -> str:
-        """Log a failure once per kind, not once per attempt."""
+        """Log a failure once per kind, not once per attempt; an outage is one kind."""
+        if unreachable(e):
+            if failing != OUTAGE:
+                log.warning(
+                    "leader election: %s Lease %s failed: API server unreachable (%s); "
+                    "retrying every %gs",
+                    doing, self.where, describe(e), self.timing.retry_period,
+                )  # fmt: skip
+            return OUTAGE
         text = describe(e)
         if text != failing:
             forbidden = isinstance(e, ApiException) and e.status == 403
@@ -475,83 +665,130 @@ class Elector:
         return text
 
     async def hold(self) -> str:
-        """Renew the Lease every retry period for as long as it can; return why it could not
-        (after which this process must stop acting). Cancel it to stop renewing."""
+        """Renew the Lease every retry period for as long as it may; return why it may not
+        (after which this process must stop acting). Cancel it to stop renewing.
+
+        While renewals get no answer from the API server it leads on; it gives up when the
+        server says the Lease is someone else's, or once it has answered with errors past
+        the :class:`Tenure`'s deadline."""
+        tenure = self.tenure = Tenure(self.timing, self.renewed_at)
         last_attempt = self.renewed_at
-        failing: str | None = None
+        logged: set[str] = set()  # failures logged since the last renewal
         while True:
-            deadline = self.renewed_at + self.timing.renew_deadline
-            due = min(renewal_due(last_attempt, self.timing), deadline)
+            deadline = tenure.deadline()
+            due = renewal_due(last_attempt, self.timing)
+            if deadline is not None:
+                due = min(due, deadline)
             await asyncio.sleep(max(0.0, due - self.clock()))
             now = self.clock()
             # A small tolerance: the event loop may wake a timer a little early.
-            if renewal_lost(self.renewed_at, now + 0.01, self.timing):
-                return self._lost(failing)
+            if tenure.lost(now + 0.01):
+                return self._lost(tenure)
             last_attempt = now
-            record = self._record
-            assert record is not None, "hold() before acquire()"
-            spec = claim_spec(self.identity, record, self.wall(), self.timing)
-            body = lease_object(self._obj, self.store.namespace, self.store.name, spec)
+            until = now + self.timing.call_limit()
+            cut = deadline is not None and deadline < until
+            if deadline is not None:
+                until = min(until, deadline)
             try:
-                written = await self._call(self.store.replace, body, limit=deadline - now)
-            except LeaseGone:
-                # Deleted: whoever creates it first holds it; a 409 means that was not us.
-                fresh = lease_object(None, self.store.namespace, self.store.name, spec)
-                try:
-                    written = await self._call(self.store.create, fresh, limit=deadline - now)
-                except Conflict:
-                    return f"Lease {self.where} was deleted and claimed by another process"
-                except Exception as e:
-                    failing = self._renew_failed(failing, e, deadline - now)
-                    continue
-            except Conflict:
-                # Someone wrote the Lease: read it; if it is still ours, renew at once.
-                try:
-                    obj = await self._call(self.store.get, limit=deadline - now)
-                except Exception as e:
-                    failing = self._renew_failed(failing, e, deadline - now)
-                    continue
-                holder = LeaseRecord.from_object(obj).holder if obj else ""
-                if obj is None or holder != self.identity:
-                    return f"Lease {self.where} is now held by {holder or 'nobody'}"
-                self._obj, self._record = obj, LeaseRecord.from_object(obj)
+                result = await self._renew(until)
+            except Exception as e:
+                if cut and isinstance(e, TimeoutError):
+                    continue  # waited until the deadline, not unanswered: given up above
+                self._renew_failed(tenure, now, e, logged)
+                continue
+            if isinstance(result, Taken):
+                return result.reason
+            if result is None:  # re-read after a 409 and still ours: renew at once
                 last_attempt -= self.timing.retry_period
                 continue
-            except Exception as e:
-                failing = self._renew_failed(failing, e, deadline - now)
-                continue
-            if failing is not None:
-                log.info("renewed Lease %s again", self.where)
-            failing = None
-            self._took(written, now)
+            if logged:
+                log.info("renewed Lease %s again after %.1fs", self.where, now - tenure.renewed_at)
+            logged.clear()
+            tenure.renewed(now)
+            self._took(result, now)
 
-    def _renew_failed(self, failing: str | None, e: BaseException, left: float) -> str:
-        """Log the first failure of a streak only."""
+    async def _renew(self, until: float) -> Json | Taken | None:
+        """One renewal, every request done by ``until``: the Lease as written, or
+        :class:`Taken`, or None when a 409 made it read the Lease again and it is still
+        ours. Raises what failed."""
+        record = self._record
+        assert record is not None, "hold() before acquire()"
+        spec = claim_spec(self.identity, record, self.wall(), self.timing)
+        body = lease_object(self._obj, self.store.namespace, self.store.name, spec)
+        try:
+            return await self._call(self.store.replace, body, limit=until - self.clock())
+        except LeaseGone:
+            # Deleted: whoever creates it first holds it; a 409 means that was not us.
+            fresh = lease_object(None, self.store.namespace, self.store.name, spec)
+            try:
+                return await self._call(self.store.create, fresh, limit=until - self.clock())
+            except Conflict:
+                return Taken(f"Lease {self.where} was deleted and claimed by another process")
+        except Conflict:
+            # Someone wrote the Lease: read it; if it is still ours, renew at once.
+            obj = await self._call(self.store.get, limit=until - self.clock())
+            holder = LeaseRecord.from_object(obj).holder if obj else ""
+            if obj is None or holder != self.identity:
+                return Taken(f"Lease {self.where} is now held by {holder or 'nobody'}")
+            self._obj, self._record = obj, LeaseRecord.from_object(obj)
+            return None
+
+    def _renew_failed(
+        self, tenure: Tenure, started: float, e: BaseException, logged: set[str]
+    ) -> None:
+        """Record a failed renewal; log the first of each kind since the last renewal."""
+        if unreachable(e):
+            tenure.unanswered(started)
+            if OUTAGE not in logged:
+                logged.add(OUTAGE)
+                # segue.controller.kube warns about the outage; this only says what it means
+                # for the Lease.
+                log.info(
+                    "renewing Lease %s: API server unreachable (%s); leading on, since "
+                    "nobody can take the Lease while nobody reaches the server",
+                    self.where, describe(e),
+                )  # fmt: skip
+            return
         text = describe(e)
-        if failing is None:
+        tenure.answered(text)
+        if text not in logged:
+            logged.add(text)
+            left = (tenure.deadline() or 0.0) - self.clock()
             log.warning(
                 "renewing Lease %s failed: %s; giving up in %.1fs unless it succeeds",
                 self.where, text, max(0.0, left),
             )  # fmt: skip
-        return text
 
-    def _lost(self, failing: str | None) -> str:
-        why = f" (last error: {failing})" if failing else ""
-        return f"could not renew Lease {self.where} for {self.timing.renew_deadline:g}s{why}"
+    def _lost(self, tenure: Tenure) -> str:
+        return (
+            f"could not renew Lease {self.where} for {self.timing.renew_deadline:g}s "
+            f"(last error: {tenure.refused})"
+        )
 
     async def release(self) -> None:
-        """Give the Lease up if it is still ours; best effort, bounded by a request timeout."""
+        """Give the Lease up if it is still ours; best effort, bounded by two request
+        limits. A 409 (e.g. a renewal that landed while its answer was lost in an outage)
+        makes it read the Lease and try once more if it is still ours."""
         if not self.leading or self._record is None:
             return
         self.leading = False
-        body = lease_object(
-            self._obj,
-            self.store.namespace,
-            self.store.name,
-            release_spec(self._record, self.wall()),
-        )
+        until = self.clock() + 2 * self.timing.call_limit()
+        obj, record = self._obj, self._record
         try:
-            await self._call(self.store.replace, body)
+            for last in (False, True):
+                body = lease_object(
+                    obj, self.store.namespace, self.store.name, release_spec(record, self.wall())
+                )
+                try:
+                    await self._call(self.store.replace, body, limit=until - self.clock())
+                    break
+                except Conflict:
+                    if last:
+                        raise
+                obj = await self._call(self.store.get, limit=until - self.clock())
+                if obj is None or LeaseRecord.from_object(obj).holder != self.identity:
+                    return  # someone else's by now: nothing to give up
+                record = LeaseRecord.from_object(obj)
         except Exception as e:  # a standby then takes over when the Lease expires
             log.warning("could not release Lease %s: %s", self.where, describe(e))
             return
@@ -612,9 +849,10 @@ async def run_elected(
       flag (kopf's own handlers are replaced once it is ready: a signal that kopf caught
       itself would leave its stop-flag waiter behind, and kopf waits 5 s for that); once kopf
       has stopped, the Lease is released and 0 returned.
-    - Renewal lost: one log line, kopf is asked to stop (``operate``'s event), and the
-      process exits with status 1 once kopf has stopped, or after ``STOP_GRACE`` and before
-      ``Timing.stop_by`` at the latest (a hard exit, so no thread left behind can write
+    - Lease lost (:meth:`Elector.hold` returned; an API server outage is not a loss): one
+      log line, kopf is asked to stop (``operate``'s event), and the process exits with
+      status 1 once kopf has stopped, or after ``STOP_GRACE`` and before
+      :meth:`Elector.stop_by` at the latest (a hard exit, so no thread left behind can write
       after a standby took over).
     """
     loop = asyncio.get_running_loop()
@@ -666,7 +904,7 @@ async def run_elected(
             except Exception as e:  # a bug in renewal: all the same, stop acting
                 reason = f"renewing the Lease failed: {describe(e)}"
             log.error("lost leadership: %s; stopping the operator and exiting", reason)
-            remaining = elector.timing.stop_by(elector.renewed_at) - elector.clock()
+            remaining = elector.stop_by() - elector.clock()
             grace = max(0.0, min(remaining, STOP_GRACE))
             with contextlib.suppress(BaseException):  # not stopped in time: exit all the same
                 await asyncio.wait_for(asyncio.shield(running), grace)

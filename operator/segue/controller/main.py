@@ -100,7 +100,9 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(run_kopf())
         return 0
     # Stand by until this process holds the Lease; only then start kopf, so a standby
-    # neither watches nor analyses nor writes. Losing the Lease stops kopf and exits 1.
+    # neither watches nor analyses nor writes. The leader leads on through an API server
+    # outage; losing the Lease (another holder, or renewals refused past the deadline)
+    # stops kopf and exits 1.
     namespace = leader.lease_namespace(
         args.leader_election_namespace, dict(os.environ), args.namespace
     )
