@@ -22,6 +22,7 @@ from typing import Any
 from kubernetes import client, config
 
 import scenario
+from scenario import percentile
 
 NAMESPACE = "segue-bench"
 APP = "bench"
@@ -52,13 +53,6 @@ class FirstTime(threading.Thread):
                 self.at = time.monotonic()
                 return
             time.sleep(self.every)
-
-
-def percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    k = (len(ordered) - 1) * p / 100
-    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
 
 
 def main() -> int:

@@ -4,6 +4,7 @@ by Prometheus, and the operator process. Everything is real; nothing here is a s
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
@@ -12,15 +13,20 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import cached_property
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
+from kubernetes import client, config, watch
+from prometheus_client.parser import text_string_to_metric_families
 
 import cluster
 
@@ -37,6 +43,29 @@ def wait_for(what: str, get: Callable[[], T], ok: Callable[[T], bool], timeout: 
             return last
         time.sleep(0.1)
     raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
+
+
+def percentile(values: Sequence[float], p: float) -> float:
+    """The p-th percentile, linearly interpolated between the closest ranks."""
+    ordered = sorted(values)
+    k = (len(ordered) - 1) * p / 100
+    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+
+
+def spread(values: Sequence[float]) -> str:
+    """p50, p99, min and max of a sample, in seconds, and its size."""
+    if not values:
+        return "no samples"
+    return (
+        f"p50 {percentile(values, 50):.3f}s  p99 {percentile(values, 99):.3f}s  "
+        f"min {min(values):.3f}s  max {max(values):.3f}s  (n={len(values)})"
+    )
+
+
+def parse_time(value: str) -> float:
+    """An RFC 3339 time as Kubernetes and Segue's status write it, as a Unix time."""
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
 
 
 def free_port() -> int:
@@ -70,6 +99,12 @@ class Env:
         if check and result.returncode != 0:
             raise SystemExit(f"kubectl {' '.join(args)} failed:\n{result.stderr}")
         return result.stdout
+
+    @cached_property
+    def api(self) -> client.ApiClient:
+        """A Kubernetes client for this cluster (for what kubectl would be too slow for)."""
+        api: client.ApiClient = config.new_client_from_config(config_file=self.kubeconfig)  # type: ignore[no-untyped-call]
+        return api
 
     def apply(self, namespace: str, *docs: dict[str, Any]) -> None:
         self.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump_all(docs))
@@ -113,6 +148,22 @@ def ensure_namespace(env: Env, namespace: str) -> None:
         bool,
         60,
     )
+
+
+def delete_namespace(env: Env, namespace: str) -> None:
+    """Delete a benchmark's namespace. Its Rollouts go first, while the operator still runs
+    to release their finalizers; any finalizer left after that is removed, so the namespace
+    never hangs in Terminating."""
+    env.kubectl(
+        "delete", "-n", namespace, "rollouts.segue.dev", "--all", "--timeout=90s", check=False
+    )
+    left = env.kubectl("get", "-n", namespace, "rollouts.segue.dev", "-o", "name", check=False)
+    for name in left.split():
+        env.kubectl(
+            "patch", "-n", namespace, name, "--type=merge",
+            "-p", '{"metadata":{"finalizers":null}}', check=False,
+        )  # fmt: skip
+    env.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
 
 
 def deployment(
@@ -285,6 +336,27 @@ class Operator:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def check(self) -> None:
+        """Raise if the operator has exited (a benchmark would otherwise wait for nothing)."""
+        if self.proc.poll() is not None:
+            raise RuntimeError(
+                f"the operator exited ({self.proc.returncode}); the end of {self.log_path}:\n"
+                f"{self.log()[-3000:]}"
+            )
+
+    def requests(self) -> dict[str, float]:
+        """Kubernetes API requests made so far, by method (segue_kube_requests_total). Events
+        are posted by kopf's own client and the Lease by the leader elector: neither counts."""
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as r:
+            text = r.read().decode()
+        out: dict[str, float] = {}
+        for family in text_string_to_metric_families(text):
+            for s in family.samples:
+                if s.name == "segue_kube_requests_total":
+                    out[s.labels["method"]] = s.value
+        return out
+
     def stop(self, sig: int = signal.SIGTERM) -> None:
         stop_process(self.proc, sig)
 
@@ -363,8 +435,185 @@ def rollout(app: str, name: str | None = None, **spec: Any) -> dict[str, Any]:
 
 
 def route_weight(env: Env, namespace: str, route: str) -> int | None:
-    obj = env.get_json(namespace, "httproute", route)
+    return new_weight(env.get_json(namespace, "httproute", route))
+
+
+def requests_between(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """Requests per method from one ``Operator.requests()`` reading to a later one."""
+    return {m: after[m] - before.get(m, 0) for m in after if after[m] - before.get(m, 0)}
+
+
+EVENT_POSTS = "Event POST (kopf)"
+
+
+def rollout_events(
+    env: Env, namespace: str, names: Sequence[str] | None = None
+) -> dict[str, float]:
+    """Events posted about Rollouts in ``namespace`` (only ``names``, if given), by reason.
+    kopf posts each one with a request of its own, outside segue_kube_requests_total."""
+    events: Any = client.CoreV1Api(env.api).list_namespaced_event(namespace)
+    out: dict[str, float] = {}
+    for e in events.items:
+        ref = e.involved_object
+        if ref.kind == "Rollout" and (names is None or ref.name in names):
+            out[e.reason] = out.get(e.reason, 0) + (e.count or 1)
+    return out
+
+
+def with_events(
+    env: Env, namespace: str, counted: dict[str, float], names: Sequence[str]
+) -> dict[str, float]:
+    """``counted`` (``Operator.requests()``) and, as method ``EVENT_POSTS``, the Events
+    posted so far about the Rollouts ``names``."""
+    events = sum(rollout_events(env, namespace, names).values())
+    return {**counted, EVENT_POSTS: events} if events else dict(counted)
+
+
+def by_method(spent: dict[str, float]) -> str:
+    return "  ".join(f"{m} {v:.0f}" for m, v in sorted(spent.items())) or "none"
+
+
+@contextlib.contextmanager
+def hanging_server() -> Iterator[tuple[str, Callable[[], int]]]:
+    """A loopback TCP server that accepts connections and never answers: a Prometheus that
+    hangs. Yields its address and a function counting the connections accepted so far."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1024)
+    server.settimeout(0.2)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            held.append(conn)
+
+    thread = threading.Thread(target=accept, daemon=True, name="hanging-server")
+    thread.start()
     try:
-        return int(obj["spec"]["rules"][0]["backendRefs"][1].get("weight", 1))
-    except (KeyError, IndexError):
+        yield f"http://127.0.0.1:{server.getsockname()[1]}", lambda: len(held)
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        for conn in held:
+            conn.close()
+        server.close()
+
+
+@dataclass
+class Seen:
+    """One watch event as a benchmark saw it: when it arrived (Unix time) and the object."""
+
+    at: float
+    type: str
+    obj: dict[str, Any]
+
+
+@dataclass
+class ObjectWatch:
+    """A watch stream of one kind in one namespace on a thread of its own, remembering when
+    each event arrived, so a benchmark can ask when an object first looked some way without
+    polling the API server. The thread ends by itself after ``max_s`` seconds, and within
+    ``chunk_s`` of ``stop()``.
+
+    ``list_fn`` and ``args`` are a namespaced list call of the Kubernetes client, e.g.
+    ``client.AppsV1Api(api).list_namespaced_deployment, namespace``."""
+
+    list_fn: Callable[..., Any]
+    args: tuple[Any, ...]
+    guard: Callable[[], None] | None = None  # called while waiting; raises to give up
+    max_s: float = 900.0
+    chunk_s: int = 5
+    events: dict[str, list[Seen]] = field(default_factory=dict)
+    _cond: threading.Condition = field(default_factory=threading.Condition)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def start(self) -> ObjectWatch:
+        self._thread = threading.Thread(target=self._run, daemon=True, name="object-watch")
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=self.chunk_s + 5)
+
+    def _run(self) -> None:
+        deadline = time.monotonic() + self.max_s
+        version: str | None = None
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            kwargs: dict[str, Any] = {
+                "timeout_seconds": self.chunk_s,
+                "_request_timeout": (5, self.chunk_s + 10),
+            }
+            if version:
+                kwargs["resource_version"] = version
+            try:
+                stream: Callable[..., Iterator[dict[str, Any]]] = watch.Watch().stream  # type: ignore[no-untyped-call]
+                for event in stream(self.list_fn, *self.args, **kwargs):
+                    at = time.time()
+                    obj: dict[str, Any] = event["raw_object"]
+                    if event["type"] == "ERROR":  # e.g. 410 Gone: start over from a listing
+                        version = None
+                        break
+                    meta = obj.get("metadata") or {}
+                    version = meta.get("resourceVersion") or version
+                    with self._cond:
+                        self.events.setdefault(str(meta.get("name")), []).append(
+                            Seen(at, str(event["type"]), obj)
+                        )
+                        self._cond.notify_all()
+            except Exception:  # a dropped stream: resume from the last version seen
+                time.sleep(0.2)
+
+    def first(
+        self, name: str, ok: Callable[[dict[str, Any]], bool], after: float = 0.0
+    ) -> Seen | None:
+        """The first event at or after ``after`` (Unix time) in which ``name`` was ``ok``."""
+        with self._cond:
+            for seen in self.events.get(name, []):
+                if seen.at >= after and seen.type != "DELETED" and ok(seen.obj):
+                    return seen
+        return None
+
+    def latest(self, name: str) -> dict[str, Any] | None:
+        with self._cond:
+            seen = self.events.get(name)
+            return seen[-1].obj if seen and seen[-1].type != "DELETED" else None
+
+    def wait(
+        self,
+        what: str,
+        name: str,
+        ok: Callable[[dict[str, Any]], bool],
+        after: float = 0.0,
+        timeout: float = 60.0,
+    ) -> Seen:
+        """Block until ``first(name, ok, after)`` exists; TimeoutError after ``timeout``."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                found = self.first(name, ok, after)  # the lock is re-entrant
+                if found is not None:
+                    return found
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+                if self.guard is not None:
+                    self.guard()
+                self._cond.wait(min(left, 1.0))
+
+
+def new_weight(route: dict[str, Any], rule: int = 0) -> int | None:
+    """The weight of an HTTPRoute's second backendRef (the new version), as Segue writes it."""
+    try:
+        return int(route["spec"]["rules"][rule]["backendRefs"][1].get("weight", 1))
+    except (KeyError, IndexError, TypeError):
         return None
