@@ -8,10 +8,8 @@ Bounds here are generous (a shared, noisy machine): the figures themselves come 
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
+from scenario import hanging_server, rollout
 from tests.e2e.support import (
     Rollouts,
     apply,
@@ -37,26 +36,6 @@ ROOT = Path(__file__).resolve().parents[2]
 PROMPT_S = 5.0
 
 
-def rollout(app: str, name: str | None = None, **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "segue.dev/v1alpha1",
-        "kind": "Rollout",
-        "metadata": {"name": name or app},
-        "spec": {
-            "legacy": {"deployment": f"{app}-v1"},
-            "new": {"deployment": f"{app}-v2"},
-            "traffic": {
-                "gatewayAPI": {
-                    "httpRoute": app,
-                    "legacyBackend": f"{app}-v1",
-                    "newBackend": f"{app}-v2",
-                }
-            },
-            **spec,
-        },
-    }
-
-
 def pair(kube: Any, namespace: str, app: str, replicas: int = 1) -> None:
     apply(
         kube,
@@ -70,39 +49,16 @@ def pair(kube: Any, namespace: str, app: str, replicas: int = 1) -> None:
 def time_to_zero(rollouts: Rollouts, route: str, timeout: float = 60) -> float:
     start = time.monotonic()
     wait_until(f"{route} at 0%", lambda: rollouts.new_weight(route), lambda w: w == 0, timeout)
-    return time.monotonic() - start
+    took = time.monotonic() - start
+    print(f"{route}: 0% after {took:.2f}s")
+    return took
 
 
 @pytest.fixture
 def hanging_prometheus() -> Iterator[str]:
     """A loopback server that accepts connections and never answers."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(256)
-    held: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        server.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                conn, _ = server.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            held.append(conn)
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.getsockname()[1]}"
-    finally:
-        stop.set()
-        thread.join(timeout=5)
-        for conn in held:
-            conn.close()
-        server.close()
+    with hanging_server() as (address, _accepted):
+        yield address
 
 
 def test_abort_is_not_held_up_by_another_rollouts_hanging_prometheus(
