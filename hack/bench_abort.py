@@ -6,9 +6,10 @@ Brings all but one of ``--rollouts`` (50) Rollouts on the Gateway API router to 
 step (at 10 % to 90 %), then measures the Kubernetes API requests the operator makes while
 they wait (10 s). Then adds the last Rollout, whose Prometheus is a loopback server that
 accepts connections and never answers (16 gates, timeout 30s, a round every second), and
-aborts the 49 others one at a time (``--burst``: all at once): from writing
-``segue.dev/abort`` to the HTTPRoute reading weight 0, as seen by a watch on the routes.
-Prints p50/p99.
+aborts the 49 others: first one at a time, then (after ``segue.dev/retry`` brought them back
+to their approval steps) all at once. Each abort is timed from the ``segue.dev/abort``
+annotation write to the HTTPRoute reading weight 0, both as seen by watches (and from
+sending the write). Prints p50/p99 per mode.
 
     python hack/bench_abort.py --rollouts 50
 """
@@ -19,6 +20,7 @@ import argparse
 import secrets
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any, Final
@@ -32,6 +34,8 @@ from segue import GROUP, PLURAL, VERSION
 TARGET_P99_S: Final = 1.0
 HANG: Final = "hang"
 IDLE_S: Final = 10.0
+MODES: Final = ("sequential", "burst")
+ABORT: Final = "segue.dev/abort"
 
 
 def weight_of(i: int) -> int:
@@ -42,8 +46,109 @@ def at_weight(weight: int, route: dict[str, Any]) -> bool:
     return new_weight(route) == weight
 
 
+def has_abort(rollout: dict[str, Any]) -> bool:
+    return ABORT in ((rollout.get("metadata") or {}).get("annotations") or {})
+
+
 def phase(obj: dict[str, Any]) -> str | None:
     return (obj.get("status") or {}).get("phase")
+
+
+def in_phase(wanted: str, obj: dict[str, Any]) -> bool:
+    return phase(obj) == wanted
+
+
+@dataclass
+class Aborts:
+    """One mode's measurements."""
+
+    mode: str
+    latencies: dict[str, float] = field(default_factory=dict)  # write seen -> route at 0
+    from_send: dict[str, float] = field(default_factory=dict)  # PATCH sent -> route at 0
+    spent: dict[str, float] = field(default_factory=dict)  # requests, by method
+
+
+class Bench:
+    def __init__(self, env: scenario.Env, namespace: str, operator: scenario.Operator) -> None:
+        self.env, self.ns, self.operator = env, namespace, operator
+        self.objects = client.CustomObjectsApi(env.api)
+        self.rollouts = ObjectWatch(
+            self.objects.list_namespaced_custom_object,
+            (GROUP, VERSION, namespace, PLURAL),
+            guard=operator.check,
+        ).start()
+        self.routes = ObjectWatch(
+            self.objects.list_namespaced_custom_object,
+            ("gateway.networking.k8s.io", "v1", namespace, "httproutes"),
+            guard=operator.check,
+        ).start()
+        self.deployments = ObjectWatch(
+            client.AppsV1Api(env.api).list_namespaced_deployment, (namespace,)
+        ).start()
+
+    def stop(self) -> None:
+        for stream in (self.rollouts, self.routes, self.deployments):
+            stream.stop()
+
+    def annotate(self, app: str, key: str, value: str) -> float:
+        """Write one annotation; returns when it was sent (Unix time)."""
+        sent = time.time()
+        self.objects.patch_namespaced_custom_object(
+            GROUP, VERSION, self.ns, PLURAL, app, {"metadata": {"annotations": {key: value}}}
+        )
+        return sent
+
+    def requests(self, apps: list[str]) -> dict[str, float]:
+        return scenario.with_events(self.env, self.ns, self.operator.requests(), apps)
+
+    def waiting_at_approval(self, apps: list[str], after: float = 0.0) -> None:
+        for i, app in enumerate(apps):
+            self.rollouts.wait(
+                f"{app} AwaitingApproval",
+                app,
+                partial(in_phase, "AwaitingApproval"),
+                after,
+                timeout=120,
+            )
+            self.routes.wait(
+                f"{app} at {weight_of(i)}%", app, partial(at_weight, weight_of(i)), timeout=30
+            )
+
+    def abort_all(self, apps: list[str], mode: str, gap_s: float) -> Aborts:
+        result = Aborts(mode)
+        before = scenario.settled(lambda: self.requests(apps))
+
+        def measure(n: int, app: str, sent: float) -> None:
+            # The write is done when a watch shows it (the operator's watch sees it then too);
+            # sending it can queue in this process and in the API server.
+            written = self.rollouts.wait(
+                f"{app}'s abort annotation", app, has_abort, sent, timeout=60
+            ).at
+            zero = self.routes.wait(
+                f"{app} at 0%", app, lambda r: new_weight(r) == 0, sent, timeout=60
+            ).at
+            result.latencies[app] = zero - written
+            result.from_send[app] = zero - sent
+            print(f"[{mode}] abort {n:>2}/{len(apps)} {app}: route at 0% "
+                  f"{result.latencies[app]:.3f}s after the annotation write "
+                  f"({result.from_send[app]:.3f}s after sending it)", flush=True)  # fmt: skip
+
+        if mode == "burst":
+            with ThreadPoolExecutor(16) as pool:
+                sent = list(pool.map(lambda app: self.annotate(app, ABORT, mode), apps))
+            for n, (app, at) in enumerate(zip(apps, sent, strict=True), 1):
+                measure(n, app, at)
+        else:
+            for n, app in enumerate(apps, 1):
+                measure(n, app, self.annotate(app, ABORT, mode))
+                time.sleep(gap_s)
+        for app in apps:
+            self.rollouts.wait(
+                f"{app} RolledBack", app, partial(in_phase, "RolledBack"), timeout=60
+            )
+        after = scenario.settled(lambda: self.requests(apps))  # the last Events and removals
+        result.spent = scenario.requests_between(before, after)
+        return result
 
 
 def main() -> int:
@@ -52,9 +157,12 @@ def main() -> int:
     parser.add_argument("--gates", type=int, default=16, help="gates of the hanging Rollout")
     parser.add_argument("--timeout", default="30s", help="its analysis.prometheus.timeout")
     parser.add_argument("--interval", default="1s", help="its analysis.interval")
-    parser.add_argument("--gap", type=float, default=0.2, help="seconds between aborts")
-    parser.add_argument("--burst", action="store_true", help="abort all at once")
+    parser.add_argument("--gap", type=float, default=0.2, help="seconds between sequential aborts")
+    parser.add_argument("--modes", default=",".join(MODES), help="comma-separated, in order")
     args = parser.parse_args()
+    modes = [m for m in args.modes.split(",") if m]
+    if not modes or not set(modes) <= set(MODES):
+        parser.error(f"--modes: choose from {', '.join(MODES)}")
     apps = [f"ab{i}" for i in range(args.rollouts - 1)]
 
     env = scenario.start_cluster()
@@ -63,22 +171,8 @@ def main() -> int:
     log = Path(env.info["logs"]) / f"operator-{namespace}.log"
     operator = scenario.start_operator(env.kubeconfig, log, [namespace], prometheus=env.prometheus)
     print(f"namespace {namespace}; operator log {log}", flush=True)
-    objects = client.CustomObjectsApi(env.api)
-    rollouts = ObjectWatch(
-        objects.list_namespaced_custom_object,
-        (GROUP, VERSION, namespace, PLURAL),
-        guard=operator.check,
-    ).start()
-    routes = ObjectWatch(
-        objects.list_namespaced_custom_object,
-        ("gateway.networking.k8s.io", "v1", namespace, "httproutes"),
-        guard=operator.check,
-    ).start()
-    deployments = ObjectWatch(
-        client.AppsV1Api(env.api).list_namespaced_deployment, (namespace,)
-    ).start()
-
-    latencies: dict[str, float] = {}
+    bench = Bench(env, namespace, operator)
+    results: list[Aborts] = []
     with scenario.hanging_server() as (address, connections):
         try:
             started = time.monotonic()
@@ -92,7 +186,7 @@ def main() -> int:
             env.apply(namespace, *docs)
             for app in [*apps, HANG]:
                 for version in ("v1", "v2"):
-                    deployments.wait(
+                    bench.deployments.wait(
                         f"{app}-{version} ready",
                         f"{app}-{version}",
                         lambda d: (d.get("status") or {}).get("readyReplicas") == 1,
@@ -104,27 +198,16 @@ def main() -> int:
             started = time.monotonic()
             for i, app in enumerate(apps):
                 steps = [{"setWeight": weight_of(i)}, {"approval": {}}, {"setWeight": 100}]
-                objects.create_namespaced_custom_object(
+                bench.objects.create_namespaced_custom_object(
                     GROUP, VERSION, namespace, PLURAL, scenario.rollout(app, steps=steps)
                 )
-            for i, app in enumerate(apps):
-                rollouts.wait(
-                    f"{app} AwaitingApproval",
-                    app,
-                    lambda r: phase(r) == "AwaitingApproval",
-                    timeout=120,
-                )
-                routes.wait(
-                    f"{app} at its weight", app, partial(at_weight, weight_of(i)), timeout=30
-                )
+            bench.waiting_at_approval(apps)
             print(f"{len(apps)} Rollouts waiting for approval at 10-90% "
                   f"({time.monotonic() - started:.1f}s)", flush=True)  # fmt: skip
 
-            time.sleep(1)  # the last Events and writes of getting there
-            before = scenario.with_events(env, namespace, operator.requests(), apps)
+            before = scenario.settled(lambda: bench.requests(apps))
             time.sleep(IDLE_S)
-            after = scenario.with_events(env, namespace, operator.requests(), apps)
-            waiting = scenario.requests_between(before, after)
+            waiting = scenario.requests_between(before, bench.requests(apps))
             print(f"over {IDLE_S:g}s of waiting: {sum(waiting.values()):.0f} requests",
                   flush=True)  # fmt: skip
 
@@ -137,83 +220,61 @@ def main() -> int:
                 "gates": gates,
             }
             hang_steps = [{"setWeight": 10}, {"approval": {}}, {"setWeight": 100}]
-            objects.create_namespaced_custom_object(
+            bench.objects.create_namespaced_custom_object(
                 GROUP,
                 VERSION,
                 namespace,
                 PLURAL,
                 scenario.rollout(HANG, steps=hang_steps, analysis=analysis),
             )
-            routes.wait(f"{HANG} at 10%", HANG, lambda r: new_weight(r) == 10, timeout=60)
+            bench.routes.wait(f"{HANG} at 10%", HANG, lambda r: new_weight(r) == 10, timeout=60)
             scenario.wait_for(
                 "the hanging Prometheus to hold connections", connections, bool, timeout=30
             )
             time.sleep(3)  # its rounds are now stuck on the hanging server
-            hang = rollouts.latest(HANG) or {}
-            print(f"{HANG}: {phase(hang)} at 10% with {args.gates} gates on {address} "
-                  f"(timeout {args.timeout}); {connections()} connections held open",
-                  flush=True)  # fmt: skip
+            print(f"{HANG}: {phase(bench.rollouts.latest(HANG) or {})} at 10% with "
+                  f"{args.gates} gates on {address} (timeout {args.timeout}); "
+                  f"{connections()} connections held open", flush=True)  # fmt: skip
 
-            mode = "all at once" if args.burst else f"one at a time, {args.gap:g}s apart"
-            print(f"aborting {len(apps)} Rollouts, {mode}", flush=True)
-            before = scenario.with_events(env, namespace, operator.requests(), apps)
-
-            def abort(app: str) -> float:
-                at = time.time()
-                objects.patch_namespaced_custom_object(
-                    GROUP, VERSION, namespace, PLURAL, app,
-                    {"metadata": {"annotations": {"segue.dev/abort": "benchmark"}}},
-                )  # fmt: skip
-                return at
-
-            def measure(n: int, app: str, written: float) -> None:
-                seen = routes.wait(
-                    f"{app} at 0%", app, lambda r: new_weight(r) == 0, written, timeout=60
-                )
-                latencies[app] = seen.at - written
-                print(f"abort {n:>2}/{len(apps)} {app}: route at 0% "
-                      f"{latencies[app]:.3f}s after the annotation write", flush=True)  # fmt: skip
-
-            if args.burst:
-                with ThreadPoolExecutor(16) as pool:
-                    written = list(pool.map(abort, apps))
-                for n, (app, at) in enumerate(zip(apps, written, strict=True), 1):
-                    measure(n, app, at)
-            else:
-                for n, app in enumerate(apps, 1):
-                    measure(n, app, abort(app))
-                    time.sleep(args.gap)
-            for app in apps:
-                rollouts.wait(
-                    f"{app} RolledBack", app, lambda r: phase(r) == "RolledBack", timeout=60
-                )
-            time.sleep(1)
-            after = scenario.with_events(env, namespace, operator.requests(), apps)
-            spent = scenario.requests_between(before, after)
-            hang = rollouts.latest(HANG) or {}
+            for n, mode in enumerate(modes):
+                if n:
+                    retried = time.time()
+                    for app in apps:
+                        bench.annotate(app, "segue.dev/retry", mode)
+                    bench.waiting_at_approval(apps, after=retried)
+                    print(f"{len(apps)} Rollouts retried, waiting for approval again "
+                          f"({time.time() - retried:.1f}s)", flush=True)  # fmt: skip
+                how = "all at once" if mode == "burst" else f"one at a time, {args.gap:g}s apart"
+                print(f"aborting {len(apps)} Rollouts, {how}", flush=True)
+                results.append(bench.abort_all(apps, mode, args.gap))
             hang_state = (
-                f"{HANG} still {phase(hang)} at {new_weight(routes.latest(HANG) or {})}%, "
+                f"{HANG} still {phase(bench.rollouts.latest(HANG) or {})} at "
+                f"{new_weight(bench.routes.latest(HANG) or {})}%, "
                 f"{connections()} connections to the hanging server so far"
             )
         finally:
-            for stream in (rollouts, routes, deployments):
-                stream.stop()
+            bench.stop()
             scenario.delete_namespace(env, namespace)
             operator.stop()
 
-    values = list(latencies.values())
-    p99 = scenario.percentile(values, 99)
     print()
     print(f"{len(apps) + 1} active Rollouts on the Gateway API router, {len(apps)} waiting for "
           f"approval at 10-90%; {HANG} on a Prometheus that accepts and never answers "
-          f"({args.gates} gates, timeout {args.timeout}, interval {args.interval})")  # fmt: skip
-    print(f"abort ({mode}): annotation write -> HTTPRoute reads weight 0:  {spread(values)}")
-    print(f"target p99 <= {TARGET_P99_S:g}s: {'meets' if p99 <= TARGET_P99_S else 'MISSES'};  "
+          f"({args.gates} gates, timeout {args.timeout}, interval {args.interval}); "
           f"{hang_state}")  # fmt: skip
+    print(f"abort: annotation write -> HTTPRoute reads weight 0, both as seen by watches "
+          f"(target p99 <= {TARGET_P99_S:g}s):")  # fmt: skip
+    for r in results:
+        values = list(r.latencies.values())
+        verdict = "meets" if scenario.percentile(values, 99) <= TARGET_P99_S else "MISSES"
+        print(f"  {r.mode:<10} {spread(values)}  {verdict}")
+        print(f"  {'':<10} from sending the PATCH: {spread(list(r.from_send.values()))}")
     print(f"Kubernetes API requests: {len(apps)} Rollouts waiting for approval, over {IDLE_S:g}s: "
-          f"{sum(waiting.values()):.0f} (target 0; {scenario.by_method(waiting)});  "
-          f"per abort: {sum(spent.values()) / len(apps):.1f} ({scenario.by_method(spent)}; "
-          f"{HANG}'s own writes in the PATCH count)")  # fmt: skip
+          f"{sum(waiting.values()):.0f} (target 0; {scenario.by_method(waiting)})")  # fmt: skip
+    for r in results:
+        print(f"  per abort, {r.mode}: {sum(r.spent.values()) / len(apps):.1f} "
+              f"({scenario.by_method(r.spent)}; {HANG}'s own writes in the PATCH "
+              "count)")  # fmt: skip
     print("  Events are posted by kopf's own client and are not counted by "
           "segue_kube_requests_total; counted here from the Event objects about the "
           "Rollouts.")  # fmt: skip

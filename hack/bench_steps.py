@@ -303,16 +303,19 @@ def main() -> int:
     print(f"namespace {namespace}; operator log {log}", flush=True)
     bench = Bench(env, namespace, operator, hold_s, args.hold)
     results: dict[tuple[str, str], list[Result]] = {}
+
+    def counts(apps: list[str]) -> dict[str, float]:
+        return scenario.with_events(env, namespace, operator.requests(), apps)
+
     requests: dict[str, dict[str, float]] = {r: {} for r in routers}
     try:
         for router in routers:
             short = {"replicas": "rep", "gatewayAPI": "gw"}[router]
             for mode in modes:
                 apps = [f"{short}-{mode[:3]}-{i}" for i in range(args.rollouts)]
-                before = scenario.with_events(env, namespace, operator.requests(), apps)
+                before = counts(apps)
                 results[router, mode] = bench.run(router, apps, f"{router}, {mode}", stagger[mode])
-                time.sleep(1)  # the last Events and annotation writes
-                after = scenario.with_events(env, namespace, operator.requests(), apps)
+                after = scenario.settled(partial(counts, apps))  # the last Events
                 spent = scenario.requests_between(before, after)
                 for method, n in spent.items():
                     requests[router][method] = requests[router].get(method, 0) + n

@@ -83,8 +83,7 @@ def main() -> int:
         scenario.wait_for(
             "Succeeded", lambda: status(APP).get("phase"), lambda p: p == "Succeeded", 60
         )
-        time.sleep(2)
-        readings.append(reading())
+        readings.append(scenario.settled(reading))  # the last Events
         print(f"Succeeded; measuring {IDLE_S:g}s of idling", flush=True)
         time.sleep(IDLE_S)
         idle = requests_between(readings[-1], reading())
@@ -114,9 +113,8 @@ def main() -> int:
             partial(holding_at, 1),
             60,
         )
-        time.sleep(2)
+        before = scenario.settled(partial(reading, *WAITING))
         print(f"two Rollouts waiting; measuring {IDLE_S:g}s", flush=True)
-        before = reading(*WAITING)
         time.sleep(IDLE_S)
         waiting = requests_between(before, reading(*WAITING))
     finally:

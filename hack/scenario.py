@@ -469,6 +469,22 @@ def with_events(
     return {**counted, EVENT_POSTS: events} if events else dict(counted)
 
 
+def settled(
+    read: Callable[[], dict[str, float]], quiet_s: float = 1.0, timeout: float = 15.0
+) -> dict[str, float]:
+    """A reading of request counts once they have not changed for ``quiet_s`` (Events are
+    posted a little after the writes they describe), or the last one after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    last = read()
+    while time.monotonic() < deadline:
+        time.sleep(quiet_s)
+        now = read()
+        if now == last:
+            return now
+        last = now
+    return last
+
+
 def by_method(spent: dict[str, float]) -> str:
     return "  ".join(f"{m} {v:.0f}" for m, v in sorted(spent.items())) or "none"
 
