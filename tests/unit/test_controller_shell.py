@@ -356,3 +356,18 @@ def test_the_supervisor_wakes_workers_on_referenced_objects_and_ends_finished_on
         assert worker.update(rollout("Progressing", 30)) is False
 
     asyncio.run(scenario())
+
+
+def test_a_weight_the_status_already_records_is_asked_again_before_any_status_write():
+    async def scenario() -> None:
+        obj = rollout("Progressing", 20, targetWeight=30, step=0)
+        shell = Shell(obj, weight=20)
+        await shell.run()
+        kinds = shell.kinds()
+        assert ("router", 30) in shell.log
+        if "status" in kinds:
+            assert kinds.index("router") < kinds.index("status")
+        # Raising traffic is ordinary progress: the normal lane.
+        assert shell.router.lanes == [False]
+
+    asyncio.run(scenario())

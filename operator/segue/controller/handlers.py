@@ -164,9 +164,8 @@ async def rollout_event(body: kopf.Body, type: str | None, memo: Any, **_: Any) 
         op.metrics.forget(namespace, name)
         op.targets.forget(namespace, name)
     op.supervisor.rollout_event(type, raw)
-    # A success may unblock Rollouts that depend on this one.
-    if (body.get("status") or {}).get("phase") == "Succeeded":
-        op.supervisor.wake_namespace(namespace)
+    # Rollouts that wait for this one (dependsOn) watch it like any referenced object.
+    op.supervisor.object_event(("Rollout", namespace, name))
 
 
 # -- what Rollouts reference -----------------------------------------------------------

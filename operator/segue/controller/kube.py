@@ -50,7 +50,7 @@ PROBE_INTERVAL_S: Final = 0.5
 # Answers that mean "not serving now" rather than "no".
 UNAVAILABLE: Final = frozenset({502, 503, 504})
 NORMAL_WORKERS: Final = 8
-URGENT_WORKERS: Final = 4
+URGENT_WORKERS: Final = 16
 
 _urgent: contextvars.ContextVar[bool] = contextvars.ContextVar("segue_urgent", default=False)
 
@@ -186,6 +186,10 @@ class Lane:
             return call_api(method, *args, **kwargs)
 
         api.call_api = counted  # type: ignore[method-assign]
+        # The client imports each API class's module on first use, which takes most of a
+        # second; do it now rather than in the first Rollout's first write.
+        for api_class in (client.AppsV1Api, client.CoreV1Api, client.CustomObjectsApi):
+            api_class(api)
         executor = ThreadPoolExecutor(workers, thread_name_prefix=f"kube-{name}")
         return cls(name, api, executor)
 

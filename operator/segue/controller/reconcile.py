@@ -36,7 +36,6 @@ from segue.controller.notifications import WebhookTargets
 from segue.controller.store import Store, newer
 from segue.controller.workers import FINALIZER, Worker
 from segue.engine import (
-    ABORT,
     ONE_SHOT,
     PAUSE,
     Decision,
@@ -184,13 +183,7 @@ class Reconciler:
                     return None
                 w.update(fresh)
             w.conflict_rv = None
-        obj = w.obj
-        meta = obj.get("metadata") or {}
-        annotations = meta.get("annotations") or {}
-        status_phase = (obj.get("status") or {}).get("phase")
-        hurry = bool(meta.get("deletionTimestamp")) or ABORT in annotations
-        with urgent(hurry or status_phase == "RollingBack"):
-            return await self._pass(w, obj)
+        return await self._pass(w, w.obj)
 
     async def _pass(self, w: Worker, obj: Json) -> float | None:
         namespace, name = w.key
@@ -216,7 +209,9 @@ class Reconciler:
                 self.post_event(obj, "Warning", "NotificationConfig", problem)
         routing = Routing(spec.traffic, spec.legacy, spec.new)
         router = self.routers(namespace, spec.traffic, spec.legacy, spec.new)
-        self.watch(w, _refs(namespace, spec.legacy, spec.new, router))
+        refs = _refs(namespace, spec.legacy, spec.new, router)
+        refs += [("Rollout", namespace, dep.name) for dep in spec.depends_on or []]
+        self.watch(w, refs)
         obs = self._observations(obj, routing, router, spec, status, w)
         decision = decide(spec, status, obs)
         if not await self._apply(w, raw_status, status, decision, router):
@@ -329,10 +324,16 @@ class Reconciler:
         obj = w.obj
         meta = obj["metadata"]
         namespace, name = w.key
-        rolling_back = decision.status.phase == "RollingBack"
-        with urgent() if rolling_back else contextlib.nullcontext():
-            new_wire = decision.status.to_wire()
-            patch = merge_patch(raw_status, new_wire)
+        set_weight = next((a for a in decision.actions if isinstance(a, SetWeight)), None)
+        # Traffic moving back towards legacy goes through the urgent lane.
+        hurry = set_weight is not None and set_weight.weight < decision.status.weight
+        # A weight the status already records (the engine asking again until the router
+        # reads it) may be written before the status: nothing new would be lost.
+        recorded = set_weight is not None and raw_status.get("targetWeight") == set_weight.weight
+        with urgent() if hurry else contextlib.nullcontext():
+            if recorded:
+                await self._set_weight(obj, router, set_weight)
+            patch = merge_patch(raw_status, decision.status.to_wire())
             if patch:
                 try:
                     updated = await self.rollouts.patch_status(
@@ -349,37 +350,41 @@ class Reconciler:
             release = any(isinstance(a, ReleaseFinalizer) for a in decision.actions)
             if not release and not meta.get("deletionTimestamp"):
                 await self._ensure_finalizer(w)
-            for action in decision.actions:
-                if isinstance(action, SetWeight) and router is not None:
-                    try:
-                        await router.set_weight(action.weight)
-                    except RouterError as e:
-                        self.post_event(obj, "Warning", "RouterError", str(e))
-            changes: list[PhaseChanged] = []
-            for action in decision.actions:
-                if isinstance(action, EmitEvent):
-                    self.post_event(obj, action.type, action.reason, action.message)
-                elif isinstance(action, PhaseChanged):
-                    changes.append(action)
-                    kind = event_type(action.new, action.paused_reason)
-                    self.post_event(obj, kind, action.new, action.message)
-            clear = [a.key for a in decision.actions if isinstance(a, ClearAnnotation)]
-            present = meta.get("annotations") or {}
-            clear = [k for k in clear if k in present]
-            if clear:
-                updated_meta = await self.rollouts.patch_metadata(
-                    namespace, name, {"annotations": dict.fromkeys(clear)}
-                )
-                if updated_meta is not None:
-                    self._take(w, updated_meta)
-            if release:
-                await self._release_finalizer(w)
+            if not recorded:
+                await self._set_weight(obj, router, set_weight)
+        changes: list[PhaseChanged] = []
+        for action in decision.actions:
+            if isinstance(action, EmitEvent):
+                self.post_event(obj, action.type, action.reason, action.message)
+            elif isinstance(action, PhaseChanged):
+                changes.append(action)
+                kind = event_type(action.new, action.paused_reason)
+                self.post_event(obj, kind, action.new, action.message)
+        clear = [a.key for a in decision.actions if isinstance(a, ClearAnnotation)]
+        present = meta.get("annotations") or {}
+        clear = [k for k in clear if k in present]
+        if clear:
+            updated_meta = await self.rollouts.patch_metadata(
+                namespace, name, {"annotations": dict.fromkeys(clear)}
+            )
+            if updated_meta is not None:
+                self._take(w, updated_meta)
+        if release:
+            await self._release_finalizer(w)
         for hook in self.hooks:
             try:
                 hook.decided(namespace, name, old, decision.status, obj, changes)
             except Exception:  # metrics or notifications never stop a rollout
                 log.exception("hook %r failed", hook)
         return True
+
+    async def _set_weight(self, obj: Json, router: Router | None, action: SetWeight | None) -> None:
+        if action is None or router is None:
+            return
+        try:
+            await router.set_weight(action.weight)
+        except RouterError as e:
+            self.post_event(obj, "Warning", "RouterError", str(e))
 
     def _take(self, w: Worker, updated: Json) -> None:
         if updated and newer(updated, w.obj):

@@ -121,11 +121,6 @@ class Supervisor:
             if worker is not None:
                 worker.wake.set()
 
-    def wake_namespace(self, namespace: str) -> None:
-        for (ns, _), worker in self.workers.items():
-            if ns == namespace:
-                worker.wake.set()
-
     def wake_all(self) -> None:
         for worker in self.workers.values():
             worker.wake.set()
@@ -179,12 +174,16 @@ class Supervisor:
     async def _run(self, worker: Worker) -> None:
         ns, name = worker.key
         try:
+            loop = asyncio.get_running_loop()
             while True:
                 worker.wake.clear()
+                started = loop.time()
                 wait = await self._one_pass(worker, ns, name)
                 if wait is None and not needs_work(worker.obj):
                     return  # finished: the next watch event with work starts a new worker
-                await _sleep(worker.wake, self._max_idle_s if wait is None else wait)
+                # A deadline counts from when the pass looked, not from when it finished.
+                wait = self._max_idle_s if wait is None else wait
+                await _sleep(worker.wake, started + wait - loop.time())
         finally:
             self._forget(worker)
 

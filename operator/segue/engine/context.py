@@ -28,6 +28,9 @@ from segue.engine.types import (
 ACTIVE_PHASES: Final[frozenset[Phase]] = ACTIVE
 STEPPING_PHASES: Final[frozenset[Phase]] = STEPPING
 ACTOR: Final = "segue"
+# The shortest wait the engine asks for: a deadline that has just passed is acted on in the
+# same call, so this only keeps rounding from spinning.
+MIN_REQUEUE_SECONDS: Final = 0.01
 
 
 def format_time(value: datetime) -> str:
@@ -80,8 +83,10 @@ class Recorder:
             self.actions.append(ReleaseFinalizer())
 
     def wake_in(self, seconds_: float | None) -> None:
+        """Ask to be called again after ``seconds_``: a deadline (a hold's end, a ramp's
+        next step), kept to the millisecond so a step starts when its hold ends."""
         if seconds_ is not None:
-            self.requeue.append(max(1.0, seconds_))
+            self.requeue.append(max(MIN_REQUEUE_SECONDS, seconds_))
 
     def record(
         self,
