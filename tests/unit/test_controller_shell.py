@@ -33,6 +33,7 @@ class FakeRouter:
         self.log = log
         self.weight = weight  # None: the routing object is missing
         self.lanes: list[bool] = []
+        self.atomic = False  # reads the new weight at once, as an HTTPRoute does
 
     def watches(self) -> list[Ref]:
         return [("HTTPRoute", "ns", "route")]
@@ -47,6 +48,8 @@ class FakeRouter:
             raise RouterError("HTTPRoute ns/route not found")
         self.lanes.append(kube.is_urgent())
         self.log.append(("router", weight))
+        if self.atomic:
+            self.weight = weight
 
 
 class FakeRollouts:
@@ -145,7 +148,7 @@ class Shell:
             self.rollouts,
             routers,
             self.gates,
-            lambda obj, type_, reason, message: self.log.append(("event", reason)),
+            lambda obj, type_, reason, message: self.log.append(("event", reason, message)),
             watch,
             clock=lambda: NOW,
         )
@@ -369,5 +372,38 @@ def test_a_weight_the_status_already_records_is_asked_again_before_any_status_wr
             assert kinds.index("router") < kinds.index("status")
         # Raising traffic is ordinary progress: the normal lane.
         assert shell.router.lanes == [False]
+
+    asyncio.run(scenario())
+
+
+def test_raising_the_weight_writes_the_router_first_and_confirms_in_one_status_write():
+    async def scenario() -> None:
+        plan = [{"pause": {"duration": "1s"}}, {"setWeight": 30}, {"pause": {"duration": "1h"}}]
+        obj = rollout(
+            "Progressing",
+            0,
+            spec=spec_dict(steps=plan),
+            step=0,
+            stepStartedAt="2026-03-01T11:00:00Z",
+        )
+        shell = Shell(obj, weight=0)
+        shell.router.atomic = True
+        await shell.run()
+        assert shell.kinds() == ["router", "status", "event"]
+        status = shell.rollouts.obj["status"]
+        assert (status["targetWeight"], status["step"]) == (30, 2)
+        assert status["history"][-1]["event"] == "WeightSet"
+
+    asyncio.run(scenario())
+
+
+def test_raising_the_weight_on_a_slow_router_records_the_target_as_well():
+    async def scenario() -> None:
+        spec = spec_dict(steps=[{"pause": {"duration": "1s"}}, {"setWeight": 30}, {"pause": {}}])
+        obj = rollout("Progressing", 0, spec=spec, step=0, stepStartedAt="2026-03-01T11:00:00Z")
+        shell = Shell(obj, weight=0)  # pods to start: the router reads 30 only later
+        await shell.run()
+        assert shell.kinds()[:2] == ["router", "status"]
+        assert shell.rollouts.obj["status"]["targetWeight"] == 30
 
     asyncio.run(scenario())

@@ -28,7 +28,7 @@ from typing import Any, Final, Protocol
 from pydantic import ValidationError
 
 from segue.api.duration import parse_duration
-from segue.api.phases import ANALYSED, TERMINAL, event_type
+from segue.api.phases import ANALYSED, STEPPING, TERMINAL, event_type
 from segue.api.spec import RolloutSpec, Traffic, Workload
 from segue.api.status import RolloutStatus
 from segue.controller.kube import Json, is_status, urgent
@@ -214,6 +214,7 @@ class Reconciler:
         self.watch(w, refs)
         obs = self._observations(obj, routing, router, spec, status, w)
         decision = decide(spec, status, obs)
+        decision = await self._raise_first(w, obj, routing, router, spec, raw_status, decision)
         if not await self._apply(w, raw_status, status, decision, router):
             return CONFLICT_WAIT_S
         return self._next(decision, spec, w)
@@ -377,6 +378,46 @@ class Reconciler:
             except Exception:  # metrics or notifications never stop a rollout
                 log.exception("hook %r failed", hook)
         return True
+
+    async def _raise_first(
+        self,
+        w: Worker,
+        obj: Json,
+        routing: Routing,
+        router: Router,
+        spec: RolloutSpec,
+        raw_status: Json,
+        decision: Decision,
+    ) -> Decision:
+        """Raising the new version's share: the router first, then one status write.
+
+        Moving traffic up may go before the status records it: a crash in between leaves
+        the router above the recorded target, and the next pass lowers it back to the
+        target (the safe direction) before asking again. When the router reads the new
+        weight at once (a route's weights are written atomically), the engine confirms the
+        step in the same pass, so the step costs one status write, one router write and one
+        Event. Lowering always records the status first (see ``_apply``)."""
+        raise_ = next((a for a in decision.actions if isinstance(a, SetWeight)), None)
+        if (
+            raise_ is None
+            or raise_.weight <= decision.status.weight
+            or raw_status.get("targetWeight") == raise_.weight
+            or decision.status.phase not in STEPPING
+            or FINALIZER not in ((obj.get("metadata") or {}).get("finalizers") or [])
+        ):
+            return decision
+        await self._set_weight(obj, router, raise_)
+        current = decision.status
+        obs = self._observations(obj, routing, router, spec, current, w)
+        if obs.router_weight != raise_.weight:
+            return decision  # the router gets there later (pods to start): the usual order
+        second = decide(spec, current, obs)
+        kept = tuple(a for a in decision.actions if not isinstance(a, SetWeight | ClearAnnotation))
+        return Decision(
+            status=second.status,
+            actions=kept + second.actions,
+            requeue_after=second.requeue_after,
+        )
 
     async def _set_weight(self, obj: Json, router: Router | None, action: SetWeight | None) -> None:
         if action is None or router is None:

@@ -74,7 +74,8 @@ class Store:
         if kind == "Deployment":
             self.deployments[key] = DeploymentState.from_body(body)
         elif kind == "HTTPRoute":
-            self.httproutes[key] = route_summary(body)
+            if newer(body, self.httproutes.get(key)):
+                self.httproutes[key] = route_summary(body)
         elif kind == "Rollout":
             self.rollout_phases[key] = (body.get("status") or {}).get("phase")
 

@@ -25,6 +25,10 @@ class ClusterView(Protocol):
 
     def httproute(self, namespace: str, name: str) -> Json | None: ...
 
+    def put(self, kind: str, body: Json) -> None:
+        """A write's response: the object as it is now, ahead of its watch event."""
+        ...
+
 
 class Calls(Protocol):
     """Runs one blocking client call on the operator's Kubernetes pool, with a timeout."""

@@ -95,7 +95,7 @@ class GatewayAPIRouter:
             {"op": "add", "path": f"{base}/{new_i}/weight", "value": weight},
         ]
         try:
-            await self._calls.call(
+            updated = await self._calls.call(
                 lambda api: client.CustomObjectsApi(api).patch_namespaced_custom_object(
                     GROUP,
                     VERSION,
@@ -116,3 +116,5 @@ class GatewayAPIRouter:
                 # that changed it wakes the Rollout, which asks again on the new shape.
                 raise RouterError(f"{self._where} changed while writing; retrying") from e
             raise
+        if isinstance(updated, dict):
+            self._view.put(KIND, updated)
