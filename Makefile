@@ -33,10 +33,12 @@ e2e: $(VENV)/.installed
 demo: $(VENV)/.installed
 	$(PY) hack/demo.py
 
-## bench: rollback latency (fault visible in Prometheus -> weight 0), API requests per step and
-## while waiting, step overhead per router, abort latency among 50 Rollouts with a hanging Prometheus
+## bench: rollback latency (fault visible in Prometheus -> weight 0; on the replicas router, -> the
+## new Deployment scaled to 0), API requests per step and while waiting, step overhead per router,
+## abort latency among 50 Rollouts with a hanging Prometheus
 bench: $(VENV)/.installed
 	$(PY) hack/bench_rollback.py --runs 20 --interval 2s
+	$(PY) hack/bench_rollback.py --runs 10 --interval 2s --router replicas
 	$(PY) hack/count_requests.py --steps 5
 	$(PY) hack/bench_steps.py --rollouts 4
 	$(PY) hack/bench_abort.py --rollouts 50

@@ -230,6 +230,31 @@ def service_pair(env: Env, namespace: str, app: str) -> None:
         )
 
 
+def replicas_pair(env: Env, namespace: str, app: str, legacy_pods: int = 4) -> None:
+    """<app>-v1 (legacy, ``legacy_pods`` ready pods) and <app>-v2 (new, none yet) for the
+    replicas router: one Service selecting both, the split made by ready pods. Segue's
+    annotations from an earlier Rollout of the pair are removed."""
+    env.apply(
+        namespace,
+        deployment(f"{app}-v1", app, legacy_pods, version="v1"),
+        deployment(f"{app}-v2", app, 0, version="v2"),
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": app},
+            "spec": {"selector": {"app": app}, "ports": [{"port": 80}]},
+        },
+    )
+    env.kubectl(
+        "annotate", "-n", namespace, f"deployment/{app}-v1", f"deployment/{app}-v2",
+        "segue.dev/baseline-replicas-", "segue.dev/weight-",
+    )  # fmt: skip
+    for version in ("v1", "v2"):
+        env.kubectl(
+            "rollout", "status", "-n", namespace, f"deployment/{app}-{version}", "--timeout=120s"
+        )
+
+
 def stop_process(proc: subprocess.Popen[Any], sig: int = signal.SIGTERM) -> int:
     """Signal, wait up to 15 s, then kill; returns the exit code."""
     if proc.poll() is None:
@@ -306,14 +331,17 @@ def launch_sim(
     return Sim(proc, line.removeprefix("listening on "), app)
 
 
-def start_sim(env: Env, namespace: str, app: str, logs: Path) -> Sim:
-    """The simulator for <app>, following its HTTPRoute, scraped by Prometheus every second."""
-    sim = launch_sim(
-        env.kubeconfig, app,
-        "--httproute", f"{namespace}/{app}",
-        "--legacy-backend", f"{app}-v1", "--new-backend", f"{app}-v2",
-        log=logs / f"trafficsim-{app}.log",
-    )  # fmt: skip
+def start_sim(
+    env: Env, namespace: str, app: str, logs: Path, *, ready_replicas: bool = False
+) -> Sim:
+    """The simulator for <app>, following its HTTPRoute (with ``ready_replicas``: the ready
+    pods of <app>-v1 and <app>-v2), scraped by Prometheus every second."""
+    if ready_replicas:
+        source = ["--deployments", f"{namespace}/{app}-v1,{namespace}/{app}-v2"]
+    else:
+        source = ["--httproute", f"{namespace}/{app}",
+                  "--legacy-backend", f"{app}-v1", "--new-backend", f"{app}-v2"]  # fmt: skip
+    sim = launch_sim(env.kubeconfig, app, *source, log=logs / f"trafficsim-{app}.log")
     sim.job = f"trafficsim-{namespace}-{app}"
     cluster.add_scrape_target(sim.job, sim.host_port)
     wait_for(
