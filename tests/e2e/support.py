@@ -170,18 +170,25 @@ class WeightRecorder:
 
     def __init__(self, rollouts: Rollouts, route: str) -> None:
         self.seen: list[int] = []
+        self._rollouts, self._route = rollouts, route
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(rollouts, route), daemon=True)
+        self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
-    def _run(self, rollouts: Rollouts, route: str) -> None:
+    def _look(self) -> None:
+        weight = self._rollouts.new_weight(self._route)
+        if not self.seen or self.seen[-1] != weight:
+            self.seen.append(weight)
+
+    def _run(self) -> None:
         while not self._stop.is_set():
-            weight = rollouts.new_weight(route)
-            if not self.seen or self.seen[-1] != weight:
-                self.seen.append(weight)
+            self._look()
             time.sleep(0.05)
 
     def stop(self) -> list[int]:
+        """Stop, after one last look: the status can report a weight (RolledBack, say)
+        less than one polling period after the route reached it."""
         self._stop.set()
         self._thread.join()
+        self._look()
         return self.seen
