@@ -17,6 +17,7 @@ import urllib3
 from kubernetes.client.exceptions import ApiException
 
 from segue.controller import leader
+from segue.controller.kube import unreachable
 from segue.controller.leader import (
     Acquire,
     Conflict,
@@ -37,7 +38,6 @@ from segue.controller.leader import (
     observe,
     release_spec,
     standing_by_message,
-    unreachable,
 )
 from segue.controller.main import parse_args
 

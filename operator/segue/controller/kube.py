@@ -47,8 +47,10 @@ READ_TIMEOUT_S: Final = 10.0
 # (DNS, a stuck TLS handshake) still frees the pass that waits for it.
 CALL_DEADLINE_S: Final = CONNECT_TIMEOUT_S + READ_TIMEOUT_S + 2.0
 PROBE_INTERVAL_S: Final = 0.5
-# Answers that mean "not serving now" rather than "no".
-UNAVAILABLE: Final = frozenset({502, 503, 504})
+# Answers that say the API server is unavailable rather than refusing the request: a gateway
+# that cannot reach it (502, 504) or the server itself, starting or stopping (503). Status 0:
+# no HTTP answer at all (the client's TLS failures).
+UNAVAILABLE: Final = frozenset({0, 502, 503, 504})
 NORMAL_WORKERS: Final = 8
 URGENT_WORKERS: Final = 16
 
@@ -141,15 +143,13 @@ class KopfRetries(logging.Filter):
         return False
 
 
-def _is_unreachable(error: BaseException) -> bool:
-    return isinstance(
-        error,
-        urllib3.exceptions.MaxRetryError
-        | urllib3.exceptions.ProtocolError
-        | urllib3.exceptions.TimeoutError
-        | ConnectionError
-        | TimeoutError,
-    )
+def unreachable(e: BaseException) -> bool:
+    """Whether a request failed without an answer from the API server (connection refused
+    or reset, a timeout, a TLS failure) or with one saying it is unavailable
+    (:data:`UNAVAILABLE`): an outage, not a refusal."""
+    if isinstance(e, ApiException):
+        return e.status is None or e.status in UNAVAILABLE
+    return isinstance(e, urllib3.exceptions.HTTPError | OSError)
 
 
 def load_configuration() -> client.Configuration:
@@ -226,18 +226,13 @@ class Kube:
         future = loop.run_in_executor(lane.executor, functools.partial(fn, lane.api))
         try:
             result = await asyncio.wait_for(future, self.deadline_s)
-        except ApiException as e:
-            if e.status in UNAVAILABLE:
-                # Starting up or shutting down ("not all HTTP paths installed"), or a
-                # proxy in front of it without a backend: an outage, not an answer.
-                self.unreachable(f"HTTP {e.status} {e.reason}")
-                raise ApiUnavailable(f"HTTP {e.status} {e.reason}") from e
-            self.connectivity.answered()
-            raise
-        except BaseException as e:
-            if _is_unreachable(e) or isinstance(e, asyncio.TimeoutError):
-                self.unreachable(_short(e))
-                raise ApiUnavailable(_short(e)) from e
+        except Exception as e:
+            if unreachable(e):
+                why = f"HTTP {e.status} {e.reason}" if isinstance(e, ApiException) else _short(e)
+                self.unreachable(why)
+                raise ApiUnavailable(why) from e
+            if isinstance(e, ApiException):
+                self.connectivity.answered()
             raise
         self.connectivity.answered()
         return result

@@ -87,9 +87,10 @@ from datetime import UTC, datetime
 from typing import Any, Final, Protocol, TypeVar
 
 import aiohttp.web
-import urllib3
-from kubernetes import client, config
+from kubernetes import client
 from kubernetes.client.exceptions import ApiException
+
+from segue.controller.kube import load_configuration, unreachable
 
 log = logging.getLogger(__name__)
 
@@ -108,10 +109,6 @@ STOP_GRACE: Final = 2.0
 # How much longer than its own timeout the elector waits for a request: one queued behind a
 # slow one in the elector's single thread.
 CALL_SLACK: Final = 1.0
-# Answers that say the API server is unavailable rather than refusing the request: a gateway
-# that cannot reach it (502, 504) or the server itself (503). Status 0: no HTTP answer at all
-# (the Kubernetes client's TLS failures).
-UNAVAILABLE: Final = frozenset({0, 502, 503, 504})
 
 
 @dataclass(frozen=True)
@@ -255,15 +252,6 @@ def judge(identity: str, seen: Seen | None, now: float, timing: Timing) -> Acqui
 
 def renewal_due(last_attempt: float, timing: Timing) -> float:
     return last_attempt + timing.retry_period
-
-
-def unreachable(e: BaseException) -> bool:
-    """Whether a Lease request failed without an answer from the API server (connection
-    refused or reset, a timeout, a TLS failure) or with one saying it is unavailable
-    (:data:`UNAVAILABLE`): then nobody can write the Lease through it either."""
-    if isinstance(e, ApiException):
-        return e.status is None or e.status in UNAVAILABLE
-    return isinstance(e, urllib3.exceptions.HTTPError | OSError)
 
 
 @dataclass
@@ -449,14 +437,9 @@ class LeaseStore(Protocol):
 
 
 def make_api_client() -> client.ApiClient:
-    """An API client of its own: in-cluster credentials in a Pod, else the current KUBECONFIG.
-    No urllib3 retries: each request is bounded by the request timeout alone, and the
-    elector's loop does the retrying."""
-    configuration = client.Configuration()
-    if os.environ.get("KUBERNETES_SERVICE_HOST") and not os.environ.get("KUBECONFIG"):
-        config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-    else:
-        config.load_kube_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+    """An API client of its own. No urllib3 retries: each request is bounded by the request
+    timeout alone, and the elector's loop does the retrying."""
+    configuration = load_configuration()
     configuration.retries = 0
     return client.ApiClient(configuration)
 
