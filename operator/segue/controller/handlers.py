@@ -170,32 +170,32 @@ async def rollout_event(body: kopf.Body, type: str | None, memo: Any, **_: Any) 
 
 # -- what Rollouts reference -----------------------------------------------------------
 
-
-@kopf.index("apps", "v1", "deployments", id="segue_deployments")
-async def index_deployment(body: kopf.Body, memo: Any, **_: Any) -> None:
-    op: Operator = memo[MEMO_KEY]
-    op.store.put("Deployment", cast(Json, body))
-
-
-@kopf.on.event("apps", "v1", "deployments", id="segue_deployment_events")
-async def deployment_event(body: kopf.Body, type: str | None, memo: Any, **_: Any) -> None:
-    op: Operator = memo[MEMO_KEY]
-    namespace, name = _key(body)
-    if type == "DELETED":
-        op.store.drop("Deployment", namespace, name)
-    op.supervisor.object_event(("Deployment", namespace, name))
+# kind -> (group, version, plural) of every kind a Rollout references.
+REFERENCED: Final = {
+    "Deployment": ("apps", "v1", "deployments"),
+    "HTTPRoute": (ROUTE_GROUP, ROUTE_VERSION, ROUTE_PLURAL),
+}
 
 
-@kopf.index(ROUTE_GROUP, ROUTE_VERSION, ROUTE_PLURAL, id="segue_httproutes")
-async def index_httproute(body: kopf.Body, memo: Any, **_: Any) -> None:
-    op: Operator = memo[MEMO_KEY]
-    op.store.put("HTTPRoute", cast(Json, body))
+def _watch_referenced(kind: str, group: str, version: str, plural: str) -> None:
+    """An index handler keeps the object's summary in the store (and makes kopf list the
+    kind before any Rollout is handled); an event handler wakes the Rollouts that reference
+    the object, deletions included."""
+
+    async def index(body: kopf.Body, memo: Any, **_: Any) -> None:
+        op: Operator = memo[MEMO_KEY]
+        op.store.put(kind, cast(Json, body))
+
+    async def event(body: kopf.Body, type: str | None, memo: Any, **_: Any) -> None:
+        op: Operator = memo[MEMO_KEY]
+        namespace, name = _key(body)
+        if type == "DELETED":
+            op.store.drop(kind, namespace, name)
+        op.supervisor.object_event((kind, namespace, name))
+
+    kopf.index(group, version, plural, id=f"segue_{plural}")(index)
+    kopf.on.event(group, version, plural, id=f"segue_{plural}_events")(event)
 
 
-@kopf.on.event(ROUTE_GROUP, ROUTE_VERSION, ROUTE_PLURAL, id="segue_httproute_events")
-async def httproute_event(body: kopf.Body, type: str | None, memo: Any, **_: Any) -> None:
-    op: Operator = memo[MEMO_KEY]
-    namespace, name = _key(body)
-    if type == "DELETED":
-        op.store.drop("HTTPRoute", namespace, name)
-    op.supervisor.object_event(("HTTPRoute", namespace, name))
+for _kind, (_group, _version, _plural) in REFERENCED.items():
+    _watch_referenced(_kind, _group, _version, _plural)

@@ -7,25 +7,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
-from segue.api.phases import EventType
+from segue.api.phases import EventType as EventType  # re-exported for the engine's users
 from segue.api.status import PausedReason, Phase, RolloutStatus, Verdict
 
 Severity = Literal["rollback", "rollback-graceful", "pause"]
-
-__all__ = [
-    "Action",
-    "ClearAnnotation",
-    "Decision",
-    "EmitEvent",
-    "EventType",
-    "GateRound",
-    "GateVerdict",
-    "Observations",
-    "PhaseChanged",
-    "ReleaseFinalizer",
-    "SetWeight",
-    "Severity",
-]
 
 
 @dataclass(frozen=True)
