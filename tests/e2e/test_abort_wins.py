@@ -11,7 +11,7 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -55,10 +55,11 @@ def time_to_zero(rollouts: Rollouts, route: str, timeout: float = 60) -> float:
 
 
 @pytest.fixture
-def hanging_prometheus() -> Iterator[str]:
-    """A loopback server that accepts connections and never answers."""
-    with hanging_server() as (address, _accepted):
-        yield address
+def hanging_prometheus() -> Iterator[tuple[str, Callable[[], int]]]:
+    """A loopback server that accepts connections and never answers, and a count of the
+    connections it holds."""
+    with hanging_server() as served:
+        yield served
 
 
 def test_abort_is_not_held_up_by_another_rollouts_hanging_prometheus(
@@ -67,10 +68,11 @@ def test_abort_is_not_held_up_by_another_rollouts_hanging_prometheus(
     rollouts = Rollouts(kube.api_client, namespace)
     pair(kube, namespace, "a")
     pair(kube, namespace, "b")
+    address, held = hanging_prometheus
     gates = [{"name": f"g{i}", "query": f"up{{g='{i}'}}", "max": 1} for i in range(16)]
     analysis = {
         "interval": "1s",
-        "prometheus": {"address": hanging_prometheus, "timeout": "30s"},
+        "prometheus": {"address": address, "timeout": "30s"},
         "gates": gates,
     }
     plan = [{"setWeight": 10}, {"approval": {}}]
@@ -78,7 +80,8 @@ def test_abort_is_not_held_up_by_another_rollouts_hanging_prometheus(
     apply(kube, namespace, rollout("b", steps=[{"setWeight": 30}, {"approval": {}}]))
     wait_until("a at 10%", lambda: rollouts.new_weight("a"), lambda w: w == 10, 90)
     wait_until("b waiting", lambda: rollouts.phase("b"), lambda p: p == "AwaitingApproval", 90)
-    time.sleep(3)  # a's rounds are now stuck on the hanging server
+    # a's query pool is saturated: every one of its workers is stuck on the hanging server.
+    wait_until("a's queries stuck", held, lambda n: n >= 4, 60)
     rollouts.annotate("b", {"segue.dev/abort": "pull it back"})
     took = time_to_zero(rollouts, "b")
     assert took < PROMPT_S, f"b reached 0% after {took:.1f}s"

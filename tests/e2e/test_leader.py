@@ -109,8 +109,14 @@ def test_two_operators_one_leads_the_other_stands_by_until_the_leader_is_killed(
     assert holder(kube, namespace) == identity(first)
 
     # The standby says so once, naming the holder, and goes on standing by quietly while the
-    # leader renews (several renewals and would-be expiries).
-    time.sleep(12)
+    # leader renews: six renewals, past a whole lease duration (10 s).
+    renewals: set[str] = set()
+
+    def renewed() -> int:
+        renewals.add(str((read_lease(kube, namespace).get("spec") or {}).get("renewTime")))
+        return len(renewals)
+
+    wait_until("six renewals of the Lease", renewed, lambda n: n >= 6, 30)
     standing = lines(second, "standing by")
     assert len(standing) == 1, standing
     assert f"standing by: Lease {namespace}/{LEASE} is held by {identity(first)}" in standing[0]
