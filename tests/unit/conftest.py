@@ -10,13 +10,17 @@ more of them, for long hunts.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+import socket
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
+import pytest
 from hypothesis import settings
 
+from segue.analysis.provider import close_providers
 from segue.api import RolloutSpec, RolloutStatus
 from segue.api.phases import event_type
 from segue.engine import (
@@ -37,6 +41,7 @@ settings.register_profile("ci", derandomize=True, database=None, max_examples=15
 settings.register_profile("random", derandomize=False, max_examples=1000)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
+T = TypeVar("T")
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
 
@@ -243,3 +248,38 @@ def warnings_of(d: Decision) -> list[str]:
         elif isinstance(a, PhaseChanged) and event_type(a.new, a.paused_reason) == "Warning":
             reasons.append(a.new)
     return reasons
+
+
+# -- bulkhead tests: a server that never answers, a clean provider cache, a trap for
+# -- anything that uses asyncio's default executor
+
+
+@pytest.fixture
+def no_cached_providers() -> Iterator[None]:
+    close_providers()
+    yield
+    close_providers()
+
+
+@pytest.fixture
+def silent() -> Iterator[str]:
+    """A server that accepts connections (the kernel does) and never answers. Closing it
+    at the end resets the connections, so no worker thread outlives the test for long."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(64)
+        yield f"http://127.0.0.1:{s.getsockname()[1]}"
+
+
+class NoDefaultExecutor(ThreadPoolExecutor):
+    """Installed as the loop's default executor: records any use of it."""
+
+    used: list[str]
+
+    def __init__(self) -> None:
+        super().__init__(max_workers=1)
+        self.used = []
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        self.used.append(getattr(fn, "__name__", repr(fn)))
+        return super().submit(fn, *args, **kwargs)

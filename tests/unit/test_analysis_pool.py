@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import pytest
 
@@ -25,11 +23,13 @@ from segue.analysis.provider import (
     PooledProvider,
     PoolSaturated,
     QueryTimedOut,
-    close_providers,
     provider_for,
 )
 from segue.analysis.round import evaluate_round
 from segue.analysis.types import GateRound, GateSpec, PrometheusSettings, RoundContext
+from tests.unit.conftest import NoDefaultExecutor
+
+pytestmark = pytest.mark.usefixtures("no_cached_providers")
 
 T = TypeVar("T")
 NOW = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -38,23 +38,6 @@ CTX = RoundContext("shop", "checkout", "v1", "v2", "30s", 10)
 
 def gates(n: int) -> list[GateSpec]:
     return [GateSpec(f"g{i}", query=f'sum(x{i}{{v="{{{{ version }}}}"}})', max=2) for i in range(n)]
-
-
-@pytest.fixture(autouse=True)
-def no_cached_providers() -> Iterator[None]:
-    close_providers()
-    yield
-    close_providers()
-
-
-@pytest.fixture
-def silent() -> Iterator[str]:
-    """A server that accepts connections (the kernel does) and never answers. Closing it
-    at the end resets the connections, so no worker thread outlives the test for long."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        s.listen(64)
-        yield f"http://127.0.0.1:{s.getsockname()[1]}"
 
 
 @pytest.fixture
@@ -101,20 +84,6 @@ class Blocking:
             self.calls += 1
         self.release.wait(60)
         return 1.0
-
-
-class NoDefaultExecutor(ThreadPoolExecutor):
-    """Installed as the loop's default executor: records any use of it."""
-
-    used: list[str]
-
-    def __init__(self) -> None:
-        super().__init__(max_workers=1)
-        self.used = []
-
-    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
-        self.used.append(getattr(fn, "__name__", repr(fn)))
-        return super().submit(fn, *args, **kwargs)
 
 
 def run(test: Callable[[], Awaitable[T]]) -> T:

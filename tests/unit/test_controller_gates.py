@@ -4,17 +4,16 @@ against real HTTP on loopback that end by their deadline."""
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from segue.analysis.provider import close_providers
 from segue.api.spec import Analysis
 from segue.controller.gates import CachedSecrets, GateRunner, SecretUnreadable
 from tests.unit.conftest import analysis, make_spec
+
+pytestmark = pytest.mark.usefixtures("no_cached_providers")
 
 
 class Clock:
@@ -133,22 +132,6 @@ def test_runner_settings_read_the_secret_once_per_ttl() -> None:
         clock.now += 5
     assert settings.bearer_token == "s3cret"
     assert secrets.reads == [("shop", "prom-auth")]
-
-
-@pytest.fixture(autouse=True)
-def no_cached_providers() -> Iterator[None]:
-    close_providers()
-    yield
-    close_providers()
-
-
-@pytest.fixture
-def silent() -> Iterator[str]:
-    """Accepts connections and never answers."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        s.listen(64)
-        yield f"http://127.0.0.1:{s.getsockname()[1]}"
 
 
 def test_a_round_against_a_silent_prometheus_ends_by_its_deadline(silent: str) -> None:

@@ -10,7 +10,6 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Coroutine
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -32,6 +31,7 @@ from segue.notify import (
     slack_payload,
 )
 from segue.notify.webhook import PoolResolver, open_session
+from tests.unit.conftest import NoDefaultExecutor
 
 T = TypeVar("T")
 AT = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -313,20 +313,6 @@ def test_the_hook_publishes_status_changes_to_the_rollouts_targets() -> None:
 
 
 # --- isolation: no default executor, no proxy, DNS on threads of its own --------------------
-
-
-class NoDefaultExecutor(ThreadPoolExecutor):
-    """Installed as the loop's default executor: records any use of it."""
-
-    used: list[str]
-
-    def __init__(self) -> None:
-        super().__init__(max_workers=1)
-        self.used = []
-
-    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
-        self.used.append(getattr(fn, "__name__", repr(fn)))
-        return super().submit(fn, *args, **kwargs)
 
 
 def test_deliveries_never_use_the_default_executor() -> None:
