@@ -407,3 +407,24 @@ def test_raising_the_weight_on_a_slow_router_records_the_target_as_well():
         assert shell.rollouts.obj["status"]["targetWeight"] == 30
 
     asyncio.run(scenario())
+
+
+def test_the_store_hashes_a_deployments_template_only_when_its_spec_changes():
+    def body(generation: int, image: str, ready: int) -> dict[str, Any]:
+        return {
+            "metadata": {"namespace": "ns", "name": "d", "generation": generation},
+            "spec": {"replicas": 2, "template": {"spec": {"containers": [{"image": image}]}}},
+            "status": {"readyReplicas": ready, "updatedReplicas": ready},
+        }
+
+    store = Store()
+    store.put("Deployment", body(1, "app:v1", 0))
+    first = store.deployment("ns", "d")
+    store.put("Deployment", body(1, "app:v1", 2))  # a status update
+    ready = store.deployment("ns", "d")
+    assert first is not None and ready is not None
+    assert (ready.ready, ready.template_hash) == (2, first.template_hash)
+    store.put("Deployment", body(2, "app:v2", 2))  # a new image: a new spec generation
+    changed = store.deployment("ns", "d")
+    assert changed is not None and changed.template_hash != first.template_hash
+    assert changed.template_hash == DeploymentState.from_body(body(2, "app:v2", 0)).template_hash

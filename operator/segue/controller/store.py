@@ -72,7 +72,7 @@ class Store:
         meta = body.get("metadata") or {}
         key = (str(meta.get("namespace", "")), str(meta.get("name", "")))
         if kind == "Deployment":
-            self.deployments[key] = DeploymentState.from_body(body)
+            self.deployments[key] = DeploymentState.from_body(body, self.deployments.get(key))
         elif kind == "HTTPRoute":
             if newer(body, self.httproutes.get(key)):
                 self.httproutes[key] = route_summary(body)

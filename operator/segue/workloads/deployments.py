@@ -28,6 +28,7 @@ class DeploymentState:
     updated: int
     annotations: dict[str, str]
     template_hash: str = ""  # of the pod template: a new image is a new version
+    generation: int = 0  # metadata.generation: changes with the spec, hence the template
 
     @property
     def settled(self) -> bool:
@@ -35,13 +36,20 @@ class DeploymentState:
         return self.ready == self.desired and self.updated >= self.desired
 
     @classmethod
-    def from_body(cls, body: dict[str, Any]) -> DeploymentState:
-        """The few fields Segue needs, from a Deployment as the API serves it."""
+    def from_body(
+        cls, body: dict[str, Any], previous: DeploymentState | None = None
+    ) -> DeploymentState:
+        """The few fields Segue needs, from a Deployment as the API serves it. The template
+        is hashed again only when the spec changed (most events are status updates)."""
         meta = body.get("metadata") or {}
         spec = body.get("spec") or {}
         status = body.get("status") or {}
-        template = _without_nulls(spec.get("template"))
-        digest = hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()
+        generation = int(meta.get("generation") or 0)
+        if previous is not None and previous.generation == generation and generation:
+            digest = previous.template_hash
+        else:
+            template = _without_nulls(spec.get("template"))
+            digest = hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()
         replicas = spec.get("replicas")
         annotations = meta.get("annotations") or {}
         return cls(
@@ -54,6 +62,7 @@ class DeploymentState:
                 k: str(v) for k, v in annotations.items() if str(k).startswith("segue.dev/")
             },
             template_hash=digest[:12],
+            generation=generation,
         )
 
 
