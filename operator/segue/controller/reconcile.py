@@ -205,7 +205,7 @@ class Reconciler:
             return self._next(decision, None, w)
 
         if self.targets is not None:
-            for problem in await self.targets.refresh(namespace, name, spec):
+            for problem in await self.targets.refresh(namespace, name, spec, obj):
                 self.post_event(obj, "Warning", "NotificationConfig", problem)
         routing = Routing(spec.traffic, spec.legacy, spec.new)
         router = self.routers(namespace, spec.traffic, spec.legacy, spec.new)
