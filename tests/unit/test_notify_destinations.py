@@ -116,8 +116,10 @@ def test_internal_hosts_are_refused_by_default_and_allowed_by_the_flag(host: str
 
 @pytest.mark.parametrize(
     "host",
-    ["169.254.169.254", "fe80::1", "fe80::1%25eth0", "::ffff:169.254.169.254", "0.0.0.0", "::"]
-    + ["224.0.0.1", "ff02::1", "255.255.255.255", "240.0.0.1"],
+    [
+        *("169.254.169.254", "fe80::1", "fe80::1%25eth0", "::ffff:169.254.169.254"),
+        *("0.0.0.0", "::", "224.0.0.1", "ff02::1", "255.255.255.255", "240.0.0.1"),
+    ],
 )
 def test_link_local_unspecified_multicast_and_reserved_need_the_host_named(host: str) -> None:
     for destinations in (DEFAULT, INTERNAL_OK):

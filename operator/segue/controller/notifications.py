@@ -4,10 +4,12 @@ The notification hook runs synchronously after each applied decision, so targets
 ahead of time by the reconcile pass and cached; a Secret is read again at most every
 ``ttl`` seconds or when the Rollout's notification settings change.
 
-A target whose host the operator's rules refuse (:mod:`segue.notify.destinations`) is left
-out and reported as a Warning Event ``NotificationRefused`` on the Rollout, naming the
-entry and the reason; so is one the dispatcher refuses when its name resolves to a refused
-address. Each (entry, reason) is reported once while the operator runs.
+A target whose host the operator's rules refuse (:mod:`segue.notify.destinations`) is
+reported as a Warning Event ``NotificationRefused`` on the Rollout as soon as its Secret is
+read, naming the entry and the reason; so is one the dispatcher refuses when its name
+resolves to a refused address. Each (entry, reason) is reported once while the operator
+runs. A refused target stays in the list: the dispatcher refuses it again without sending,
+so each notification it misses counts in ``segue_notifications_failed``.
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ class WebhookTargets:
         self, namespace: str, name: str, spec: RolloutSpec, obj: Json | None = None
     ) -> list[str]:
         """Resolve the targets if stale; returns problems to report (missing Secret...).
-        Refused targets are left out and reported here, once."""
+        Refused targets are reported here, once."""
         key = (namespace, name)
         if obj is not None:
             self._refs[key] = _reference(obj)
@@ -92,7 +94,6 @@ class WebhookTargets:
             refusal = self.destinations.check_host(target.host)
             if refusal is not None:
                 self.refused(namespace, name, target, refusal)
-                continue
             targets.append(target)
         self._cache[key] = (fingerprint, time.monotonic(), targets)
         return problems
