@@ -347,6 +347,25 @@ def test_values_reach_the_deployment(helm: Path) -> None:
     ]
 
 
+def test_webhook_destinations_reach_the_deployment(helm: Path) -> None:
+    args = container(render(helm))["args"]
+    assert not [a for a in args if "webhook" in a]  # refused by default, no proxy
+    args = container(
+        render(
+            helm,
+            "webhooks.allowInternal=true",
+            "webhooks.allowHosts={169.254.169.254,*.corp.example}",
+            "webhooks.proxy=http://egress.infra:3128",
+        )
+    )["args"]
+    assert [a for a in args if "webhook" in a] == [
+        "--allow-internal-webhooks",
+        "--allow-webhook-host=169.254.169.254",
+        "--allow-webhook-host=*.corp.example",
+        "--webhook-proxy=http://egress.infra:3128",
+    ]
+
+
 def test_metrics_service_and_optional_service_monitor(helm: Path) -> None:
     docs = render(helm)
     service = one(docs, "Service")
@@ -416,6 +435,10 @@ def test_grafana_dashboard_configmap_only_when_enabled_and_present(
         ("resources.limits.gpu=1", "additional properties 'gpu'"),
         ("replicas=0", "replicas"),
         ("leaderElection.leaseName=Not_A_Name", "leaseName"),
+        ("webhooks.allowInternal=yes", "webhooks/allowInternal"),
+        ("webhooks.proxy=egress:3128", "webhooks/proxy"),
+        ("webhooks.allowHosts={a b}", "webhooks/allowHosts"),
+        ("webhooks.bogus=1", "additional properties 'bogus'"),
         # Schema-valid, but contradictory: the template refuses it.
         ("watchNamespaces={shop}", "only applies with rbac.scope=namespace"),
     ],
