@@ -174,3 +174,10 @@ def test_named_hosts_are_allowed_whatever_they_resolve_to() -> None:
     assert d.check_address("corp.example", "10.0.0.1") is not None
     assert d.check_address("evilcorp.example", "10.0.0.1") is not None
     assert d.check_host("alerts.other.svc") is not None
+
+
+def test_named_addresses_match_in_any_spelling() -> None:
+    d = Destinations.of(allow_hosts=["::FFFF:127.0.0.1", "[FE80::1]"])
+    assert d.check_host("::ffff:7f00:1") is None
+    assert d.check_host("fe80::1") is None
+    assert d.check_host("::ffff:7f00:2") is not None

@@ -234,4 +234,8 @@ class Destinations:
 
 
 def _normal(host: str) -> str:
-    return host.strip().strip("[]").rstrip(".").lower()
+    """A name lowercased without its final dot; an address in its canonical form, so
+    ``::FFFF:127.0.0.1`` and ``::ffff:7f00:1`` are one host."""
+    name = host.strip().strip("[]").rstrip(".").lower()
+    address = parse_address(name)
+    return name if address is None else str(address)

@@ -259,7 +259,10 @@ class Dispatcher:
                 refusal,
             )
         if self.on_refused is not None:
-            self.on_refused(n, job.target, refusal)
+            try:
+                self.on_refused(n, job.target, refusal)
+            except Exception:  # reporting is best effort; the refusal is counted already
+                log.exception("notifications: reporting a refusal failed")
 
     def _failed(self) -> None:
         self.stats.failed += 1
