@@ -36,8 +36,7 @@ from segue.controller.notifications import WebhookTargets
 from segue.controller.store import Store, newer
 from segue.controller.workers import FINALIZER, Worker
 from segue.engine import (
-    ONE_SHOT,
-    PAUSE,
+    OBSERVED,
     Decision,
     GateRound,
     Observations,
@@ -56,7 +55,8 @@ from segue.workloads.deployments import DeploymentState
 
 log = logging.getLogger(__name__)
 
-ANNOTATIONS: Final = (*ONE_SHOT, PAUSE)
+# The steering annotations, their companions (who set them) and who last edited the plan.
+ANNOTATIONS: Final = OBSERVED
 # Safety net: look again at least this often while a Rollout is active.
 MAX_SLEEP_S: Final = 60.0
 # After a lost race (409), wait this long for the watch to bring the newer object.

@@ -15,8 +15,8 @@ from segue.api.phases import ANALYSED, STEPPING
 from segue.api.spec import RolloutSpec
 from segue.api.status import RollbackStatus, RolloutStatus
 from segue.api.text import MAX_NOTE_BYTES, annotation_mark, cap
-from segue.engine import conditions, deletion, references, rollback
-from segue.engine.annotations import ABORT
+from segue.engine import conditions, deletion, plan_edits, references, rollback
+from segue.engine.annotations import ABORT, actor, clear_companions
 from segue.engine.annotations import handle as handle_annotations
 from segue.engine.context import Context, Outcome, Recorder
 from segue.engine.gates import Trigger, count_round
@@ -32,6 +32,7 @@ def decide(spec: RolloutSpec, status: RolloutStatus | None, obs: Observations) -
     st = status.model_copy(deep=True) if status is not None else RolloutStatus()
     ctx = Context.create(spec, st, obs)
     last_weight = st.weight
+    plan_edits.note(ctx, st.phase, last_weight)
     spec_changed = st.observed_generation != obs.generation
     st.observed_generation = obs.generation
     st.total_steps = len(ctx.plan)
@@ -156,7 +157,9 @@ def _abort_while_invalid(rec: Recorder, obs: Observations, router_weight: int | 
         mark = annotation_mark(raw)
         value = cap(raw, MAX_NOTE_BYTES)
         if handled.get(ABORT) != mark:
-            reason = f"aborted: {value.strip()}" if value.strip() else "aborted"
+            who = actor(obs.annotations, ABORT)
+            by = "" if who == ABORT else f" by {who}"
+            reason = f"aborted{by}: {value.strip()}" if value.strip() else f"aborted{by}"
             current = router_weight if router_weight is not None else st.weight
             st.rollback = RollbackStatus(
                 mode="immediate", from_weight=current, started_at=rec.now, reason=reason
@@ -166,9 +169,10 @@ def _abort_while_invalid(rec: Recorder, obs: Observations, router_weight: int | 
             st.approved_step = None
             text = f"{reason} (the spec is invalid; traffic returns to legacy)"
             rec.event("Normal", "Aborted", text)
-            rec.record("Aborted", reason, actor=ABORT)
+            rec.record("Aborted", reason, actor=who)
             handled[ABORT] = mark
         rec.clear_annotation(ABORT)
+    clear_companions(rec, obs.annotations)
     st.handled_annotations = handled or None
 
 
