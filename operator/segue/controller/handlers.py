@@ -71,7 +71,10 @@ def build(
     namespaced: bool = False,
     destinations: Destinations | None = None,
     webhook_proxy: str | None = None,
+    require_managed_label: bool = False,
 ) -> Operator:
+    """``require_managed_label``: write only to Deployments and routing objects labelled
+    ``segue.dev/managed=true`` (a Rollout naming another is Stalled, ``NotManaged``)."""
     kube = Kube(load_configuration())
     secrets = Secrets(kube)
     metrics = OperatorMetrics()
@@ -90,7 +93,7 @@ def build(
         store,
         Rollouts(kube),
         lambda namespace, traffic, legacy, new: router_for(
-            store, kube, namespace, traffic, legacy, new
+            store, kube, namespace, traffic, legacy, new, require_managed=require_managed_label
         ),
         GateRunner(secrets, prometheus_address),
         post_event,

@@ -11,11 +11,22 @@ from typing import Any
 
 import kopf
 
-from segue import __version__
+from segue import MANAGED_LABEL, MANAGED_VALUE, __version__
 from segue.controller import leader
 from segue.notify.destinations import ALLOW_HOST_FLAG, ALLOW_INTERNAL_FLAG, Destinations
 
 log = logging.getLogger("segue")
+
+
+def _env_flag(name: str) -> bool:
+    """A boolean from the environment: true/1/yes or false/0/no/unset; anything else is an
+    error, so a typo never silently turns a safety check off."""
+    raw = os.environ.get(name, "").strip().lower()
+    if raw in ("", "false", "0", "no"):
+        return False
+    if raw in ("true", "1", "yes"):
+        return True
+    raise SystemExit(f"{name}={os.environ[name]!r}: expected true or false")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -42,6 +53,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=int,
         default=int(os.environ.get("SEGUE_METRICS_PORT", "8081")),
         help="port of the operator's own /metrics (0: off; default %(default)s)",
+    )
+    parser.add_argument(
+        "--require-managed-label",
+        action=argparse.BooleanOptionalAction,
+        default=_env_flag("SEGUE_REQUIRE_MANAGED_LABEL"),
+        help=f"write only to Deployments and HTTPRoutes labelled {MANAGED_LABEL}="
+        f"{MANAGED_VALUE}; a Rollout naming another is Stalled (NotManaged) before any "
+        "traffic moves (env SEGUE_REQUIRE_MANAGED_LABEL=true; default: off)",
     )
     parser.add_argument(
         "--leader-election",
@@ -92,10 +111,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def _env_flag(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes")
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(
@@ -116,7 +131,14 @@ def main(argv: list[str] | None = None) -> int:
         namespaced=bool(args.namespace),
         destinations=destinations,
         webhook_proxy=args.webhook_proxy,
+        require_managed_label=args.require_managed_label,
     )
+    if args.require_managed_label:
+        log.info(
+            "writing only to Deployments and HTTPRoutes labelled %s=%s",
+            MANAGED_LABEL,
+            MANAGED_VALUE,
+        )
     if args.metrics_port:
         port = operator.metrics.serve(args.metrics_port)
         log.info("metrics on http://0.0.0.0:%d/metrics", port)

@@ -243,6 +243,7 @@ class Reconciler:
                 missing.append(f"Deployment {namespace}/{routing.new.deployment} (new)")
         router_weight: int | None = None
         router_missing = False
+        unmanaged: list[Ref] = []
         if router is not None:
             try:
                 router_weight = router.read_weight()
@@ -250,6 +251,7 @@ class Reconciler:
                 router_missing = True
                 if str(e) not in " ".join(missing):
                     missing.append(str(e))
+            unmanaged = router.unmanaged()
 
         annotations = meta.get("annotations") or {}
         phase = status.phase if status else None
@@ -283,6 +285,7 @@ class Reconciler:
             new_missing=routing is not None and new is None,
             legacy_missing=routing is not None and legacy is None,
             router_missing=router_missing,
+            unmanaged=tuple(unmanaged),
             # dependsOn only gates the start: no lookups once the Rollout is under way.
             dependencies_pending=(
                 self._pending_dependencies(namespace, spec)
