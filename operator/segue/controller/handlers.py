@@ -1,6 +1,8 @@
 """kopf wiring: watch streams in, workers out.
 
-kopf watches Rollouts and the kinds they reference (Deployments, HTTPRoutes). An index
+kopf watches Rollouts and the kinds they reference (Deployments, HTTPRoutes, and the
+cluster-scoped MetricProviders, which kopf watches cluster-wide even when the operator is
+limited to namespaces). An index
 handler per kind keeps a summary of each object in the store and makes kopf finish every
 initial listing before any Rollout is handled; an event handler per kind tells the
 supervisor, which runs one worker per Rollout that has work and wakes the workers whose
@@ -10,6 +12,7 @@ objects changed. Segue manages its own finalizer; kopf writes nothing to the obj
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final, cast
 
@@ -17,6 +20,7 @@ import kopf
 
 from segue import GROUP, PLURAL, VERSION
 from segue.analysis.provider import close_providers
+from segue.api.provider import PROVIDER_KIND, PROVIDER_PLURAL
 from segue.api.text import MAX_MESSAGE_BYTES, cap
 from segue.controller.gates import GateRunner
 from segue.controller.kube import (
@@ -65,7 +69,11 @@ def post_event(obj: Json, type_: str, reason: str, message: str) -> None:
     kopf.event(cast(kopf.Body, obj), type=type_, reason=reason[:128], message=message)
 
 
-def build(prometheus_address: str | None, namespaced: bool = False) -> Operator:
+def build(
+    prometheus_address: str | None,
+    namespaced: bool = False,
+    allowed_addresses: Sequence[str] = (),
+) -> Operator:
     kube = Kube(load_configuration())
     secrets = Secrets(kube)
     metrics = OperatorMetrics()
@@ -80,7 +88,12 @@ def build(prometheus_address: str | None, namespaced: bool = False) -> Operator:
         lambda namespace, traffic, legacy, new: router_for(
             store, kube, namespace, traffic, legacy, new
         ),
-        GateRunner(secrets, prometheus_address),
+        GateRunner(
+            secrets,
+            prometheus_address,
+            providers=store.metric_provider,
+            allowed_addresses=allowed_addresses,
+        ),
         post_event,
         watch=lambda worker, refs: supervisor_ref[0].watch(worker, refs),
         hooks=[metrics, NotificationHook(dispatcher, targets.targets_for)],
@@ -174,6 +187,8 @@ async def rollout_event(body: kopf.Body, type: str | None, memo: Any, **_: Any) 
 REFERENCED: Final = {
     "Deployment": ("apps", "v1", "deployments"),
     "HTTPRoute": (ROUTE_GROUP, ROUTE_VERSION, ROUTE_PLURAL),
+    # Cluster-scoped: its key has an empty namespace.
+    PROVIDER_KIND: (GROUP, VERSION, PROVIDER_PLURAL),
 }
 
 

@@ -17,6 +17,10 @@ from segue.controller import leader
 log = logging.getLogger("segue")
 
 
+def _split(text: str) -> list[str]:
+    return [part for part in text.replace(",", " ").split() if part]
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m segue", description="Run the Segue operator.")
     parser.add_argument(
@@ -35,6 +39,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--prometheus-address",
         default=os.environ.get("SEGUE_PROMETHEUS_ADDRESS"),
         help="Prometheus for Rollouts that name none (env SEGUE_PROMETHEUS_ADDRESS)",
+    )
+    parser.add_argument(
+        "--allow-prometheus-address",
+        action="append",
+        default=_split(os.environ.get("SEGUE_ALLOW_PROMETHEUS_ADDRESSES", "")),
+        metavar="URL",
+        help="an address a Rollout may name in spec.analysis.prometheus.address (repeatable; "
+        "env SEGUE_ALLOW_PROMETHEUS_ADDRESSES, comma-separated); the --prometheus-address is "
+        "always allowed, any other inline address is refused: Rollouts use a MetricProvider",
     )
     parser.add_argument(
         "--metrics-port",
@@ -78,7 +91,16 @@ def main(argv: list[str] | None = None) -> int:
     # Importing the handlers registers them with kopf's default registry.
     from segue.controller import handlers
 
-    operator = handlers.build(args.prometheus_address, namespaced=bool(args.namespace))
+    operator = handlers.build(
+        args.prometheus_address,
+        namespaced=bool(args.namespace),
+        allowed_addresses=args.allow_prometheus_address,
+    )
+    if args.allow_prometheus_address:
+        log.info(
+            "Rollouts may name these Prometheus addresses: %s",
+            ", ".join(args.allow_prometheus_address),
+        )
     if args.metrics_port:
         port = operator.metrics.serve(args.metrics_port)
         log.info("metrics on http://0.0.0.0:%d/metrics", port)
