@@ -159,7 +159,11 @@ SECRET_REPLY = b"internal-service-secret-" + b"A" * 600
 @pytest.mark.parametrize(
     ("status", "body", "expected"),
     [
-        (200, SECRET_REPLY, "did not answer like Prometheus (HTTP 200, not a Prometheus API reply)"),
+        (
+            200,
+            SECRET_REPLY,
+            "did not answer like Prometheus (HTTP 200, not a Prometheus API reply)",
+        ),
         (200, {"status": "success", "data": SECRET_REPLY.decode()}, "did not answer like"),
         (
             200,
