@@ -169,11 +169,18 @@ def main() -> int:
     namespace = f"bench-abort-{secrets.token_hex(3)}"
     scenario.ensure_namespace(env, namespace)
     log = Path(env.info["logs"]) / f"operator-{namespace}.log"
-    operator = scenario.start_operator(env.kubeconfig, log, [namespace], prometheus=env.prometheus)
-    print(f"namespace {namespace}; operator log {log}", flush=True)
-    bench = Bench(env, namespace, operator)
     results: list[Aborts] = []
     with scenario.hanging_server() as (address, connections):
+        # The hanging server is an inline address: the operator must allow it.
+        operator = scenario.start_operator(
+            env.kubeconfig,
+            log,
+            [namespace],
+            prometheus=env.prometheus,
+            extra_args=["--allow-prometheus-address", address],
+        )
+        print(f"namespace {namespace}; operator log {log}", flush=True)
+        bench = Bench(env, namespace, operator)
         try:
             started = time.monotonic()
             docs = []

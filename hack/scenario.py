@@ -132,11 +132,13 @@ def start_cluster() -> Env:
     """The local cluster and Prometheus (built on first use), the CRDs installed."""
     info = cluster.up()
     env = Env(info)
-    for path in [ROOT / "crds" / "rollouts.segue.dev.yaml", *cluster.gateway_api_crds()]:
+    segue_crds = [ROOT / "crds" / f"{n}.segue.dev.yaml" for n in ("rollouts", "metricproviders")]
+    for path in [*segue_crds, *cluster.gateway_api_crds()]:
         env.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(path))
     env.kubectl(
         "wait", "--for=condition=Established", "--timeout=60s",
-        "crd/rollouts.segue.dev", "crd/httproutes.gateway.networking.k8s.io",
+        "crd/rollouts.segue.dev", "crd/metricproviders.segue.dev",
+        "crd/httproutes.gateway.networking.k8s.io",
     )  # fmt: skip
     return env
 

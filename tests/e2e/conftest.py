@@ -148,12 +148,17 @@ def crds(kube: Kube) -> None:
 
 def install_crds(kube: Kube) -> None:
     root = Path(__file__).resolve().parents[2]
-    paths = [root / "crds" / "rollouts.segue.dev.yaml", *cluster.gateway_api_crds()]
+    paths = [
+        root / "crds" / "rollouts.segue.dev.yaml",
+        root / "crds" / "metricproviders.segue.dev.yaml",
+        *cluster.gateway_api_crds(),
+    ]
     for path in paths:
         kube.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(path))
     kube.kubectl(
         "wait", "--for=condition=Established", "--timeout=60s",
-        "crd/rollouts.segue.dev", "crd/httproutes.gateway.networking.k8s.io",
+        "crd/rollouts.segue.dev", "crd/metricproviders.segue.dev",
+        "crd/httproutes.gateway.networking.k8s.io",
     )  # fmt: skip
 
 

@@ -25,6 +25,7 @@ from tests.e2e.support import (
     deployment,
     httproute,
     shop_pair,
+    start_operator,
     wait_until,
 )
 
@@ -63,12 +64,30 @@ def hanging_prometheus() -> Iterator[tuple[str, Callable[[], int]]]:
 
 
 def test_abort_is_not_held_up_by_another_rollouts_hanging_prometheus(
-    kube, namespace, crds, operator, hanging_prometheus
+    kube, namespace, crds, prometheus, hanging_prometheus, tmp_path
 ):
+    address, held = hanging_prometheus
+    # The hanging server is an inline address: this operator allows it.
+    operator = start_operator(
+        kube.kubeconfig,
+        tmp_path / "operator.log",
+        [namespace],
+        prometheus=prometheus.url,
+        extra_args=["--allow-prometheus-address", address],
+    )
+    try:
+        _abort_beside_a_hanging_prometheus(kube, namespace, address, held)
+    finally:
+        operator.stop()
+        print(f"--- operator log ---\n{operator.log()[-6000:]}")
+
+
+def _abort_beside_a_hanging_prometheus(
+    kube: Any, namespace: str, address: str, held: Callable[[], int]
+) -> None:
     rollouts = Rollouts(kube.api_client, namespace)
     pair(kube, namespace, "a")
     pair(kube, namespace, "b")
-    address, held = hanging_prometheus
     gates = [{"name": f"g{i}", "query": f"up{{g='{i}'}}", "max": 1} for i in range(16)]
     analysis = {
         "interval": "1s",

@@ -142,10 +142,53 @@ def is_admission(doc: Doc) -> bool:
     return "AdmissionPolicy" in kind or (kind == "ClusterRole" and name == "segue-approver")
 
 
+def is_metric_provider_access(doc: Doc) -> bool:
+    name = str(doc["metadata"]["name"])
+    return name.endswith(("-metricproviders", "-metricprovider-secrets"))
+
+
 def without_leader_election(docs: list[Doc]) -> list[Doc]:
     """The rendered objects except the leader-election Role and RoleBinding and the
-    admission policies (each tested apart): what the operator itself runs with."""
-    return [d for d in docs if not is_leader_election(d) and not is_admission(d)]
+    admission policies and the MetricProvider access (each tested apart): what the operator
+    itself runs with."""
+    return [
+        d
+        for d in docs
+        if not is_leader_election(d) and not is_admission(d) and not is_metric_provider_access(d)
+    ]
+
+
+@pytest.mark.parametrize("scope", ["cluster", "namespace"])
+def test_metric_providers_are_read_cluster_wide_and_their_secrets_only_by_name(
+    helm: Path, scope: str
+) -> None:
+    docs = [d for d in render(helm, f"rbac.scope={scope}") if is_metric_provider_access(d)]
+    assert sorted(d["kind"] for d in docs) == ["ClusterRole", "ClusterRoleBinding"]
+    role = one(docs, "ClusterRole")
+    assert grants(role["rules"]) == {
+        ("segue.dev", "metricproviders", "list", ()),
+        ("segue.dev", "metricproviders", "watch", ()),
+    }
+    sets = [
+        f"rbac.scope={scope}",
+        "metricProviders.secretNames={prom-token}",
+        "metricProviders.secretNamespace=monitoring",
+    ]
+    docs = [d for d in render(helm, *sets) if is_metric_provider_access(d)]
+    secrets = one(docs, "Role")
+    assert secrets["metadata"]["namespace"] == "monitoring"
+    assert grants(secrets["rules"]) == secret_grants(["prom-token"])
+    assert_least_privilege(secrets["rules"])
+    assert one(docs, "RoleBinding")["metadata"]["namespace"] == "monitoring"
+
+
+def test_allowed_prometheus_addresses_reach_the_deployment(helm: Path) -> None:
+    docs = render(helm, "allowedPrometheusAddresses={http://a:9090,https://b:9091}")
+    env = {e["name"]: e.get("value") for e in container(docs)["env"]}
+    assert env["SEGUE_ALLOW_PROMETHEUS_ADDRESSES"] == "http://a:9090,https://b:9091"
+    assert "SEGUE_ALLOW_PROMETHEUS_ADDRESSES" not in {
+        e["name"] for e in container(render(helm))["env"]
+    }
 
 
 def container(docs: list[Doc]) -> Doc:

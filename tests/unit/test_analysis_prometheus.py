@@ -14,7 +14,12 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 
 from segue.analysis import provider as provider_module
-from segue.analysis.prometheus import PrometheusProvider, _parse_status_error, parse_result
+from segue.analysis.prometheus import (
+    MAX_ERROR_CHARS,
+    PrometheusProvider,
+    _parse_status_error,
+    parse_result,
+)
 from segue.analysis.provider import (
     MetricProvider,
     PooledProvider,
@@ -75,6 +80,8 @@ def fake() -> Iterator[FakePrometheus]:
             raw = body if isinstance(body, bytes) else json.dumps(body).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
+            if 300 <= status < 400:
+                self.send_header("Location", "/elsewhere?query=up")
             self.send_header("Content-Length", str(len(raw)))
             self.end_headers()
             self.wfile.write(raw)
@@ -135,8 +142,66 @@ def test_parse_status_error():
     body = json.dumps(error("error", "bad_data", 'invalid parameter "query": 1:5: parse error'))
     message = f"HTTP Status Code 400 ({body.encode()!r})"
     assert _parse_status_error(message) == (400, 'invalid parameter "query": 1:5: parse error')
-    assert _parse_status_error("HTTP Status Code 502 (b'Bad Gateway')") == (502, "Bad Gateway")
-    assert _parse_status_error("something else") == (None, "something else")
+    # Anything but a Prometheus error reply keeps only the status.
+    assert _parse_status_error("HTTP Status Code 502 (b'Bad Gateway')") == (502, None)
+    assert _parse_status_error("something else") == (None, None)
+    not_prometheus = json.dumps({"error": "looks like Prometheus"})
+    assert _parse_status_error(f"HTTP Status Code 404 ({not_prometheus.encode()!r})") == (404, None)
+    long = json.dumps(error("error", "bad_data", "x" * 5000 + "\nsecond line"))
+    status, text = _parse_status_error(f"HTTP Status Code 400 ({long.encode()!r})")
+    assert status == 400 and text is not None
+    assert len(text) == MAX_ERROR_CHARS and text.endswith("…") and "\n" not in text
+
+
+SECRET_REPLY = b"internal-service-secret-" + b"A" * 600
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "expected"),
+    [
+        (
+            200,
+            SECRET_REPLY,
+            "did not answer like Prometheus (HTTP 200, not a Prometheus API reply)",
+        ),
+        (200, {"status": "success", "data": SECRET_REPLY.decode()}, "did not answer like"),
+        (
+            200,
+            {"status": "success", "data": {"result": [{"value": [1, SECRET_REPLY.decode()]}]}},
+            "query returns a string, not a number",
+        ),
+        (404, SECRET_REPLY, "answered HTTP 404, not a Prometheus error reply"),
+        (403, SECRET_REPLY, "answered HTTP 403, not a Prometheus error reply (check the bearer"),
+        (503, SECRET_REPLY, "answered HTTP 503, not a Prometheus error reply (after 3 attempts)"),
+        (400, SECRET_REPLY, "HTTP 400, not a Prometheus error reply"),
+    ],
+)
+def test_no_part_of_a_reply_reaches_a_message(fake, status, body, expected):
+    fake.answers = [(status, body)]
+    p, _ = provider(fake.url)
+    with pytest.raises((ProviderUnavailable, QueryRejected)) as info:
+        p.query_scalar("up")
+    assert expected in str(info.value)
+    assert "internal-service-secret" not in str(info.value)
+    assert "AAAA" not in str(info.value)
+
+
+def test_redirects_are_not_followed(fake):
+    fake.answers = [(302, b"")]
+    p, _ = provider(fake.url, bearer_token="s3cret")
+    with pytest.raises(ProviderUnavailable, match="redirect, which is not followed"):
+        p.query_scalar("up")
+    assert len(fake.requests) == 1
+
+
+def test_proxy_settings_of_the_environment_are_ignored(fake, monkeypatch):
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:1")
+    monkeypatch.setenv("http_proxy", "http://127.0.0.1:1")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    fake.answers = [(200, vector("1"))]
+    p, _ = provider(fake.url)
+    assert p.query_scalar("up") == 1.0
 
 
 # --- over HTTP -----------------------------------------------------------------------------

@@ -49,7 +49,7 @@ def test_every_broken_field_is_named(capsys: pytest.CaptureFixture[str]) -> None
         "1: metadata.name: required field missing",
         "1: spec.risk: Input should be 'low', 'medium' or 'critical' (got 'extreme')",
         "2: apiVersion: unknown version segue.dev/v1beta1 (use segue.dev/v1alpha1) (line 29)",
-        "3: kind: unknown kind 'Canary' in segue.dev/v1alpha1 (known: Rollout)",
+        "3: kind: unknown kind 'Canary' in segue.dev/v1alpha1 (known: Rollout, MetricProvider)",
     }
     for text in expected:
         assert any(line.startswith(prefix + text) for line in out), (text, out)

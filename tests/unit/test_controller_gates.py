@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from segue.api.provider import MetricProviderSpec
 from segue.api.spec import Analysis
 from segue.controller.gates import CachedSecrets, GateRunner, SecretUnreadable
 from tests.unit.conftest import analysis, make_spec
@@ -120,7 +121,12 @@ def test_the_cache_is_bounded() -> None:
 
 def test_runner_settings_read_the_secret_once_per_ttl() -> None:
     secrets, clock = FakeSecrets({"token": "s3cret"}), Clock()
-    runner = GateRunner(secrets, "http://default:9090", clock=clock)  # type: ignore[arg-type]
+    runner = GateRunner(
+        secrets,  # type: ignore[arg-type]
+        "http://default:9090",
+        allowed_addresses=["http://prom:9090"],
+        clock=clock,
+    )
     spec = Analysis.model_validate(
         {
             "prometheus": {"address": "http://prom:9090", "secretRef": {"name": "prom-auth"}},
@@ -140,7 +146,7 @@ def test_a_round_against_a_silent_prometheus_ends_by_its_deadline(silent: str) -
         for i in range(16)
     ]
     spec = make_spec(analysis=analysis(*gates, prometheus={"address": silent, "timeout": "1s"}))
-    runner = GateRunner(FakeSecrets(), None)  # type: ignore[arg-type]
+    runner = GateRunner(FakeSecrets(), None, allowed_addresses=[silent])  # type: ignore[arg-type]
 
     start = time.monotonic()
     r = asyncio.run(asyncio.wait_for(runner.run("shop", "checkout", spec, 10), timeout=60))
@@ -156,7 +162,68 @@ def test_a_round_without_its_secret_says_so() -> None:
     spec = make_spec(
         analysis=analysis(prometheus={"address": "http://prom:9090", "secretRef": {"name": "p"}})
     )
-    runner = GateRunner(secrets, None)  # type: ignore[arg-type]
+    runner = GateRunner(secrets, None, allowed_addresses=["http://prom:9090"])  # type: ignore[arg-type]
     r = asyncio.run(runner.run("shop", "checkout", spec, 10))
     assert r.results == ()
     assert r.error == "Prometheus credentials: cannot read Secret shop/p: HTTP 404 Not Found"
+
+
+def test_a_refused_address_gets_no_query_and_its_secret_is_not_read() -> None:
+    secrets = FakeSecrets({"token": "s3cret"})
+    spec = make_spec(
+        analysis=analysis(
+            prometheus={"address": "http://internal.svc:8080", "secretRef": {"name": "p"}}
+        )
+    )
+    runner = GateRunner(secrets, "http://default:9090")  # type: ignore[arg-type]
+    assert runner.refusal(spec) is not None
+    r = asyncio.run(runner.run("shop", "checkout", spec, 10))
+    assert r.results == () and secrets.reads == []
+    assert r.error is not None
+    assert r.error.startswith("spec.analysis.prometheus.address: http://internal.svc:8080 is not")
+
+
+def _provider(**prometheus: object) -> MetricProviderSpec:
+    return MetricProviderSpec.model_validate({"prometheus": prometheus})
+
+
+def test_a_metric_provider_brings_its_address_timeout_and_secret() -> None:
+    secrets = FakeSecrets({"token": "platform-token"})
+    shared = _provider(
+        address="https://prom.monitoring:9090/",
+        timeout="2s",
+        secretRef={"namespace": "monitoring", "name": "prom-auth"},
+    )
+    runner = GateRunner(
+        secrets,  # type: ignore[arg-type]
+        None,
+        providers={"shared": shared}.get,
+    )
+    spec = make_spec(analysis=analysis(providerRef={"name": "shared"}))
+    assert runner.refusal(spec) is None and runner.provider_problem(spec) is None
+    assert spec.analysis is not None
+    settings = asyncio.run(runner.settings("shop", spec.analysis))
+    # The MetricProvider's namespace, never the Rollout's.
+    assert secrets.reads == [("monitoring", "prom-auth")]
+    assert settings.address == "https://prom.monitoring:9090"
+    assert settings.bearer_token == "platform-token" and settings.timeout_s == 2.0
+
+
+def test_a_missing_or_invalid_metric_provider_is_named() -> None:
+    runner = GateRunner(
+        FakeSecrets(),  # type: ignore[arg-type]
+        None,
+        providers={"broken": "its spec.prometheus is invalid: Field required"}.get,
+    )
+    gone = make_spec(analysis=analysis(providerRef={"name": "gone"}))
+    broken = make_spec(analysis=analysis(providerRef={"name": "broken"}))
+    assert runner.provider_problem(gone) == (
+        "MetricProvider gone named in spec.analysis.providerRef (not found)"
+    )
+    assert runner.provider_problem(broken) == (
+        "MetricProvider broken named in spec.analysis.providerRef "
+        "(its spec.prometheus is invalid: Field required)"
+    )
+    r = asyncio.run(runner.run("shop", "checkout", gone, 10))
+    assert r.results == ()
+    assert r.error == "MetricProvider gone named in spec.analysis.providerRef not found"

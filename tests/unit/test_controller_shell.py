@@ -14,13 +14,14 @@ from kubernetes.client.exceptions import ApiException
 
 from segue.api.spec import RolloutSpec, Traffic, Workload
 from segue.controller import kube
+from segue.controller.gates import GateRunner
 from segue.controller.reconcile import CONFLICT_WAIT_S, Reconciler
 from segue.controller.store import Store
 from segue.controller.workers import FINALIZER, Supervisor, Worker, needs_work
 from segue.engine import GateRound
 from segue.traffic.base import Ref, RouterError
 from segue.workloads.deployments import DeploymentState
-from tests.unit.conftest import spec_dict
+from tests.unit.conftest import analysis, spec_dict
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 Log = list[tuple[Any, ...]]
@@ -122,12 +123,26 @@ def _merge(into: dict[str, Any], patch: dict[str, Any]) -> None:
 
 
 class FakeGates:
-    def __init__(self) -> None:
+    """Counts rounds; which provider a Rollout may use is the real GateRunner's answer."""
+
+    def __init__(self, store: Store) -> None:
         self.runs = 0
+        self.runner = GateRunner(
+            None,  # type: ignore[arg-type]  # no Secret is read here
+            "http://default:9090",
+            providers=store.metric_provider,
+            allowed_addresses=["https://allowed.example:9090"],
+        )
 
     async def run(self, namespace: str, name: str, spec: RolloutSpec, weight: int) -> GateRound:
         self.runs += 1
         return GateRound(evaluated_at=NOW, results=())
+
+    def refusal(self, spec: RolloutSpec) -> str | None:
+        return self.runner.refusal(spec)
+
+    def provider_problem(self, spec: RolloutSpec) -> str | None:
+        return self.runner.provider_problem(spec)
 
 
 class Shell:
@@ -138,7 +153,7 @@ class Shell:
             self.store.deployments[("ns", name)] = DeploymentState(name, 3, 3, 3, {}, "h")
         self.router = FakeRouter(self.log, weight)
         self.rollouts = FakeRollouts(self.log, obj)
-        self.gates = FakeGates()
+        self.gates = FakeGates(self.store)
         self.watched: list[Ref] = []
 
         def routers(ns: str, traffic: Traffic, legacy: Workload, new: Workload) -> FakeRouter:
@@ -294,6 +309,90 @@ def test_a_missing_route_does_not_stop_the_abort_being_recorded():
         await shell.run()
         assert shell.rollouts.obj["status"]["phase"] == "RollingBack"
         assert not [e for e in shell.log if e[0] == "router"]
+
+    asyncio.run(scenario())
+
+
+# -- where queries may go ------------------------------------------------------------------
+
+
+def _inline(address: str) -> dict[str, Any]:
+    prometheus = {"address": address, "secretRef": {"name": "prom-token"}}
+    return spec_dict(steps=[{"setWeight": 30}], analysis=analysis(prometheus=prometheus))
+
+
+def test_an_inline_address_that_is_not_allowed_fails_the_rollout_before_step_0():
+    async def scenario() -> None:
+        shell = Shell(rollout(finalizers=[], spec=_inline("http://internal.svc:8080")))
+        await shell.run()
+        status = shell.rollouts.obj["status"]
+        assert status["phase"] == "Failed"
+        assert status["message"].startswith(
+            "invalid spec: spec.analysis.prometheus.address: http://internal.svc:8080 is not "
+            "an address this operator may query; name a MetricProvider in "
+            "spec.analysis.providerRef instead, or ask the platform team to allow the address"
+        )
+        (event,) = [e for e in shell.log if e[0] == "event"]
+        assert event[1] == "Failed" and "spec.analysis.prometheus.address" in event[2]
+        assert not [e for e in shell.log if e[0] == "router"]
+        assert shell.gates.runs == 0
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize(
+    "address",
+    ["https://allowed.example:9090", "https://Allowed.Example:9090/", "http://default:9090"],
+)
+def test_allowed_inline_addresses_run(address):
+    async def scenario() -> None:
+        shell = Shell(rollout(spec=_inline(address)))
+        await shell.run()
+        assert shell.rollouts.obj["status"]["phase"] != "Failed"
+        assert ("router", 30) in shell.log
+
+    asyncio.run(scenario())
+
+
+def _named(provider: str) -> dict[str, Any]:
+    return spec_dict(steps=[{"setWeight": 30}], analysis=analysis(providerRef={"name": provider}))
+
+
+def test_a_missing_metric_provider_holds_the_start_until_it_exists():
+    async def scenario() -> None:
+        shell = Shell(rollout(spec=_named("shared")))
+        await shell.run()
+        status = shell.rollouts.obj["status"]
+        missing = "missing: MetricProvider shared named in spec.analysis.providerRef (not found)"
+        assert status["phase"] == "Pending"
+        assert status["message"] == missing
+        stalled = next(c for c in status["conditions"] if c["type"] == "Stalled")
+        assert stalled["status"] == "True" and stalled["message"] == missing
+        assert ("event", "MissingReference", missing) in shell.log
+        assert not [e for e in shell.log if e[0] == "router"]
+        assert ("MetricProvider", "", "shared") in shell.watched
+
+        shell.store.put(
+            "MetricProvider",
+            {
+                "metadata": {"name": "shared"},
+                "spec": {"prometheus": {"address": "https://prom.monitoring:9090"}},
+            },
+        )
+        shell.worker.obj = copy.deepcopy(shell.rollouts.obj)
+        await shell.run()
+        assert shell.rollouts.obj["status"]["phase"] == "Progressing"
+        assert ("router", 30) in shell.log
+
+    asyncio.run(scenario())
+
+
+def test_a_metric_provider_vanishing_mid_way_does_not_stall_the_rollout():
+    async def scenario() -> None:
+        shell = Shell(rollout("Progressing", 30, spec=_named("shared")), weight=30)
+        await shell.run()
+        assert not [e for e in shell.log if e[0] == "event" and e[1] == "MissingReference"]
+        assert shell.rollouts.obj["status"]["phase"] != "Failed"
 
     asyncio.run(scenario())
 

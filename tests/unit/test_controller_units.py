@@ -40,7 +40,11 @@ def test_prometheus_credentials_come_from_the_named_secret(monkeypatch, tmp_path
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     secrets = FakeSecrets({"token": "s3cret", "ca.crt": "-----BEGIN CERTIFICATE-----\n"})
-    runner = GateRunner(secrets, "http://default:9090")  # type: ignore[arg-type]
+    runner = GateRunner(
+        secrets,  # type: ignore[arg-type]
+        "http://default:9090",
+        allowed_addresses=["https://prom.example:9091"],
+    )
     analysis = Analysis.model_validate(
         {
             "prometheus": {

@@ -40,6 +40,8 @@ _STATUS_RE = re.compile(r"^HTTP Status Code (\d+) \((.*)\)$", re.DOTALL)
 # Prometheus answers 400 (bad_data) for a query that does not parse and 422 (execution)
 # for one that parses but cannot run; both are the query's fault.
 _QUERY_STATUSES = frozenset({400, 422})
+# Prometheus' own error text is kept up to this many characters; nothing else of a reply is.
+MAX_ERROR_CHARS = 200
 
 
 class PrometheusProvider:
@@ -75,6 +77,10 @@ class PrometheusProvider:
         if client is None:
             session = requests.Session()
             session.verify = self.settings.ca_file or True
+            # No proxy or .netrc credentials from the environment, and no redirect: the query
+            # and the token go to the configured address and nowhere else.
+            session.trust_env = False
+            session.max_redirects = 0
             headers = None
             if self.settings.bearer_token:
                 headers = {"Authorization": f"Bearer {self.settings.bearer_token}"}
@@ -126,7 +132,9 @@ class PrometheusProvider:
                 # pool's deadline covers that.
                 result = client.custom_query(query, params=params, timeout=(left, left))
             except requests.exceptions.SSLError as e:
-                raise ProviderUnavailable(f"TLS error talking to {self._where()}: {e}") from e
+                raise ProviderUnavailable(
+                    f"TLS error talking to {self._where()}: {_short(e)}"
+                ) from e
             except requests.exceptions.ReadTimeout as e:
                 # The server took the request but is slow: retrying would only double the wait.
                 raise ProviderUnavailable(
@@ -136,20 +144,28 @@ class PrometheusProvider:
                 last = f"cannot connect to {self._where()}: {_short(e)}"
                 continue
             except PrometheusApiClientException as e:
-                status, detail = _parse_status_error(str(e))
+                status, error = _parse_status_error(str(e))
+                summary = f"HTTP {status}" if status is not None else "an unexpected reply"
+                if error is None:
+                    summary += ", not a Prometheus error reply"
                 if status in _QUERY_STATUSES:
-                    raise QueryRejected(detail) from e
+                    raise QueryRejected(error or summary) from e
+                detail = f"{summary}: {error}" if error else summary
                 if status is not None and status >= 500:
-                    last = f"{self._where()} answered HTTP {status}: {detail}"
+                    last = f"{self._where()} answered {detail}"
                     continue
                 hint = " (check the bearer token)" if status in (401, 403) else ""
-                raise ProviderUnavailable(
-                    f"{self._where()} answered HTTP {status}{hint}: {detail}"
-                ) from e
+                raise ProviderUnavailable(f"{self._where()} answered {detail}{hint}") from e
             except (ValueError, KeyError, TypeError) as e:
                 # A 200 that is not a Prometheus API answer: the address points elsewhere.
+                # The parse error would quote the reply, so it is not shown.
                 raise ProviderUnavailable(
-                    f"{self._where()} did not answer like Prometheus: {_short(e)}"
+                    f"{self._where()} did not answer like Prometheus (HTTP 200, "
+                    "not a Prometheus API reply)"
+                ) from e
+            except requests.exceptions.TooManyRedirects as e:
+                raise ProviderUnavailable(
+                    f"{self._where()} answered with a redirect, which is not followed"
                 ) from e
             except requests.exceptions.RequestException as e:
                 raise ProviderUnavailable(f"request to {self._where()} failed: {_short(e)}") from e
@@ -169,7 +185,7 @@ def parse_result(result: Any) -> float | None:
     ``[time, "value"]``, a vector or matrix a list of ``{"metric": ..., ...}`` objects.
     """
     if not isinstance(result, list):
-        raise UnusableResult(f"unexpected result of type {type(result).__name__}")
+        raise UnusableResult("not a Prometheus query result")
     if len(result) == 2 and not isinstance(result[0], dict):
         return _to_float(result[1])
     if not result:
@@ -182,42 +198,54 @@ def parse_result(result: Any) -> float | None:
     if len(result) > 1:
         raise UnusableResult(f"query returns {len(result)} series; aggregate it (e.g. sum(...))")
     item = result[0]
-    if not isinstance(item, dict) or "value" not in item:
-        raise UnusableResult(f"unexpected result item {item!r}")
-    return _to_float(item["value"][1])
+    value = item.get("value") if isinstance(item, dict) else None
+    if not isinstance(value, list) or len(value) != 2:
+        raise UnusableResult("not a Prometheus query result")
+    return _to_float(value[1])
 
 
 def _to_float(raw: Any) -> float | None:
+    if not isinstance(raw, str | int | float):
+        raise UnusableResult("not a Prometheus query result")
     try:
         value = float(raw)
     except (TypeError, ValueError):
-        raise UnusableResult(f"query returns a string, not a number: {raw!r}") from None
+        raise UnusableResult("query returns a string, not a number") from None
     # NaN (0/0, a quantile of nothing) and ±Inf are "no data": neither a pass nor a failure.
     if math.isnan(value) or math.isinf(value):
         return None
     return value
 
 
-def _parse_status_error(message: str) -> tuple[int | None, str]:
-    """Status code and Prometheus' own error text from the library's exception message,
-    which is ``HTTP Status Code 400 (b'{"status":"error",...}')``."""
+def _parse_status_error(message: str) -> tuple[int | None, str | None]:
+    """The status code and Prometheus' own ``error`` field from the library's exception
+    message, which is ``HTTP Status Code 400 (b'{"status":"error",...}')``. The error is
+    None unless the body is a Prometheus error reply, and is kept to at most
+    :data:`MAX_ERROR_CHARS` printable characters. Nothing else of the body is kept."""
     m = _STATUS_RE.match(message)
     if not m:
-        return None, message
+        return None, None
     status = int(m.group(1))
-    body_repr = m.group(2)
     try:
-        body = ast.literal_eval(body_repr)
+        body = ast.literal_eval(m.group(2))
         text = body.decode("utf-8", "replace") if isinstance(body, bytes) else str(body)
-    except (ValueError, SyntaxError):
-        text = body_repr
-    try:
         payload = json.loads(text)
-    except ValueError:
-        return status, text.strip()[:500] or f"HTTP {status}"
-    if isinstance(payload, dict) and isinstance(payload.get("error"), str):
-        return status, payload["error"]
-    return status, text.strip()[:500]
+    except (ValueError, SyntaxError, RecursionError, MemoryError):
+        return status, None
+    if not isinstance(payload, dict) or payload.get("status") != "error":
+        return status, None
+    error = payload.get("error")
+    if not isinstance(error, str) or not error.strip():
+        return status, None
+    return status, _bounded(error)
+
+
+def _bounded(text: str) -> str:
+    """At most MAX_ERROR_CHARS printable characters on one line."""
+    clean = " ".join("".join(c if c.isprintable() else " " for c in text).split())
+    if len(clean) > MAX_ERROR_CHARS:
+        clean = clean[: MAX_ERROR_CHARS - 1] + "…"
+    return clean
 
 
 def _short(e: BaseException) -> str:
@@ -233,7 +261,7 @@ def _short(e: BaseException) -> str:
         elif inner.args and isinstance(inner.args[0], BaseException):
             inner = inner.args[0]
     text = str(inner) or type(inner).__name__
-    return text[:300]
+    return _bounded(text)
 
 
 register_provider("prometheus", PrometheusSettings, PrometheusProvider)

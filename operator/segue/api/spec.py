@@ -18,6 +18,7 @@ from pydantic import (
     model_validator,
 )
 
+from segue.api.address import MAX_ADDRESS_LENGTH, AddressRule
 from segue.api.base import LabelName, LabelValue, ObjectName, SpecModel
 from segue.api.duration import DurationBounds, DurationText
 
@@ -60,6 +61,12 @@ MSG_LABELS_NEED_TEMPLATE: Final = (
 )
 MSG_UNIQUE_GATES: Final = "spec.analysis.gates: gate names must be unique"
 MSG_UNIQUE_DEPENDENCIES: Final = "spec.dependsOn: names must be unique"
+MSG_PROVIDER_OR_INLINE: Final = (
+    "spec.analysis: set providerRef or prometheus, not both "
+    "(the MetricProvider holds the address, timeout and credentials)"
+)
+ADDRESS_RULE: Final = AddressRule("spec.analysis.prometheus.address")
+MSG_ADDRESS: Final = ADDRESS_RULE.message
 
 # Bounds of the duration fields: a hold or pause longer than a month is a forgotten Rollout,
 # an interval of 0s a busy loop, an unbounded timeout a stuck analysis worker.
@@ -179,18 +186,28 @@ class Step(SpecModel):
 
 
 class SecretRef(SpecModel):
-    """A Secret in the operator's view of the Rollout's namespace with Prometheus credentials."""
+    """A Secret in the Rollout's namespace with Prometheus credentials. Used only together
+    with an address the operator allows (``--allow-prometheus-address``)."""
 
     name: ObjectName
     token_key: str = Field("token", max_length=253, description="Key of the bearer token.")
     ca_key: str = Field("ca.crt", max_length=253, description="Key of the CA bundle.")
 
 
-class Prometheus(SpecModel):
-    model_config = _validations(TIMEOUT_BOUNDS.cel("timeout"))
+Address = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=MAX_ADDRESS_LENGTH),
+    AfterValidator(ADDRESS_RULE.check),
+]
 
-    address: str | None = Field(
-        None, max_length=2048, description="Base URL; default: the operator's configured one."
+
+class Prometheus(SpecModel):
+    model_config = _validations(TIMEOUT_BOUNDS.cel("timeout"), ADDRESS_RULE.cel())
+
+    address: Address | None = Field(
+        None,
+        description="Base URL (http or https, no user info, query or fragment); it must be one "
+        "the operator allows. Default: the operator's configured one.",
     )
     secret_ref: SecretRef | None = None
     timeout: TimeoutDuration = Field(
@@ -261,12 +278,29 @@ class Gate(SpecModel):
         return self
 
 
+class ProviderRef(SpecModel):
+    """A MetricProvider (cluster-scoped, declared by the platform team)."""
+
+    name: ObjectName = Field(description="Name of the MetricProvider.")
+
+
 class Analysis(SpecModel):
     model_config = _validations(
-        INTERVAL_BOUNDS.cel("interval"), UNREACHABLE_BOUNDS.cel("unreachableLimit")
+        INTERVAL_BOUNDS.cel("interval"),
+        UNREACHABLE_BOUNDS.cel("unreachableLimit"),
+        {
+            "rule": "!has(self.providerRef) || !has(self.prometheus)",
+            "message": MSG_PROVIDER_OR_INLINE,
+            "fieldPath": ".providerRef",
+        },
     )
 
     interval: IntervalDuration = Field("30s", description="Time between analysis rounds: 1s to 1h.")
+    provider_ref: ProviderRef | None = Field(
+        None,
+        description="The MetricProvider to query (address, timeout and credentials); "
+        "exclusive with prometheus.",
+    )
     prometheus: Prometheus | None = None
     unreachable_limit: UnreachableDuration = Field(
         "1m",
@@ -284,6 +318,8 @@ class Analysis(SpecModel):
 
     @model_validator(mode="after")
     def _unique(self) -> Analysis:
+        if self.provider_ref is not None and self.prometheus is not None:
+            raise ValueError(MSG_PROVIDER_OR_INLINE)
         names = [g.name for g in self.gates]
         if len(set(names)) != len(names):
             raise ValueError(MSG_UNIQUE_GATES)

@@ -1,4 +1,5 @@
-"""``segue lint``: offline validation of Rollout manifests, for editors and GitOps CI.
+"""``segue lint``: offline validation of Rollout (and MetricProvider) manifests, for editors
+and GitOps CI.
 
 Every Rollout document is validated with the same pydantic model the operator uses
 (:class:`segue.api.RolloutSpec`), so a manifest that lints clean is one the operator accepts.
@@ -25,6 +26,7 @@ from pydantic_core import ErrorDetails
 from segue import GROUP, KIND, VERSION
 from segue.api import DURATION_PATTERN, RolloutSpec, parse_duration
 from segue.api.base import LABEL_PATTERN, LABEL_VALUE_PATTERN, NAME_PATTERN
+from segue.api.provider import PROVIDER_KIND, MetricProviderSpec
 
 API_VERSION: Final = f"{GROUP}/{VERSION}"
 SUFFIXES: Final = (".yaml", ".yml")
@@ -160,8 +162,14 @@ def lint_document(source: str, index: int, data: Any, node: yaml.Node | None) ->
 
     if api_version != API_VERSION:
         return [problem(["apiVersion"], f"unknown version {api_version} (use {API_VERSION})")]
-    if kind != KIND:
-        return [problem(["kind"], f"unknown kind {kind!r} in {API_VERSION} (known: {KIND})")]
+    models: dict[str, type[RolloutSpec] | type[MetricProviderSpec]] = {
+        KIND: RolloutSpec,
+        PROVIDER_KIND: MetricProviderSpec,
+    }
+    model = models.get(kind) if isinstance(kind, str) else None
+    if model is None:
+        known = f"{KIND}, {PROVIDER_KIND}"
+        return [problem(["kind"], f"unknown kind {kind!r} in {API_VERSION} (known: {known})")]
     problems = []
     meta = data.get("metadata")
     name = meta.get("name") if isinstance(meta, dict) else None
@@ -173,7 +181,7 @@ def lint_document(source: str, index: int, data: Any, node: yaml.Node | None) ->
     if "spec" not in data:
         return [*problems, problem(["spec"], "required field missing")]
     try:
-        RolloutSpec.model_validate(data["spec"], strict=True)
+        model.model_validate(data["spec"], strict=True)
     except ValidationError as e:
         for err in e.errors():
             loc = ["spec", *err["loc"]]

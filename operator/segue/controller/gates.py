@@ -1,5 +1,12 @@
 """Running health-gate rounds for one Rollout: spec to analysis inputs, credentials from
-the Secret the Rollout names, and the round's result as an engine observation.
+the Secret a MetricProvider (or, with an allowed inline address, the Rollout) names, and
+the round's result as an engine observation.
+
+Where queries go: the MetricProvider named in ``spec.analysis.providerRef`` (its address,
+timeout and Secret, read in the namespace the MetricProvider names); else an inline
+``spec.analysis.prometheus.address`` only when the operator allows it
+(``--allow-prometheus-address``; the operator-wide default address always is); else the
+default address. A refused address is never queried, so no token goes there.
 
 A round runs as a background task, so a slow or unreachable Prometheus never delays the
 handling of an abort or an approval; its completion wakes the Rollout's loop. Its queries
@@ -18,16 +25,25 @@ import os
 import tempfile
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final
 
+from segue.analysis.addresses import AddressPolicy
 from segue.analysis.provider import provider_for, provider_kinds
 from segue.analysis.round import evaluate_round
-from segue.analysis.types import MAX_TIMEOUT_S, GateSpec, PrometheusSettings, RoundContext
+from segue.analysis.types import (
+    DEFAULT_PROMETHEUS_ADDRESS,
+    MAX_TIMEOUT_S,
+    PROMETHEUS_ADDRESS_ENV,
+    GateSpec,
+    PrometheusSettings,
+    RoundContext,
+)
 from segue.api.duration import parse_duration
+from segue.api.provider import MetricProviderSpec
 from segue.api.spec import Analysis, Gate, RolloutSpec
 from segue.controller.kube import Secrets
 from segue.engine import GateRound
@@ -154,30 +170,75 @@ def _describe(namespace: str, name: str, e: Exception) -> str:
     return f"cannot read Secret {namespace}/{name}: {text[:200]}"
 
 
+ProviderLookup = Callable[[str], MetricProviderSpec | str | None]
+
+
+class ProviderNotUsable(Exception):
+    """The Rollout's provider cannot be used (missing, invalid, address refused); the
+    message names the field and is safe to show."""
+
+
+def provider_missing(name: str) -> str:
+    return f"MetricProvider {name} named in spec.analysis.providerRef"
+
+
+def operator_default_address(configured: str | None) -> str:
+    """The operator-wide address: the flag, else the environment, else the built-in one."""
+    chosen = configured or os.environ.get(PROMETHEUS_ADDRESS_ENV) or DEFAULT_PROMETHEUS_ADDRESS
+    return chosen.rstrip("/")
+
+
 class GateRunner:
     def __init__(
         self,
         secrets: Secrets,
         default_address: str | None,
         *,
+        providers: ProviderLookup = lambda name: None,
+        allowed_addresses: Iterable[str] = (),
         secret_ttl_s: float = SECRET_TTL_S,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.secrets = CachedSecrets(secrets, ttl_s=secret_ttl_s, clock=clock)
         self._default_address = default_address
+        self._providers = providers
+        # The default address is always allowed; anything else only when listed.
+        self.policy = AddressPolicy.of(
+            [*allowed_addresses, operator_default_address(default_address)]
+        )
         provider_kinds()  # imports the providers now, not during a round on the event loop
 
+    def refusal(self, spec: RolloutSpec) -> str | None:
+        """Why the spec's inline address may not be queried (None: it may, or there is
+        none). Checked before every pass, so a refused Rollout never moves traffic."""
+        prom = spec.analysis.prometheus if spec.analysis is not None else None
+        if prom is None or prom.address is None or self.policy.allows(prom.address):
+            return None
+        return self.policy.refusal(prom.address)
+
+    def provider_problem(self, spec: RolloutSpec) -> str | None:
+        """What is wrong with the MetricProvider the spec names (None: nothing, or none)."""
+        ref = spec.analysis.provider_ref if spec.analysis is not None else None
+        if ref is None:
+            return None
+        found = self._providers(ref.name)
+        if found is None:
+            return f"{provider_missing(ref.name)} (not found)"
+        if isinstance(found, str):
+            return f"{provider_missing(ref.name)} ({found})"
+        return None
+
     async def settings(self, namespace: str, analysis: Analysis) -> PrometheusSettings:
+        if analysis.provider_ref is not None:
+            return await self._provider_settings(analysis.provider_ref.name)
         prom = analysis.prometheus
+        if prom is not None and prom.address is not None and not self.policy.allows(prom.address):
+            raise ProviderNotUsable(self.policy.refusal(prom.address))
         token: str | None = None
         ca: str | None = None
         if prom is not None and prom.secret_ref is not None:
             ref = prom.secret_ref
-            data = await self.secrets.read(namespace, ref.name)
-            token = data.get(ref.token_key) or None
-            pem = data.get(ref.ca_key)
-            if pem:
-                ca = _ca_file(pem)
+            token, ca = await self._credentials(namespace, ref.name, ref.token_key, ref.ca_key)
         timeout = parse_duration(prom.timeout).total_seconds() if prom else 5.0
         return PrometheusSettings.from_env(
             (prom.address if prom else None) or self._default_address,
@@ -186,12 +247,41 @@ class GateRunner:
             timeout_s=min(timeout, MAX_TIMEOUT_S),
         )
 
+    async def _provider_settings(self, name: str) -> PrometheusSettings:
+        found = self._providers(name)
+        if found is None:
+            raise ProviderNotUsable(f"{provider_missing(name)} not found")
+        if isinstance(found, str):
+            raise ProviderNotUsable(f"{provider_missing(name)}: {found}")
+        prom = found.prometheus
+        token: str | None = None
+        ca: str | None = None
+        if prom.secret_ref is not None:
+            ref = prom.secret_ref
+            # The MetricProvider's namespace, never the Rollout's.
+            token, ca = await self._credentials(ref.namespace, ref.name, ref.token_key, ref.ca_key)
+        return PrometheusSettings(
+            address=prom.address.rstrip("/"),
+            bearer_token=token,
+            ca_file=ca,
+            timeout_s=min(parse_duration(prom.timeout).total_seconds(), MAX_TIMEOUT_S),
+        )
+
+    async def _credentials(
+        self, namespace: str, name: str, token_key: str, ca_key: str
+    ) -> tuple[str | None, str | None]:
+        data = await self.secrets.read(namespace, name)
+        pem = data.get(ca_key)
+        return data.get(token_key) or None, _ca_file(pem) if pem else None
+
     async def run(self, namespace: str, name: str, spec: RolloutSpec, weight: int) -> GateRound:
         analysis = spec.analysis
         assert analysis is not None
         now = datetime.now(UTC)
         try:
             settings = await self.settings(namespace, analysis)
+        except ProviderNotUsable as e:
+            return GateRound(evaluated_at=now, results=(), error=str(e))
         except Exception as e:  # the Secret is missing or unreadable: no round can run
             return GateRound(evaluated_at=now, results=(), error=f"Prometheus credentials: {e}")
         context = RoundContext(

@@ -1,6 +1,8 @@
 """kopf wiring: watch streams in, workers out.
 
-kopf watches Rollouts and the kinds they reference (Deployments, HTTPRoutes). An index
+kopf watches Rollouts and the kinds they reference (Deployments, HTTPRoutes, and the
+cluster-scoped MetricProviders, which kopf watches cluster-wide even when the operator is
+limited to namespaces). An index
 handler per kind keeps a summary of each object in the store and makes kopf finish every
 initial listing before any Rollout is handled; an event handler per kind tells the
 supervisor, which runs one worker per Rollout that has work and wakes the workers whose
@@ -10,6 +12,7 @@ objects changed. Segue manages its own finalizer; kopf writes nothing to the obj
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final, cast
 
@@ -17,6 +20,7 @@ import kopf
 
 from segue import GROUP, PLURAL, VERSION
 from segue.analysis.provider import close_providers
+from segue.api.provider import PROVIDER_KIND, PROVIDER_PLURAL
 from segue.api.text import MAX_MESSAGE_BYTES, cap
 from segue.controller.gates import GateRunner
 from segue.controller.kube import (
@@ -72,9 +76,12 @@ def build(
     destinations: Destinations | None = None,
     webhook_proxy: str | None = None,
     require_managed_label: bool = False,
+    allowed_addresses: Sequence[str] = (),
 ) -> Operator:
     """``require_managed_label``: write only to Deployments and routing objects labelled
-    ``segue.dev/managed=true`` (a Rollout naming another is Stalled, ``NotManaged``)."""
+    ``segue.dev/managed=true`` (a Rollout naming another is Stalled, ``NotManaged``).
+    ``allowed_addresses``: inline Prometheus addresses Rollouts may name, besides
+    ``prometheus_address``."""
     kube = Kube(load_configuration())
     secrets = Secrets(kube)
     metrics = OperatorMetrics()
@@ -95,7 +102,12 @@ def build(
         lambda namespace, traffic, legacy, new: router_for(
             store, kube, namespace, traffic, legacy, new, require_managed=require_managed_label
         ),
-        GateRunner(secrets, prometheus_address),
+        GateRunner(
+            secrets,
+            prometheus_address,
+            providers=store.metric_provider,
+            allowed_addresses=allowed_addresses,
+        ),
         post_event,
         watch=lambda worker, refs: supervisor_ref[0].watch(worker, refs),
         hooks=[metrics, NotificationHook(dispatcher, targets.targets_for)],
@@ -189,6 +201,8 @@ async def rollout_event(body: kopf.Body, type: str | None, memo: Any, **_: Any) 
 REFERENCED: Final = {
     "Deployment": ("apps", "v1", "deployments"),
     "HTTPRoute": (ROUTE_GROUP, ROUTE_VERSION, ROUTE_PLURAL),
+    # Cluster-scoped: its key has an empty namespace.
+    PROVIDER_KIND: (GROUP, VERSION, PROVIDER_PLURAL),
 }
 
 

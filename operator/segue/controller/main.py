@@ -29,6 +29,10 @@ def _env_flag(name: str) -> bool:
     raise SystemExit(f"{name}={os.environ[name]!r}: expected true or false")
 
 
+def _split(text: str) -> list[str]:
+    return [part for part in text.replace(",", " ").split() if part]
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m segue", description="Run the Segue operator.")
     parser.add_argument(
@@ -47,6 +51,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--prometheus-address",
         default=os.environ.get("SEGUE_PROMETHEUS_ADDRESS"),
         help="Prometheus for Rollouts that name none (env SEGUE_PROMETHEUS_ADDRESS)",
+    )
+    parser.add_argument(
+        "--allow-prometheus-address",
+        action="append",
+        default=_split(os.environ.get("SEGUE_ALLOW_PROMETHEUS_ADDRESSES", "")),
+        metavar="URL",
+        help="an address a Rollout may name in spec.analysis.prometheus.address (repeatable; "
+        "env SEGUE_ALLOW_PROMETHEUS_ADDRESSES, comma-separated); the --prometheus-address is "
+        "always allowed, any other inline address is refused: Rollouts use a MetricProvider",
     )
     parser.add_argument(
         "--metrics-port",
@@ -132,7 +145,13 @@ def main(argv: list[str] | None = None) -> int:
         destinations=destinations,
         webhook_proxy=args.webhook_proxy,
         require_managed_label=args.require_managed_label,
+        allowed_addresses=args.allow_prometheus_address,
     )
+    if args.allow_prometheus_address:
+        log.info(
+            "Rollouts may name these Prometheus addresses: %s",
+            ", ".join(args.allow_prometheus_address),
+        )
     if args.require_managed_label:
         log.info(
             "writing only to Deployments and HTTPRoutes labelled %s=%s",

@@ -29,6 +29,7 @@ from pydantic import ValidationError
 
 from segue.api.duration import parse_duration
 from segue.api.phases import ANALYSED, STEPPING, TERMINAL, event_type
+from segue.api.provider import PROVIDER_KIND
 from segue.api.spec import RolloutSpec, Traffic, Workload
 from segue.api.status import RolloutStatus
 from segue.controller.kube import Json, is_status, urgent
@@ -143,9 +144,18 @@ class RolloutWriter(Protocol):
 
 
 class GateRounds(Protocol):
-    """Runs one analysis round (``gates.GateRunner``)."""
+    """Runs one analysis round (``gates.GateRunner``), and says beforehand whether the
+    Rollout's provider can be used."""
 
     async def run(self, namespace: str, name: str, spec: RolloutSpec, weight: int) -> GateRound: ...
+
+    def refusal(self, spec: RolloutSpec) -> str | None:
+        """An inline address the operator may not query, as a message naming the field."""
+        ...
+
+    def provider_problem(self, spec: RolloutSpec) -> str | None:
+        """The named MetricProvider is missing or unusable, as a message naming the field."""
+        ...
 
 
 RouterFactory = Callable[[str, Traffic, Workload, Workload], Router]
@@ -193,16 +203,12 @@ class Reconciler:
         try:
             spec = RolloutSpec.model_validate(raw_spec)
         except ValidationError as e:
-            routing = Routing.parse(raw_spec)
-            router = None
-            if routing is not None:
-                router = self.routers(namespace, routing.traffic, routing.legacy, routing.new)
-                self.watch(w, _refs(namespace, routing.legacy, routing.new, router))
-            obs = self._observations(obj, routing, router, None, status, w)
-            decision = invalid_spec(status, obs, message=_errors(e), routable=router is not None)
-            if not await self._apply(w, raw_status, status, decision, router):
-                return CONFLICT_WAIT_S
-            return self._next(decision, None, w)
+            return await self._invalid(w, obj, raw_spec, raw_status, status, _errors(e))
+        # An address the operator may not query is a spec it cannot run: Failed, before any
+        # traffic moves, and nothing is sent there.
+        refusal = self.gates.refusal(spec)
+        if refusal is not None:
+            return await self._invalid(w, obj, raw_spec, raw_status, status, refusal)
 
         if self.targets is not None:
             for problem in await self.targets.refresh(namespace, name, spec, obj):
@@ -211,6 +217,8 @@ class Reconciler:
         router = self.routers(namespace, spec.traffic, spec.legacy, spec.new)
         refs = _refs(namespace, spec.legacy, spec.new, router)
         refs += [("Rollout", namespace, dep.name) for dep in spec.depends_on or []]
+        if spec.analysis is not None and spec.analysis.provider_ref is not None:
+            refs.append((PROVIDER_KIND, "", spec.analysis.provider_ref.name))
         self.watch(w, refs)
         obs = self._observations(obj, routing, router, spec, status, w)
         decision = decide(spec, status, obs)
@@ -218,6 +226,28 @@ class Reconciler:
         if not await self._apply(w, raw_status, status, decision, router):
             return CONFLICT_WAIT_S
         return self._next(decision, spec, w)
+
+    async def _invalid(
+        self,
+        w: Worker,
+        obj: Json,
+        raw_spec: Json,
+        raw_status: Json,
+        status: RolloutStatus | None,
+        message: str,
+    ) -> float | None:
+        """A spec the operator cannot run: Failed with ``message``; an abort still acts."""
+        namespace, _ = w.key
+        routing = Routing.parse(raw_spec)
+        router = None
+        if routing is not None:
+            router = self.routers(namespace, routing.traffic, routing.legacy, routing.new)
+            self.watch(w, _refs(namespace, routing.legacy, routing.new, router))
+        obs = self._observations(obj, routing, router, None, status, w)
+        decision = invalid_spec(status, obs, message=message, routable=router is not None)
+        if not await self._apply(w, raw_status, status, decision, router):
+            return CONFLICT_WAIT_S
+        return self._next(decision, None, w)
 
     # -- observing -------------------------------------------------------------------
 
@@ -255,6 +285,12 @@ class Reconciler:
 
         annotations = meta.get("annotations") or {}
         phase = status.phase if status else None
+        if spec is not None and phase in (None, "Pending", "Waiting"):
+            # Before traffic moves, a missing provider holds the start (Stalled, a Warning
+            # Event); once under way its rounds report it, so a rollback is never held.
+            problem = self.gates.provider_problem(spec)
+            if problem is not None:
+                missing.append(problem)
         weight = status.weight if status else 0
         if router_weight is not None:
             weight = router_weight

@@ -1,6 +1,7 @@
 """What the operator knows of the cluster, kept current by watch streams.
 
-kopf watches Rollouts, Deployments and HTTPRoutes in the operator's scope. Each kind has a
+kopf watches Rollouts, Deployments and HTTPRoutes in the operator's scope, and
+MetricProviders (cluster-scoped) cluster-wide. Each kind has a
 kopf index handler, so kopf finishes the initial listing of every kind before any Rollout
 is handled (a Rollout is never judged against a Deployment that merely has not been listed
 yet); the handlers keep a small summary per object here, not the whole object. A pass reads
@@ -12,7 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import ValidationError
+
 from segue import MANAGED_LABEL
+from segue.api.provider import PROVIDER_KIND, MetricProviderSpec
 from segue.workloads.deployments import DeploymentState
 
 Json = dict[str, Any]
@@ -60,6 +64,8 @@ class Store:
     deployments: dict[Key, DeploymentState] = field(default_factory=dict)
     httproutes: dict[Key, Json] = field(default_factory=dict)
     rollout_phases: dict[Key, str | None] = field(default_factory=dict)
+    # By name (cluster-scoped): the parsed spec, or why it is unusable.
+    metric_providers: dict[str, MetricProviderSpec | str] = field(default_factory=dict)
 
     # -- ClusterView (what routers and the reconciler read) ---------------------------
 
@@ -73,6 +79,11 @@ class Store:
         key = (namespace, name)
         return key in self.rollout_phases, self.rollout_phases.get(key)
 
+    def metric_provider(self, name: str) -> MetricProviderSpec | str | None:
+        """The MetricProvider's spec, a text saying why it cannot be used, or None when
+        there is no such MetricProvider."""
+        return self.metric_providers.get(name)
+
     # -- fed by the watch handlers ----------------------------------------------------
 
     def put(self, kind: str, body: Json) -> None:
@@ -85,6 +96,8 @@ class Store:
                 self.httproutes[key] = route_summary(body)
         elif kind == "Rollout":
             self.rollout_phases[key] = (body.get("status") or {}).get("phase")
+        elif kind == PROVIDER_KIND:
+            self.metric_providers[key[1]] = _provider_spec(body)
 
     def drop(self, kind: str, namespace: str, name: str) -> None:
         key = (namespace, name)
@@ -94,3 +107,14 @@ class Store:
             self.httproutes.pop(key, None)
         elif kind == "Rollout":
             self.rollout_phases.pop(key, None)
+        elif kind == PROVIDER_KIND:
+            self.metric_providers.pop(name, None)
+
+
+def _provider_spec(body: Json) -> MetricProviderSpec | str:
+    try:
+        return MetricProviderSpec.model_validate(body.get("spec") or {})
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"])
+        return f"its spec.{loc} is invalid: {err['msg']}"[:300]
