@@ -26,10 +26,11 @@ from typing import Final
 
 from segue.analysis.provider import provider_for, provider_kinds
 from segue.analysis.round import evaluate_round
-from segue.analysis.types import MAX_TIMEOUT_S, GateSpec, PrometheusSettings, RoundContext
+from segue.analysis.types import MAX_TIMEOUT_S, PrometheusSettings
 from segue.api.duration import parse_duration
-from segue.api.spec import Analysis, Gate, RolloutSpec
+from segue.api.spec import Analysis, RolloutSpec
 from segue.controller.kube import Secrets
+from segue.controller.resolution import gate_spec, round_context
 from segue.engine import GateRound
 
 log = logging.getLogger(__name__)
@@ -42,22 +43,6 @@ SECRET_FAILURE_TTL_S: Final = 5.0
 # (the API server being down should not stop the analysis as well).
 SECRET_STALE_S: Final = 300.0
 SECRET_CACHE_MAX: Final = 256
-
-
-def gate_spec(gate: Gate) -> GateSpec:
-    return GateSpec(
-        name=gate.name,
-        query=gate.query,
-        template=gate.template,
-        labels=dict(gate.labels or {}),
-        max=gate.max,
-        min=gate.min,
-        max_ratio_to_legacy=gate.max_ratio_to_legacy,
-        min_ratio_to_legacy=gate.min_ratio_to_legacy,
-        failure_limit=gate.failure_limit,
-        on_failure=gate.on_failure,
-        per_traffic_share=gate.per_traffic_share,
-    )
 
 
 _written: set[str] = set()
@@ -194,14 +179,7 @@ class GateRunner:
             settings = await self.settings(namespace, analysis)
         except Exception as e:  # the Secret is missing or unreadable: no round can run
             return GateRound(evaluated_at=now, results=(), error=f"Prometheus credentials: {e}")
-        context = RoundContext(
-            namespace=namespace,
-            rollout=name,
-            legacy_version=spec.legacy.effective_version(),
-            new_version=spec.new.effective_version(),
-            interval=analysis.interval,
-            weight=float(weight),
-        )
+        context = round_context(namespace, name, spec, float(weight))
         try:
             # No I/O: builds a client the first time, then returns the cached provider.
             provider = provider_for(settings)

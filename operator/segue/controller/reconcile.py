@@ -33,6 +33,7 @@ from segue.api.spec import RolloutSpec, Traffic, Workload
 from segue.api.status import RolloutStatus
 from segue.controller.kube import Json, is_status, urgent
 from segue.controller.notifications import WebhookTargets
+from segue.controller.resolution import describe, unresolvable_gates
 from segue.controller.store import Store, newer
 from segue.controller.workers import FINALIZER, Worker
 from segue.engine import (
@@ -193,16 +194,14 @@ class Reconciler:
         try:
             spec = RolloutSpec.model_validate(raw_spec)
         except ValidationError as e:
-            routing = Routing.parse(raw_spec)
-            router = None
-            if routing is not None:
-                router = self.routers(namespace, routing.traffic, routing.legacy, routing.new)
-                self.watch(w, _refs(namespace, routing.legacy, routing.new, router))
-            obs = self._observations(obj, routing, router, None, status, w)
-            decision = invalid_spec(status, obs, message=_errors(e), routable=router is not None)
-            if not await self._apply(w, raw_status, status, decision, router):
-                return CONFLICT_WAIT_S
-            return self._next(decision, None, w)
+            return await self._invalid(
+                w, obj, raw_status, status, Routing.parse(raw_spec), _errors(e)
+            )
+        # Gates no round could run make the spec invalid too, before any traffic moves.
+        problems = unresolvable_gates(spec, namespace, name)
+        if problems:
+            routing = Routing(spec.traffic, spec.legacy, spec.new)
+            return await self._invalid(w, obj, raw_status, status, routing, describe(problems))
 
         if self.targets is not None:
             for problem in await self.targets.refresh(namespace, name, spec):
@@ -218,6 +217,28 @@ class Reconciler:
         if not await self._apply(w, raw_status, status, decision, router):
             return CONFLICT_WAIT_S
         return self._next(decision, spec, w)
+
+    async def _invalid(
+        self,
+        w: Worker,
+        obj: Json,
+        raw_status: Json,
+        status: RolloutStatus | None,
+        routing: Routing | None,
+        message: str,
+    ) -> float | None:
+        """A spec that cannot run: Failed with ``message``; an abort still moves traffic
+        back when ``routing`` (the parts that move traffic) could be parsed."""
+        namespace = w.key[0]
+        router = None
+        if routing is not None:
+            router = self.routers(namespace, routing.traffic, routing.legacy, routing.new)
+            self.watch(w, _refs(namespace, routing.legacy, routing.new, router))
+        obs = self._observations(obj, routing, router, None, status, w)
+        decision = invalid_spec(status, obs, message=message, routable=router is not None)
+        if not await self._apply(w, raw_status, status, decision, router):
+            return CONFLICT_WAIT_S
+        return self._next(decision, None, w)
 
     # -- observing -------------------------------------------------------------------
 
