@@ -8,6 +8,7 @@ level: the Rollout stays paused while it is present.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Final
 
@@ -24,6 +25,22 @@ RETRY: Final = "segue.dev/retry"
 PAUSE: Final = "segue.dev/pause"
 PROMOTE: Final = "segue.dev/promote"
 ONE_SHOT: Final = (RETRY, ABORT, PROMOTE, APPROVE)  # in the order they are handled
+
+# A step index as people type it: ASCII digits only (int() would also take "1_0" and other
+# scripts' digits), at most 3 of them (a plan has at most 65 steps).
+STEP_INDEX_DIGITS: Final = 3
+_STEP_INDEX: Final = re.compile(f"[0-9]{{1,{STEP_INDEX_DIGITS}}}")
+MSG_STEP_INDEX: Final = (
+    f"the value must be the index of the step to approve: 1 to {STEP_INDEX_DIGITS} "
+    "ASCII digits (0-9)"
+)
+
+
+def parse_step_index(value: str) -> int | None:
+    """The step index ``value`` names (surrounding spaces allowed), or None."""
+    text = value.strip(" \t")
+    return int(text) if _STEP_INDEX.fullmatch(text) else None
+
 
 # Returns None when the annotation took effect, else why it was ignored.
 _Handler = Callable[[Context, str], str | None]
@@ -93,10 +110,9 @@ def _promote(ctx: Context, value: str) -> str | None:
 
 def _approve(ctx: Context, value: str) -> str | None:
     st = ctx.status
-    try:
-        index = int(value.strip())
-    except ValueError:
-        return "the value must be the index of the step to approve"
+    index = parse_step_index(value)
+    if index is None:
+        return MSG_STEP_INDEX
     if st.phase not in STEPPING:
         return f"the Rollout is {st.phase}; there is no step to approve"
     if index != st.step:
