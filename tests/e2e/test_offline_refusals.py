@@ -8,6 +8,7 @@ import copy
 import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -158,6 +159,10 @@ def test_a_gate_that_cannot_resolve_never_moves_traffic(kube, namespace, crds, o
     assert not [h for h in rollouts.status("shop").get("history", []) if h["event"] == "WeightSet"]
 
 
+def _mentions(text: str, found: list[tuple[str, str]]) -> bool:
+    return any(text in m for _, m in found)
+
+
 def test_non_ascii_approval_is_ignored_and_a_midway_edit_into_a_bad_gate_stops(
     kube, namespace, crds, operator
 ):
@@ -175,7 +180,7 @@ def test_non_ascii_approval_is_ignored_and_a_midway_edit_into_a_bad_gate_stops(
         ignored = wait_until(
             f"approve={value!r} ignored",
             lambda: [(t, m) for t, r, m in rollouts.events("shop") if r == "AnnotationIgnored"],
-            lambda found, v=value: any(repr(v) in m for _, m in found),
+            partial(_mentions, repr(value)),
             30,
         )
         warning = next((t, m) for t, m in ignored if repr(value) in m)
