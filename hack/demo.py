@@ -109,8 +109,14 @@ def main() -> int:
     logs = Path(env.info["logs"])
 
     say(f"The Segue operator (log: {logs / 'operator.log'})")
+    # As the chart runs it: writing only to objects labelled segue.dev/managed=true (the
+    # scenario's Deployments and HTTPRoutes carry it).
     operator = scenario.start_operator(
-        env.kubeconfig, logs / "operator.log", [NAMESPACE], prometheus=env.prometheus
+        env.kubeconfig,
+        logs / "operator.log",
+        [NAMESPACE],
+        prometheus=env.prometheus,
+        extra_args=["--require-managed-label"],
     )
     apps = ("checkout", "payments", "search")
     sims: dict[str, scenario.Sim] = {}
@@ -119,7 +125,10 @@ def main() -> int:
             say("Removing the Rollouts of an earlier run")
             env.kubectl("delete", "-n", NAMESPACE, "rollouts.segue.dev", "--all", "--timeout=120s")
 
-        say(f"Legacy and new Deployments, Services and HTTPRoutes in namespace {NAMESPACE}")
+        say(
+            f"Legacy and new Deployments, Services and HTTPRoutes in namespace {NAMESPACE}, "
+            "the Deployments and HTTPRoutes labelled segue.dev/managed=true"
+        )
         for app in apps:
             scenario.service_pair(env, NAMESPACE, app)
         table = env.kubectl("get", "-n", NAMESPACE, "deployments,httproutes")

@@ -29,6 +29,7 @@ from kubernetes import client, config, watch
 from prometheus_client.parser import text_string_to_metric_families
 
 import cluster
+from segue import MANAGED_LABEL, MANAGED_VALUE
 
 ROOT = Path(__file__).resolve().parents[1]
 T = TypeVar("T")
@@ -174,7 +175,8 @@ def deployment(
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": {"name": name, "labels": labels},
+        # Opted in to Segue's writes (the chart's default requireManagedLabel=true needs it).
+        "metadata": {"name": name, "labels": {**labels, MANAGED_LABEL: MANAGED_VALUE}},
         "spec": {
             "replicas": replicas,
             "selector": {"matchLabels": labels},
@@ -199,7 +201,7 @@ def httproute(name: str, legacy: str, new: str, legacy_weight: int = 100) -> dic
     return {
         "apiVersion": "gateway.networking.k8s.io/v1",
         "kind": "HTTPRoute",
-        "metadata": {"name": name},
+        "metadata": {"name": name, "labels": {MANAGED_LABEL: MANAGED_VALUE}},
         "spec": {
             "parentRefs": [{"name": "public"}],
             "rules": [

@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import uuid
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -135,9 +136,16 @@ def is_leader_election(doc: Doc) -> bool:
     )
 
 
+def is_admission(doc: Doc) -> bool:
+    """The admission policies and the approver ClusterRole (tests/e2e/test_admission.py)."""
+    kind, name = doc["kind"], doc["metadata"]["name"]
+    return "AdmissionPolicy" in kind or (kind == "ClusterRole" and name == "segue-approver")
+
+
 def without_leader_election(docs: list[Doc]) -> list[Doc]:
-    """The rendered objects except the leader-election Role and RoleBinding (tested apart)."""
-    return [d for d in docs if not is_leader_election(d)]
+    """The rendered objects except the leader-election Role and RoleBinding and the
+    admission policies (each tested apart): what the operator itself runs with."""
+    return [d for d in docs if not is_leader_election(d) and not is_admission(d)]
 
 
 def container(docs: list[Doc]) -> Doc:
@@ -244,7 +252,7 @@ def test_secrets_only_by_name_and_none_by_default(helm: Path, scope: str) -> Non
 
 
 def test_every_rule_in_the_template_says_why_it_is_needed() -> None:
-    for template in ("rbac.yaml", "leader-election.yaml"):
+    for template in ("rbac.yaml", "leader-election.yaml", "admission.yaml"):
         lines = (CHART / "templates" / template).read_text().splitlines()
         for i, line in enumerate(lines):
             if line.lstrip().startswith("- apiGroups:"):
@@ -328,6 +336,18 @@ def test_deployment_is_hardened(helm: Path) -> None:
     assert "emptyDir" in volumes[mounts["/tmp"]]
 
 
+def write_policy_args(helm: Path, *sets: str) -> list[str]:
+    """The operator flags, as the chart renders them, that decide which objects it writes."""
+    args = container(render(helm, *sets))["args"]
+    return [a for a in args if a.startswith("--require-managed-label")]
+
+
+def test_the_managed_label_is_required_by_default(helm: Path) -> None:
+    assert write_policy_args(helm) == ["--require-managed-label"]
+    assert write_policy_args(helm, "rbac.scope=namespace") == ["--require-managed-label"]
+    assert write_policy_args(helm, "requireManagedLabel=false") == []
+
+
 def test_values_reach_the_deployment(helm: Path) -> None:
     docs = render(
         helm,
@@ -344,6 +364,25 @@ def test_values_reach_the_deployment(helm: Path) -> None:
     service = one(docs, "Service")
     assert service["spec"]["ports"] == [
         {"name": "metrics", "port": 9100, "targetPort": "metrics", "protocol": "TCP"}
+    ]
+
+
+def test_webhook_destinations_reach_the_deployment(helm: Path) -> None:
+    args = container(render(helm))["args"]
+    assert not [a for a in args if "webhook" in a]  # refused by default, no proxy
+    args = container(
+        render(
+            helm,
+            "webhooks.allowInternal=true",
+            "webhooks.allowHosts={169.254.169.254,*.corp.example}",
+            "webhooks.proxy=http://egress.infra:3128",
+        )
+    )["args"]
+    assert [a for a in args if "webhook" in a] == [
+        "--allow-internal-webhooks",
+        "--allow-webhook-host=169.254.169.254",
+        "--allow-webhook-host=*.corp.example",
+        "--webhook-proxy=http://egress.infra:3128",
     ]
 
 
@@ -416,6 +455,11 @@ def test_grafana_dashboard_configmap_only_when_enabled_and_present(
         ("resources.limits.gpu=1", "additional properties 'gpu'"),
         ("replicas=0", "replicas"),
         ("leaderElection.leaseName=Not_A_Name", "leaseName"),
+        ("webhooks.allowInternal=yes", "webhooks/allowInternal"),
+        ("webhooks.proxy=egress:3128", "webhooks/proxy"),
+        ("webhooks.allowHosts={a b}", "webhooks/allowHosts"),
+        ("webhooks.bogus=1", "additional properties 'bogus'"),
+        ("requireManagedLabel=yes", "requireManagedLabel"),
         # Schema-valid, but contradictory: the template refuses it.
         ("watchNamespaces={shop}", "only applies with rbac.scope=namespace"),
     ],
@@ -478,6 +522,9 @@ class Release:
     def install(self, *sets: str) -> None:
         args = ["install", self.name, str(CHART), "-n", self.namespace, "--wait", "--timeout=3m"]
         args += ["--set", f"rbac.scope={self.scope}"]
+        # The admission policies would apply to every namespace of the shared cluster (and
+        # their ClusterRole's name is fixed): test_admission.py installs them, scoped.
+        args += ["--set", "admission.enabled=false"]
         if self.watch:
             args += ["--set", "watchNamespaces={" + ",".join(self.watch) + "}"]
         for s in sets:
@@ -690,6 +737,7 @@ def rollout_manifest(router: str) -> Doc:
 @pytest.mark.parametrize("router", ["gatewayAPI", "replicas"])
 @pytest.mark.parametrize("scope", ["cluster", "namespace"])
 def test_operator_runs_under_chart_rbac(
+    helm: Path,
     kube: Kube,
     crds: None,
     namespace: str,
@@ -719,12 +767,17 @@ def test_operator_runs_under_chart_rbac(
 
     kubeconfig = token_kubeconfig(kube, release, tmp_path / "sa.kubeconfig")
     # The arguments the chart gives it: one --namespace per watched namespace, none in
-    # cluster scope (then it watches all namespaces), and the Lease in the release namespace.
+    # cluster scope (then it watches all namespaces), the Lease in the release namespace, and
+    # what it may write (the objects from the scenario helpers carry segue.dev/managed=true).
     op = start_operator(
         str(kubeconfig),
         tmp_path / "operator.log",
         release.watch,
-        extra_args=["--leader-election-namespace", release.namespace],
+        extra_args=[
+            "--leader-election-namespace",
+            release.namespace,
+            *write_policy_args(helm, f"rbac.scope={scope}"),
+        ],
     )
     try:
         apply(kube, namespace, rollout_manifest(router))
@@ -764,5 +817,224 @@ def test_operator_runs_under_chart_rbac(
     finally:
         op.stop()
         print(f"--- operator log ({op.log_path}) ---\n{op.log()[-6000:]}")
+    release.uninstall()
+    releases.remove(release)
+
+
+# --- narrower reach: the namespaced install with requireManagedLabel ------------------------
+
+
+def without_managed_label(doc: Doc) -> Doc:
+    """The object as its owner applies it before opting it in to Segue's writes."""
+    labels = doc["metadata"].get("labels") or {}
+    doc["metadata"]["labels"] = {k: v for k, v in labels.items() if k != "segue.dev/managed"}
+    return doc
+
+
+def named_rollout(name: str, router: str, app: str) -> Doc:
+    manifest = rollout_manifest(router)
+    manifest["metadata"]["name"] = name
+    manifest["spec"]["legacy"] = {"deployment": f"{app}-v1"}
+    manifest["spec"]["new"] = {"deployment": f"{app}-v2"}
+    if router == "gatewayAPI":
+        manifest["spec"]["traffic"]["gatewayAPI"] = {
+            "httpRoute": app,
+            "legacyBackend": f"{app}-v1",
+            "newBackend": f"{app}-v2",
+        }
+    return manifest
+
+
+def condition(rollouts: Rollouts, name: str, type_: str) -> Doc:
+    for c in rollouts.status(name).get("conditions") or []:
+        if c.get("type") == type_:
+            return dict(c)
+    return {}
+
+
+def test_namespaced_install_writes_only_to_labelled_objects_in_its_namespaces(
+    helm: Path,
+    kube: Kube,
+    crds: None,
+    namespace: str,
+    release_namespace: str,
+    releases: list[Release],
+    tmp_path: Path,
+) -> None:
+    """The recommended install for a shared cluster: rbac.scope=namespace and the chart's
+    default requireManagedLabel=true. The operator, authenticated as the chart's
+    ServiceAccount, rolls out a Rollout whose objects are labelled; refuses, in status and an
+    Event, one whose HTTPRoute or Deployments are not, leaving them untouched; handles it once
+    the object is labelled with the command the refusal names; and can neither see nor write
+    anything in a namespace outside its scope."""
+    release = Release(kube, release_namespace, "namespace", [namespace])
+    releases.append(release)
+    release.install()
+    elsewhere = fresh_namespace(kube)
+    core = client.CoreV1Api(kube.api_client)
+    op = None
+    try:
+        rollouts = Rollouts(kube.api_client, namespace)
+        outside = Rollouts(kube.api_client, elsewhere)
+        # web: everything labelled (the helpers opt objects in). gw: its HTTPRoute is not.
+        # rep: the two Deployments the replicas router would scale are not.
+        apply(
+            kube,
+            namespace,
+            deployment("web-v1", "web"),
+            deployment("web-v2", "web"),
+            httproute("web", "web-v1", "web-v2"),
+            deployment("gw-v1", "gw"),
+            deployment("gw-v2", "gw"),
+            without_managed_label(httproute("gw", "gw-v1", "gw-v2")),
+            without_managed_label(deployment("rep-v1", "rep", 2)),
+            without_managed_label(deployment("rep-v2", "rep", 0)),
+        )
+        # Outside the operator's namespaces, even labelled objects are out of its reach.
+        apply(
+            kube,
+            elsewhere,
+            deployment("web-v1", "web"),
+            deployment("web-v2", "web"),
+            httproute("web", "web-v1", "web-v2"),
+        )
+        ready = [(rollouts, n) for n in ("web-v1", "web-v2", "gw-v1", "gw-v2", "rep-v1")]
+        for where, name in [*ready, (outside, "web-v1")]:
+            wait_until(f"{name} ready", partial(where.replicas, name), lambda r: r[1] == 2)
+
+        kubeconfig = token_kubeconfig(kube, release, tmp_path / "sa.kubeconfig")
+        op = start_operator(
+            str(kubeconfig),
+            tmp_path / "operator.log",
+            release.watch,
+            extra_args=[
+                "--leader-election-namespace",
+                release.namespace,
+                *write_policy_args(helm, "rbac.scope=namespace"),
+            ],
+        )
+        apply(
+            kube,
+            namespace,
+            named_rollout("web", "gatewayAPI", "web"),
+            named_rollout("gw", "gatewayAPI", "gw"),
+            named_rollout("rep", "replicas", "rep"),
+        )
+        apply(kube, elsewhere, named_rollout("web", "gatewayAPI", "web"))
+
+        def phase(name: str) -> str | None:
+            if op is not None and op.proc.poll() is not None:
+                raise AssertionError(f"operator exited with {op.proc.returncode}:\n{op.log()}")
+            return rollouts.phase(name)
+
+        def stalled(name: str) -> Doc:
+            phase(name)  # the operator still runs
+            return condition(rollouts, name, "Stalled")
+
+        def refused(name: str) -> str | None:
+            return stalled(name).get("reason")
+
+        try:
+            wait_until(
+                "web Succeeded",
+                partial(phase, "web"),
+                lambda p: p == "Succeeded",
+                timeout=120,
+            )
+            for name in ("gw", "rep"):
+                wait_until(
+                    f"{name} refused (NotManaged)",
+                    partial(refused, name),
+                    lambda r: r == "NotManaged",
+                    timeout=60,
+                )
+        except TimeoutError as e:
+            raise AssertionError(f"{e}\n--- operator log ---\n{op.log()[-6000:]}") from None
+        assert rollouts.route_weights("web") == (0, 100)
+
+        # The refusal: in status, in a Warning Event, naming the object and the fix.
+        gw = rollouts.status("gw")
+        fix = f"kubectl label httproute gw -n {namespace} segue.dev/managed=true"
+        message = (
+            f"not managed: HTTPRoute {namespace}/gw is not labelled segue.dev/managed=true, "
+            "and this operator writes only to labelled objects; to let Segue move traffic, "
+            f"opt it in: {fix}"
+        )
+        assert (gw["phase"], gw.get("weight", 0), gw["message"]) == ("Pending", 0, message)
+        assert stalled("gw")["status"] == "True" and stalled("gw")["message"] == message
+        assert ("Warning", "NotManaged", message) in rollouts.events("gw")
+        rep = rollouts.status("rep")
+        assert rep["phase"] == "Pending" and rep.get("weight", 0) == 0
+        assert rep["message"].endswith(
+            f"kubectl label deployment rep-v1 rep-v2 -n {namespace} segue.dev/managed=true"
+        )
+        assert [e for e in rollouts.events("rep") if e[:2] == ("Warning", "NotManaged")]
+        # Untouched: the route's weights, the Deployments' replicas and annotations, and
+        # nothing written by Segue's field manager.
+        assert rollouts.route_weights("gw") == (100, 0)
+        assert rollouts.replicas("rep-v1")[0] == 2 and rollouts.replicas("rep-v2")[0] == 0
+        for name in ("rep-v1", "rep-v2"):
+            d = client.AppsV1Api(kube.api_client).read_namespaced_deployment(name, namespace)
+            assert not [k for k in d.metadata.annotations or {} if k.startswith("segue.dev/")]
+            assert "segue" not in {m.manager for m in d.metadata.managed_fields or []}
+        route: Any = client.CustomObjectsApi(kube.api_client).get_namespaced_custom_object(
+            "gateway.networking.k8s.io", "v1", namespace, "httproutes", "gw"
+        )
+        assert "segue" not in {m["manager"] for m in route["metadata"]["managedFields"]}
+
+        # Outside its namespaces: the Rollout there was never seen, its route never written,
+        # and the API server refuses the ServiceAccount's writes there outright.
+        assert not outside.get("web").get("status")
+        assert outside.route_weights("web") == (100, 0)
+        patch = '{"spec":{"replicas":0}}'
+        for args in (
+            [
+                "patch",
+                "httproute",
+                "web",
+                "--type=merge",
+                "-p",
+                '{"metadata":{"labels":{"x":"y"}}}',
+            ],
+            ["patch", "deployment", "web-v1", "--subresource=scale", "--type=merge", "-p", patch],
+            ["get", "deployment", "web-v1"],
+        ):
+            answer = kube.kubectl(*args, "-n", elsewhere, f"--as={release.sa}", check=False)
+            assert answer.returncode != 0 and "forbidden" in answer.stderr.lower(), answer
+
+        # Opting in with the command the refusal names lets the Rollout go.
+        command = message.split("opt it in: ")[1].split()
+        assert command[0] == "kubectl"
+        kube.kubectl(*command[1:])
+        try:
+            wait_until(
+                "gw Succeeded once labelled",
+                partial(phase, "gw"),
+                lambda p: p == "Succeeded",
+                timeout=120,
+            )
+        except TimeoutError as e:
+            raise AssertionError(f"{e}\n--- operator log ---\n{op.log()[-6000:]}") from None
+        assert rollouts.route_weights("gw") == (0, 100)
+        assert stalled("gw")["status"] == "False"
+        assert rbac_refusals(op.log()) == [], op.log()[-6000:]
+
+        # Deleted while the operator runs: the refused Rollout never moved traffic, so its
+        # finalizer goes at once; nothing is left behind.
+        custom = client.CustomObjectsApi(kube.api_client)
+        for name in ("web", "gw", "rep"):
+            custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+
+        def names() -> list[str]:
+            found: Any = custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)
+            return [r["metadata"]["name"] for r in found["items"]]
+
+        wait_until("the Rollouts to be gone", names, lambda n: n == [], timeout=30)
+        assert rollouts.replicas("rep-v1")[0] == 2 and rollouts.replicas("rep-v2")[0] == 0
+    finally:
+        if op is not None:
+            op.stop()
+            print(f"--- operator log ({op.log_path}) ---\n{op.log()[-6000:]}")
+        core.delete_namespace(elsewhere)
     release.uninstall()
     releases.remove(release)

@@ -83,7 +83,13 @@ def test_notifications_and_metrics_follow_a_rollout(
     }
     apply(kube, namespace, secret)
     rollouts = shop_pair(kube, namespace, replicas=1)
-    op = start_operator(kube.kubeconfig, tmp_path / "op.log", [namespace])
+    # The receiver is on loopback, an internal destination the operator refuses by default.
+    op = start_operator(
+        kube.kubeconfig,
+        tmp_path / "op.log",
+        [namespace],
+        extra_args=["--allow-internal-webhooks"],
+    )
     port = op.metrics_port
     try:
         rollout = {

@@ -131,6 +131,8 @@ class Sim:
     new_missing: bool = False
     legacy_missing: bool = False
     router_missing: bool = False
+    # Objects the router writes to that lack segue.dev/managed=true (the operator requires it).
+    unmanaged: tuple[tuple[str, str, str], ...] = ()
     deps: tuple[str, ...] = ()
     revision: str = "r1"
     generation: int = 1
@@ -158,6 +160,7 @@ class Sim:
             new_missing=self.new_missing,
             legacy_missing=self.legacy_missing,
             router_missing=self.router_missing,
+            unmanaged=self.unmanaged,
             dependencies_pending=self.deps,
             gates=self.gates,
             deleting=self.deleting_since is not None,

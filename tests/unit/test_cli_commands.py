@@ -222,3 +222,43 @@ def test_apply_gives_up_when_the_rollout_keeps_changing() -> None:
     fake = FakeRollouts([rollout(phase="AwaitingApproval", step=4)], conflicts=99)
     with pytest.raises(CliError, match="keeps changing"):
         commands.apply(fake, "shop", "checkout", commands.check_approve)
+
+
+def test_apply_writes_who_approves_next_to_the_approval() -> None:
+    fake = FakeRollouts([rollout(phase="AwaitingApproval", step=4)])
+    commands.apply(fake, "shop", "checkout", commands.check_approve, user="alice")
+    assert fake.patches == [({APPROVE: "4", "segue.dev/approved-by": "alice"}, "100")]
+
+
+def test_companions_follow_their_annotation() -> None:
+    assert commands.with_companions({PAUSE: "lunch"}, "bob") == {
+        PAUSE: "lunch",
+        "segue.dev/paused-by": "bob",
+    }
+    # Resuming removes who paused, whoever resumes.
+    assert commands.with_companions({PAUSE: None}, "carol") == {
+        PAUSE: None,
+        "segue.dev/paused-by": None,
+    }
+    # Without a user name (the server could not say) the companion is left to the server.
+    assert commands.with_companions({ABORT: "x"}, None) == {ABORT: "x"}
+
+
+def test_an_admission_refusal_is_shown_in_the_policy_s_own_words() -> None:
+    import json
+
+    from kubernetes.client.exceptions import ApiException
+
+    from segue.cli.kube import translate
+
+    words = 'user "bob" may not set segue.dev/approve (rollouts.segue.dev "web" ...)'
+    e = ApiException(status=403, reason="Forbidden")
+    e.body = json.dumps(
+        {
+            "message": 'rollouts.segue.dev "web" is forbidden: ValidatingAdmissionPolicy '
+            f"'segue-steering' with binding 'segue-steering' denied request: {words}"
+        }
+    )
+    assert translate(e, "rollout shop/web").message == (
+        f"rollout shop/web: refused by the API server: {words}"
+    )

@@ -34,9 +34,13 @@ class FakeRouter:
         self.weight = weight  # None: the routing object is missing
         self.lanes: list[bool] = []
         self.atomic = False  # reads the new weight at once, as an HTTPRoute does
+        self.unlabelled = False  # the route lacks segue.dev/managed=true (required)
 
     def watches(self) -> list[Ref]:
         return [("HTTPRoute", "ns", "route")]
+
+    def unmanaged(self) -> list[Ref]:
+        return [("HTTPRoute", "ns", "route")] if self.unlabelled else []
 
     def read_weight(self) -> int:
         if self.weight is None:

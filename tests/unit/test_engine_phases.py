@@ -65,7 +65,7 @@ def test_a_phase_change_is_one_structured_action_and_no_bare_event() -> None:
         new="Paused",
         paused_reason="Manual",
         message="paused by annotation segue.dev/pause; remove it to resume",
-        actor="segue",
+        actor="segue.dev/pause",
         verdict=None,
         at=sim.now,
     )

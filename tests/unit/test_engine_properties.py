@@ -1,5 +1,6 @@
 """Invariants of the engine under arbitrary interleavings of time, gate rounds, router
-lag, readiness, missing objects, deletion and annotations (hypothesis).
+lag, readiness, missing objects, objects losing the segue.dev/managed label, deletion and
+annotations (hypothesis).
 
 ``make test`` runs the derandomized ``ci`` profile (tests/unit/conftest.py); for a long
 hunt: ``HYPOTHESIS_PROFILE=random pytest tests/unit/test_engine_properties.py``."""
@@ -104,6 +105,7 @@ def ops(
         st.tuples(st.just("follow"), st.booleans()),
         st.tuples(st.just("ready"), st.integers(0, 2), st.integers(0, 2)),
         st.tuples(st.just("lose"), st.sampled_from(["new", "legacy", "router"]), st.booleans()),
+        st.tuples(st.just("unlabel"), st.booleans()),
     ]
     if with_revision:
         choices.append(st.tuples(st.just("revision")))
@@ -144,6 +146,9 @@ class Driver:
             sim.revision = f"r{self.revisions}"
         elif kind == "lose":
             setattr(sim, f"{op[1]}_missing", op[2])
+            self.decide(0.0)
+        elif kind == "unlabel":
+            sim.unmanaged = (("HTTPRoute", "ns", "checkout"),) if op[1] else ()
             self.decide(0.0)
         elif kind == "delete":
             if sim.deleting_since is None:
@@ -253,6 +258,7 @@ def check_invariants(
         obs.new_missing
         and not obs.legacy_missing
         and not obs.router_missing
+        and not obs.unmanaged
         and (obs.router_weight or 0) > 0
         and before.phase in ANALYSED
     ):
@@ -269,11 +275,13 @@ def check_invariants(
 def _check_capacity(obs: Observations, d: Decision) -> None:
     """No weight moves toward a side without ready pods (the router scales for itself, or
     the new Deployment is gone: then legacy is strictly better), nor while the router is
-    missing, nor back onto a missing legacy Deployment."""
+    missing, nor back onto a missing legacy Deployment, nor through an object Segue may not
+    write to (not labelled segue.dev/managed=true)."""
     for a in d.actions:
         if not isinstance(a, SetWeight):
             continue
         assert not obs.router_missing
+        assert not obs.unmanaged
         current = obs.router_weight
         if current is None or a.weight == current:
             continue
@@ -318,6 +326,7 @@ def test_a_rollback_always_reaches_weight_0(
     # Observe what the prefix left pending: a new revision restarts the plan, even from a
     # rollback, and it is seen only once the new Deployment is back.
     sim.new_missing = sim.legacy_missing = sim.router_missing = False
+    sim.unmanaged = ()
     driver.decide(0.0)
     if sim.st.phase not in ("RollingBack", "RolledBack"):
         sim.annotations[ABORT] = "property test"
@@ -331,6 +340,7 @@ def test_a_rollback_always_reaches_weight_0(
     sim.follow = True
     sim.legacy_ready = 2
     sim.new_missing = sim.legacy_missing = sim.router_missing = False
+    sim.unmanaged = ()
     for _ in range(400):
         if sim.st.phase == "RolledBack":
             break

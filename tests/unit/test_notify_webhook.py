@@ -30,12 +30,15 @@ from segue.notify import (
     post,
     slack_payload,
 )
+from segue.notify.destinations import Destinations
 from segue.notify.webhook import PoolResolver, open_session
 from tests.unit.conftest import NoDefaultExecutor
 
 T = TypeVar("T")
 AT = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 FAST = RetryPolicy(timeout=2.0, retries=3, backoff=0.01)
+# The receivers here listen on loopback, which the operator refuses unless allowed.
+LOOPBACK = Destinations(allow_internal=True)
 
 
 def note(step: int = 1, kind: str = "PhaseChanged") -> Notification:
@@ -127,7 +130,7 @@ class Counts:
 def test_delivers_slack_and_json_bodies() -> None:
     async def body() -> None:
         async with Receiver() as rx:
-            d = Dispatcher(policy=FAST)
+            d = Dispatcher(destinations=LOOPBACK, policy=FAST)
             await d.start()
             n = note()
             queued = d.publish(
@@ -151,7 +154,7 @@ def test_retries_a_500_then_succeeds() -> None:
     async def body() -> None:
         async with Receiver(script={"/flaky": [500, 503, 200]}) as rx:
             counts = Counts()
-            async with Dispatcher(policy=FAST, observer=counts) as d:
+            async with Dispatcher(destinations=LOOPBACK, policy=FAST, observer=counts) as d:
                 d.publish([WebhookTarget(rx.url("/flaky"))], note())
                 await until(lambda: d.stats.delivered == 1)
             assert len(rx.bodies("/flaky")) == 3
@@ -164,7 +167,7 @@ def test_retries_a_429_and_gives_up_after_the_retries() -> None:
     async def body() -> None:
         async with Receiver(script={"/busy": [429, 200], "/down": [502]}) as rx:
             counts = Counts()
-            async with Dispatcher(policy=FAST, observer=counts) as d:
+            async with Dispatcher(destinations=LOOPBACK, policy=FAST, observer=counts) as d:
                 d.publish([WebhookTarget(rx.url("/busy")), WebhookTarget(rx.url("/down"))], note())
                 await until(lambda: d.stats.delivered + d.stats.failed == 2)
             assert len(rx.bodies("/busy")) == 2
@@ -178,7 +181,7 @@ def test_a_404_is_not_retried() -> None:
     async def body() -> None:
         async with Receiver(script={"/gone": [404, 200]}) as rx:
             counts = Counts()
-            async with Dispatcher(policy=FAST, observer=counts) as d:
+            async with Dispatcher(destinations=LOOPBACK, policy=FAST, observer=counts) as d:
                 d.publish([WebhookTarget(rx.url("/gone"))], note())
                 await until(lambda: d.stats.failed == 1)
                 await asyncio.sleep(0.1)  # room for a retry that must not come
@@ -195,7 +198,8 @@ def test_connection_refused_is_retried_then_fails() -> None:
             port = s.getsockname()[1]
         target = WebhookTarget(f"http://127.0.0.1:{port}/hook")
         async with aiohttp.ClientSession() as session:
-            result = await post(session, target, {"x": 1}, RetryPolicy(retries=2, backoff=0.01))
+            policy = RetryPolicy(retries=2, backoff=0.01)
+            result = await post(session, target, {"x": 1}, policy, LOOPBACK)
         assert (result.outcome, result.attempts, result.status) == ("failed", 3, None)
         assert result.error is not None and "127.0.0.1" not in result.error
 
@@ -205,7 +209,7 @@ def test_connection_refused_is_retried_then_fails() -> None:
 def test_a_hanging_receiver_never_delays_publish() -> None:
     async def body() -> None:
         async with Receiver() as rx:
-            d = Dispatcher(policy=RetryPolicy(timeout=0.5, retries=0))
+            d = Dispatcher(destinations=LOOPBACK, policy=RetryPolicy(timeout=0.5, retries=0))
             await d.start()
             hang, ok = WebhookTarget(rx.url("/hang")), WebhookTarget(rx.url("/ok"))
             d.publish([hang], note(1))
@@ -235,7 +239,9 @@ def test_stop_keeps_to_its_deadline_with_a_hanging_receiver() -> None:
     async def body() -> None:
         async with Receiver() as rx:
             counts = Counts()
-            d = Dispatcher(policy=RetryPolicy(timeout=30, retries=0), observer=counts)
+            d = Dispatcher(
+                destinations=LOOPBACK, policy=RetryPolicy(timeout=30, retries=0), observer=counts
+            )
             await d.start()
             d.publish([WebhookTarget(rx.url("/hang"))], note(1))
             d.publish([WebhookTarget(rx.url("/hang"))], note(2))
@@ -255,7 +261,7 @@ def test_a_full_queue_drops_the_oldest() -> None:
     async def body() -> None:
         async with Receiver() as rx:
             counts = Counts()
-            d = Dispatcher(max_queue=2, policy=FAST, observer=counts)
+            d = Dispatcher(max_queue=2, destinations=LOOPBACK, policy=FAST, observer=counts)
             target = WebhookTarget(rx.url("/json"))
             for step in (1, 2, 3):
                 d.publish([target], note(step))  # not started: the queue only fills
@@ -273,7 +279,7 @@ def test_targets_get_only_the_kinds_they_want() -> None:
         async with Receiver() as rx:
             rollbacks = WebhookTarget.of(rx.url("/rb"), "json", ["RollbackStarted"])
             everything = WebhookTarget(rx.url("/all"), "json")
-            async with Dispatcher(policy=FAST) as d:
+            async with Dispatcher(destinations=LOOPBACK, policy=FAST) as d:
                 assert d.publish([rollbacks, everything], note(1, "PhaseChanged")) == 1
                 assert d.publish([rollbacks, everything], note(2, "RollbackStarted")) == 2
                 await until(lambda: d.stats.delivered == 3)
@@ -292,7 +298,7 @@ def test_the_hook_publishes_status_changes_to_the_rollouts_targets() -> None:
                 asked.append((namespace, name, obj))
                 return [WebhookTarget(rx.url("/json"))]
 
-            async with Dispatcher(policy=FAST) as d:
+            async with Dispatcher(destinations=LOOPBACK, policy=FAST) as d:
                 hook = NotificationHook(d, targets_for, clock=lambda: AT)
                 old = RolloutStatus(phase="Progressing", step=1, weight=10)
                 new = RolloutStatus(phase="Succeeded", step=6, weight=100)
@@ -323,7 +329,7 @@ def test_deliveries_never_use_the_default_executor() -> None:
         async with Receiver() as rx:
             # A host name, so the DNS lookup runs too.
             target = WebhookTarget(f"http://localhost:{rx.port}/json")
-            async with Dispatcher(policy=FAST) as d:
+            async with Dispatcher(destinations=LOOPBACK, policy=FAST) as d:
                 d.publish([target], note())
                 await until(lambda: d.stats.delivered == 1)
             assert len(rx.bodies("/json")) == 1
@@ -346,7 +352,7 @@ def test_proxy_settings_from_the_environment_are_ignored(monkeypatch: pytest.Mon
 
     async def body() -> None:
         async with Receiver() as rx:
-            async with Dispatcher(policy=FAST) as d:
+            async with Dispatcher(destinations=LOOPBACK, policy=FAST) as d:
                 d.publish([WebhookTarget(rx.url("/json"))], note())
                 await until(lambda: d.stats.delivered + d.stats.failed == 1)
                 assert d.stats.delivered == 1
@@ -395,12 +401,164 @@ def test_a_stuck_dns_lookup_is_bounded_and_does_not_pile_up() -> None:
 
 def test_the_resolver_returns_usable_addresses() -> None:
     async def body() -> None:
-        resolver = PoolResolver()
+        resolver = PoolResolver(destinations=LOOPBACK)
         try:
             hosts = await resolver.resolve("localhost", 8080, socket.AF_INET)
         finally:
             await resolver.close()
         assert hosts and all(h["hostname"] == "localhost" and h["port"] == 8080 for h in hosts)
         assert "127.0.0.1" in {h["host"] for h in hosts}
+
+    run(body)
+
+
+# --- refused destinations: checked by name first, and by address at connect time ----------
+
+
+def resolving_to(address: str, names: dict[str, str] | None = None) -> Callable[..., Any]:
+    """A ``getaddrinfo`` stand-in: every name (or those in ``names``) resolves to
+    ``address``, as a DNS server the URL's author controls would answer."""
+
+    def lookup(host: str, port: int, *args: Any) -> list[Any]:
+        ip = (names or {}).get(host, address)
+        family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+        sockaddr = (ip, port, 0, 0) if family == socket.AF_INET6 else (ip, port)
+        return [(family, socket.SOCK_STREAM, 6, "", sockaddr)]
+
+    return lookup
+
+
+class Refusals:
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str, str]] = []
+
+    def __call__(self, n: Notification, target: WebhookTarget, refusal: Any) -> None:
+        self.seen.append((n.rollout, target.source, str(refusal)))
+
+
+def test_the_resolver_drops_refused_addresses() -> None:
+    async def body() -> None:
+        both = PoolResolver(lookup=_two_addresses)
+        only_loopback = PoolResolver(lookup=resolving_to("127.0.0.1"))
+        allowed = PoolResolver(lookup=resolving_to("127.0.0.1"), destinations=LOOPBACK)
+        named = PoolResolver(
+            lookup=resolving_to("169.254.169.254"),
+            destinations=Destinations.of(allow_hosts=["meta.example.com"]),
+        )
+        exempt = PoolResolver(lookup=resolving_to("10.0.0.3"), exempt=frozenset({"proxy.infra"}))
+        try:
+            hosts = await both.resolve("hooks.example.com", 443)
+            assert [h["host"] for h in hosts] == ["93.184.215.14"]
+            with pytest.raises(OSError, match=r"resolves to 127\.0\.0\.1, a loopback address"):
+                await only_loopback.resolve("hooks.example.com", 443)
+            assert [h["host"] for h in await allowed.resolve("hooks.example.com", 443)] == [
+                "127.0.0.1"
+            ]
+            assert [h["host"] for h in await named.resolve("meta.example.com", 80)] == [
+                "169.254.169.254"
+            ]
+            with pytest.raises(OSError, match="link-local"):
+                await named.resolve("other.example.com", 80)
+            assert [h["host"] for h in await exempt.resolve("proxy.infra", 3128)] == ["10.0.0.3"]
+            with pytest.raises(OSError, match="private"):
+                await exempt.resolve("hooks.example.com", 443)
+        finally:
+            for r in (both, only_loopback, allowed, named, exempt):
+                await r.close()
+
+    run(body)
+
+
+def _two_addresses(host: str, port: int, *args: Any) -> list[Any]:
+    return [
+        (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port)),
+        (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.215.14", port)),
+    ]
+
+
+def test_a_name_that_resolves_to_loopback_at_connect_time_gets_nothing() -> None:
+    """The name passes the check by name; the address it resolves to when the session
+    connects is what counts. Allowed, the same setup delivers, so the receiver is real."""
+
+    async def deliver(destinations: Destinations) -> tuple[Any, int]:
+        async with Receiver() as rx:
+            resolver = PoolResolver(lookup=resolving_to("127.0.0.1"), destinations=destinations)
+            target = WebhookTarget(f"http://hooks.example.com:{rx.port}/json")
+            try:
+                async with open_session(resolver) as session:
+                    result = await post(session, target, {"x": 1}, FAST, destinations)
+            finally:
+                await resolver.close()
+            return result, len(rx.hits)
+
+    async def body() -> None:
+        refused, hits = await deliver(Destinations())
+        assert (refused.outcome, refused.attempts, hits) == ("refused", 1, 0)
+        assert refused.error == "hooks.example.com resolves to 127.0.0.1, a loopback address"
+        delivered, hits = await deliver(LOOPBACK)
+        assert (delivered.outcome, hits) == ("delivered", 1)
+
+    run(body)
+
+
+def test_the_dispatcher_sends_nothing_to_refused_targets_and_reports_them() -> None:
+    async def body() -> None:
+        refusals, counts = Refusals(), Counts()
+        async with Receiver() as rx:
+            literal = WebhookTarget(rx.url("/literal"), source="spec.notifications[0].secretRef")
+            ipv6 = WebhookTarget(
+                f"http://[::ffff:127.0.0.1]:{rx.port}/v6", source="spec.notifications[1]"
+            )
+            metadata = WebhookTarget("http://169.254.169.254/latest/meta-data/", source="m")
+            service = WebhookTarget("http://alerts.monitoring.svc:8080/", source="svc")
+            async with Dispatcher(policy=FAST, observer=counts, on_refused=refusals) as d:
+                for step in (1, 2):
+                    d.publish([literal, ipv6, metadata, service], note(step))
+                await until(lambda: d.stats.refused == 8)
+                assert d.stats.delivered == 0
+            assert rx.hits == []
+        assert counts.failed == 8
+        assert refusals.seen[0][:2] == ("checkout", "spec.notifications[0].secretRef")
+        reasons = {r for _, _, r in refusals.seen}
+        assert any(r.startswith("127.0.0.1 is a loopback address") for r in reasons)
+        assert any(r.startswith("::ffff:7f00:1 is a loopback address") for r in reasons)
+        assert any(r.startswith("169.254.169.254 is a link-local address") for r in reasons)
+        assert any(r.startswith("alerts.monitoring.svc is a cluster-internal") for r in reasons)
+
+    run(body)
+
+
+def test_a_redirect_is_not_followed() -> None:
+    async def body() -> None:
+        async with Receiver() as rx:
+            rx.script["/moved"] = [307]
+            async with Dispatcher(destinations=LOOPBACK, policy=FAST) as d:
+                d.publish([WebhookTarget(rx.url("/moved"))], note())
+                await until(lambda: d.stats.failed == 1)
+            assert [h.path for h in rx.hits] == ["/moved"]
+
+    run(body)
+
+
+def test_a_configured_proxy_carries_every_delivery() -> None:
+    """The proxy (here the receiver, on loopback, which the rules would refuse as a
+    destination) is the operator's own: its name is not judged, and the target's host is
+    never looked up here but by the proxy."""
+
+    async def body() -> None:
+        async with Receiver() as proxy:
+            target = WebhookTarget("http://hooks.example.com/json")
+            async with Dispatcher(policy=FAST, proxy=f"http://localhost:{proxy.port}") as d:
+                d.publish([target], note())
+                await until(lambda: d.stats.delivered + d.stats.failed == 1)
+                assert d.stats.delivered == 1
+            assert [(h.path, h.headers.get("Host")) for h in proxy.hits] == [
+                ("/json", "hooks.example.com")
+            ]
+            # Through the proxy, a refused host is still refused by name.
+            async with Dispatcher(policy=FAST, proxy=f"http://localhost:{proxy.port}") as d:
+                d.publish([WebhookTarget("http://10.0.0.1/x")], note())
+                await until(lambda: d.stats.refused == 1)
+            assert len(proxy.hits) == 1
 
     run(body)

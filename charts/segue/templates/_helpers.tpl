@@ -66,3 +66,65 @@ release namespace when that list is empty; [] with rbac.scope=cluster. Use it wi
 {{- list | toJson }}
 {{- end }}
 {{- end }}
+
+{{/*
+CEL variables shared by the admission policies (templates/admission.yaml).
+*/}}
+{{- define "segue.admission.variables" -}}
+- name: newAnnotations
+  expression: "has(object.metadata.annotations) ? object.metadata.annotations : {}"
+- name: oldAnnotations
+  expression: >-
+    request.operation == 'UPDATE' && has(oldObject.metadata.annotations)
+    ? oldObject.metadata.annotations : {}
+# Each steering annotation and its companion, which names the person who set it.
+- name: companions
+  expression: >-
+    {'segue.dev/approve': 'segue.dev/approved-by', 'segue.dev/promote': 'segue.dev/promoted-by',
+    'segue.dev/abort': 'segue.dev/aborted-by', 'segue.dev/retry': 'segue.dev/retried-by',
+    'segue.dev/pause': 'segue.dev/paused-by'}
+# segue.dev/ annotations this request sets or changes (removing one is neither).
+- name: set
+  expression: >-
+    variables.newAnnotations.filter(k, k.startsWith('segue.dev/')
+    && (!(k in variables.oldAnnotations)
+    || variables.oldAnnotations[k] != variables.newAnnotations[k]))
+- name: steered
+  expression: "variables.set.filter(k, k in variables.companions)"
+# The request changes the plan: spec.steps, risk, hold or analysis.
+- name: planEdited
+  expression: >-
+    request.operation == 'UPDATE' && !(true
+    {{- range $f := list "steps" "risk" "hold" "analysis" }}
+    && has(object.spec.{{ $f }}) == has(oldObject.spec.{{ $f }})
+    && (!has(object.spec.{{ $f }}) || object.spec.{{ $f }} == oldObject.spec.{{ $f }})
+    {{- end }})
+# The Rollout had moved traffic before this request: a phase where the new version may
+# carry weight, or a weight above 0.
+- name: trafficMoved
+  expression: >-
+    request.operation == 'UPDATE' && has(oldObject.status)
+    && ((has(oldObject.status.phase) && oldObject.status.phase in
+    ['Progressing', 'Paused', 'AwaitingApproval', 'RollingBack'])
+    || (has(oldObject.status.weight) && oldObject.status.weight > 0))
+{{- end }}
+
+{{/*
+The namespaces the admission policies apply in: admission.namespaceSelector, else the
+watched namespaces with rbac.scope=namespace, else every namespace.
+*/}}
+{{- define "segue.admission.matchResources" -}}
+{{- $namespaces := include "segue.watchNamespaces" . | fromJsonArray }}
+{{- if .Values.admission.namespaceSelector }}
+matchResources:
+  namespaceSelector:
+    {{- toYaml .Values.admission.namespaceSelector | nindent 4 }}
+{{- else if $namespaces }}
+matchResources:
+  namespaceSelector:
+    matchExpressions:
+      - key: kubernetes.io/metadata.name
+        operator: In
+        values: {{ toJson $namespaces }}
+{{- end }}
+{{- end }}

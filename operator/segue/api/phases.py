@@ -24,6 +24,9 @@ STEPPING: Final[frozenset[Phase]] = frozenset({"Progressing", "Paused", "Awaitin
 # Traffic is, or may still be, on the new version: analysis rounds run and count, and a
 # vanished new Deployment is rolled back from.
 ANALYSED: Final[frozenset[Phase]] = STEPPING | {"RollingBack"}
+# The new version may carry traffic: editing the plan in one of these (or at a weight above
+# 0) takes the "approve" permission and is recorded in history (PlanChanged).
+TRAFFIC_MOVED: Final[frozenset[Phase]] = ANALYSED
 # Entering one of these is a Warning (a Paused other than Manual is one too).
 WARNING: Final[frozenset[Phase]] = frozenset({"RollingBack", "RolledBack", "Failed"})
 # Deleting the Rollout in one of these leaves traffic where it is: either nothing moved

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
@@ -52,3 +54,19 @@ def plan(spec: RolloutSpec) -> list[Step]:
     if not weights or weights[-1] != 100:
         steps.append(Step(set_weight=100))
     return steps
+
+
+# The spec fields that make up the plan: what it takes the "approve" permission to change
+# once traffic has moved (the chart's admission policy checks the same four).
+PLAN_FIELDS: Final = ("steps", "risk", "hold", "analysis")
+
+
+def plan_digest(spec: RolloutSpec) -> str:
+    """A digest of the plan fields as written (defaults left out, so a new default in a
+    later version of Segue is not an edit); ``status.planDigest`` keeps it, so an edit is
+    told apart from other spec changes that also bump the generation."""
+    fields = spec.model_dump(
+        mode="json", by_alias=True, include=set(PLAN_FIELDS), exclude_unset=True
+    )
+    text = json.dumps(fields, sort_keys=True, separators=(",", ":"))
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()[:32]

@@ -161,6 +161,12 @@ class RolloutStatus(StatusModel):
     rollback: RollbackStatus | None = None
     promoting: bool | None = None
     analysis_unreachable_since: Timestamp | None = None
+    plan_digest: str | None = Field(
+        None,
+        max_length=64,
+        description="Digest of spec.steps, risk, hold and analysis as last seen; an edit "
+        "made after traffic moved is recorded in history (PlanChanged).",
+    )
     handled_annotations: HandledAnnotations = Field(
         None,
         description="One-shot annotations already acted on and not yet seen removed; values "

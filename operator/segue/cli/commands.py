@@ -19,7 +19,7 @@ from segue.api.text import annotation_mark
 from segue.cli.errors import CliError
 from segue.cli.kube import Conflict, Obj
 from segue.cli.rollout import RolloutView, describe_step_at
-from segue.engine.annotations import ABORT, APPROVE, PAUSE, PROMOTE, RETRY
+from segue.engine.annotations import ABORT, APPROVE, COMPANIONS, PAUSE, PROMOTE, RETRY
 from segue.engine.context import STEPPING_PHASES
 
 _FINISHED: Final = ("Succeeded", "RolledBack", "Failed")
@@ -174,15 +174,41 @@ def check_promote(view: RolloutView, token: str) -> Change:
     )
 
 
-def apply(rollouts: RolloutAccess, namespace: str, name: str, check: Check) -> Change:
-    """Read, check, write; on a conflicting concurrent change, read and check again."""
+def with_companions(
+    annotations: Mapping[str, str | None], user: str | None
+) -> dict[str, str | None]:
+    """The annotations to write, each steering one with its companion naming ``user`` (the
+    admission policy requires it where the API server does not write it itself); removing
+    one removes its companion too. Without a user name, the companions are left alone."""
+    out = dict(annotations)
+    for key, value in annotations.items():
+        companion = COMPANIONS.get(key)
+        if companion is None:
+            continue
+        if value is None:
+            out[companion] = None
+        elif user is not None:
+            out[companion] = user
+    return out
+
+
+def apply(
+    rollouts: RolloutAccess,
+    namespace: str,
+    name: str,
+    check: Check,
+    user: str | None = None,
+) -> Change:
+    """Read, check, write; on a conflicting concurrent change, read and check again.
+    ``user``: who runs the command, written into each companion annotation."""
     for _ in range(_ATTEMPTS):
         view = RolloutView.from_object(rollouts.get(namespace, name))
         change = check(view)
         if not change.annotations:
             return change
+        annotations = with_companions(change.annotations, user)
         try:
-            rollouts.patch_annotations(namespace, name, change.annotations, view.resource_version)
+            rollouts.patch_annotations(namespace, name, annotations, view.resource_version)
         except Conflict:
             continue
         return change

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -67,6 +68,12 @@ def _api_message(e: ApiException) -> str:
         return str(e.reason or e.status)
 
 
+# How the API server words a ValidatingAdmissionPolicy's refusal.
+_ADMISSION_REFUSAL: Final = re.compile(
+    r"ValidatingAdmissionPolicy '[^']*' with binding '[^']*' denied request: (?P<why>.*)", re.S
+)
+
+
 def _missing_object(e: ApiException) -> bool:
     """A 404 for the object itself, as opposed to the resource type (no CRD installed)."""
     try:
@@ -86,7 +93,11 @@ def translate(e: ApiException, what: str) -> CliError:
             "is the Segue CRD installed?"
         )
     if e.status in (401, 403):
-        return CliError(f"not allowed to access {what}: {_api_message(e)}")
+        message = _api_message(e)
+        refused = _ADMISSION_REFUSAL.search(message)
+        if refused:  # an admission policy's own words say what is missing and how to fix it
+            return CliError(f"{what}: refused by the API server: {refused.group('why')}")
+        return CliError(f"not allowed to access {what}: {message}")
     return CliError(f"{what}: the API server answered {e.status}: {_api_message(e)}")
 
 
@@ -105,7 +116,21 @@ class Rollouts:
 
     def __init__(self, api: client.ApiClient) -> None:
         self._api = client.CustomObjectsApi(api)
+        self._auth = client.AuthenticationV1Api(api)
         self.server = str(getattr(api.configuration, "host", "") or "the API server")
+
+    def whoami(self) -> str | None:
+        """The user name the API server knows this client as (a SelfSubjectReview,
+        authentication.k8s.io/v1), or None when it cannot say."""
+        try:
+            review = self._auth.create_self_subject_review(
+                client.V1SelfSubjectReview(), _request_timeout=REQUEST_TIMEOUT
+            )
+        except (ApiException, urllib3.exceptions.HTTPError, ValueError):
+            return None
+        info = review.status.user_info if review.status is not None else None
+        name = info.username if info is not None else None
+        return str(name) if name else None
 
     def _call(self, what: str, fn: Callable[[], Any]) -> Any:
         try:

@@ -96,7 +96,9 @@ def cmd_history(args: argparse.Namespace, session: Session) -> int:
 
 def _steer(check: commands.Check) -> Handler:
     def handler(args: argparse.Namespace, session: Session) -> int:
-        change = commands.apply(session.rollouts(), session.namespace, args.name, check)
+        rollouts = session.rollouts()
+        user = rollouts.whoami()
+        change = commands.apply(rollouts, session.namespace, args.name, check, user)
         print(change.message)
         return 0
 

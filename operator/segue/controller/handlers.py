@@ -34,6 +34,7 @@ from segue.controller.reconcile import Reconciler
 from segue.controller.store import Store
 from segue.controller.workers import Supervisor, Worker
 from segue.notify import Dispatcher, NotificationHook
+from segue.notify.destinations import Destinations
 from segue.traffic.gatewayapi import GROUP as ROUTE_GROUP
 from segue.traffic.gatewayapi import PLURAL as ROUTE_PLURAL
 from segue.traffic.gatewayapi import VERSION as ROUTE_VERSION
@@ -65,20 +66,34 @@ def post_event(obj: Json, type_: str, reason: str, message: str) -> None:
     kopf.event(cast(kopf.Body, obj), type=type_, reason=reason[:128], message=message)
 
 
-def build(prometheus_address: str | None, namespaced: bool = False) -> Operator:
+def build(
+    prometheus_address: str | None,
+    namespaced: bool = False,
+    destinations: Destinations | None = None,
+    webhook_proxy: str | None = None,
+    require_managed_label: bool = False,
+) -> Operator:
+    """``require_managed_label``: write only to Deployments and routing objects labelled
+    ``segue.dev/managed=true`` (a Rollout naming another is Stalled, ``NotManaged``)."""
     kube = Kube(load_configuration())
     secrets = Secrets(kube)
     metrics = OperatorMetrics()
     REQUESTS.listeners.append(lambda method: metrics.kube_requests.labels(method).inc())
-    dispatcher = Dispatcher(observer=metrics)
-    targets = WebhookTargets(secrets)
+    destinations = destinations if destinations is not None else Destinations()
+    targets = WebhookTargets(secrets, destinations=destinations, post_event=post_event)
+    dispatcher = Dispatcher(
+        observer=metrics,
+        destinations=destinations,
+        proxy=webhook_proxy,
+        on_refused=targets.on_refused,
+    )
     store = Store()
     supervisor_ref: list[Supervisor] = []
     reconciler = Reconciler(
         store,
         Rollouts(kube),
         lambda namespace, traffic, legacy, new: router_for(
-            store, kube, namespace, traffic, legacy, new
+            store, kube, namespace, traffic, legacy, new, require_managed=require_managed_label
         ),
         GateRunner(secrets, prometheus_address),
         post_event,

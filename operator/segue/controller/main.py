@@ -11,10 +11,22 @@ from typing import Any
 
 import kopf
 
-from segue import __version__
+from segue import MANAGED_LABEL, MANAGED_VALUE, __version__
 from segue.controller import leader
+from segue.notify.destinations import ALLOW_HOST_FLAG, ALLOW_INTERNAL_FLAG, Destinations
 
 log = logging.getLogger("segue")
+
+
+def _env_flag(name: str) -> bool:
+    """A boolean from the environment: true/1/yes or false/0/no/unset; anything else is an
+    error, so a typo never silently turns a safety check off."""
+    raw = os.environ.get(name, "").strip().lower()
+    if raw in ("", "false", "0", "no"):
+        return False
+    if raw in ("true", "1", "yes"):
+        return True
+    raise SystemExit(f"{name}={os.environ[name]!r}: expected true or false")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -43,6 +55,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="port of the operator's own /metrics (0: off; default %(default)s)",
     )
     parser.add_argument(
+        "--require-managed-label",
+        action=argparse.BooleanOptionalAction,
+        default=_env_flag("SEGUE_REQUIRE_MANAGED_LABEL"),
+        help=f"write only to Deployments and HTTPRoutes labelled {MANAGED_LABEL}="
+        f"{MANAGED_VALUE}; a Rollout naming another is Stalled (NotManaged) before any "
+        "traffic moves (env SEGUE_REQUIRE_MANAGED_LABEL=true; default: off)",
+    )
+    parser.add_argument(
         "--leader-election",
         action=argparse.BooleanOptionalAction,
         default=True,
@@ -60,8 +80,35 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=leader.DEFAULT_LEASE_NAME,
         help="name of the Lease (default %(default)s)",
     )
+    parser.add_argument(
+        ALLOW_INTERNAL_FLAG,
+        action="store_true",
+        default=_env_flag("SEGUE_ALLOW_INTERNAL_WEBHOOKS"),
+        help="send webhook notifications to internal destinations too: loopback, private "
+        "and shared addresses, cluster-internal names (default: refused; env "
+        "SEGUE_ALLOW_INTERNAL_WEBHOOKS=true)",
+    )
+    parser.add_argument(
+        ALLOW_HOST_FLAG,
+        action="append",
+        default=[],
+        metavar="HOST",
+        help="send webhook notifications to this host whatever it is or resolves to: a "
+        "name, an IP address, or *.example.org for the names under it (repeatable)",
+    )
+    parser.add_argument(
+        "--webhook-proxy",
+        default=os.environ.get("SEGUE_WEBHOOK_PROXY") or None,
+        metavar="URL",
+        help="send webhook notifications through this HTTP proxy (default: none; proxy "
+        "variables of the environment are never used; env SEGUE_WEBHOOK_PROXY)",
+    )
     parser.add_argument("--verbose", "-v", action="store_true", help="debug logging")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    proxy = args.webhook_proxy
+    if proxy is not None and not proxy.startswith(("http://", "https://")):
+        parser.error(f"--webhook-proxy must be an http(s):// URL, not {proxy!r}")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -78,7 +125,20 @@ def main(argv: list[str] | None = None) -> int:
     # Importing the handlers registers them with kopf's default registry.
     from segue.controller import handlers
 
-    operator = handlers.build(args.prometheus_address, namespaced=bool(args.namespace))
+    destinations = Destinations.of(args.allow_internal_webhooks, args.allow_webhook_host)
+    operator = handlers.build(
+        args.prometheus_address,
+        namespaced=bool(args.namespace),
+        destinations=destinations,
+        webhook_proxy=args.webhook_proxy,
+        require_managed_label=args.require_managed_label,
+    )
+    if args.require_managed_label:
+        log.info(
+            "writing only to Deployments and HTTPRoutes labelled %s=%s",
+            MANAGED_LABEL,
+            MANAGED_VALUE,
+        )
     if args.metrics_port:
         port = operator.metrics.serve(args.metrics_port)
         log.info("metrics on http://0.0.0.0:%d/metrics", port)

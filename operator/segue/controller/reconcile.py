@@ -37,8 +37,7 @@ from segue.controller.resolution import describe, unresolvable_gates
 from segue.controller.store import Store, newer
 from segue.controller.workers import FINALIZER, Worker
 from segue.engine import (
-    ONE_SHOT,
-    PAUSE,
+    OBSERVED,
     Decision,
     GateRound,
     Observations,
@@ -57,7 +56,8 @@ from segue.workloads.deployments import DeploymentState
 
 log = logging.getLogger(__name__)
 
-ANNOTATIONS: Final = (*ONE_SHOT, PAUSE)
+# The steering annotations, their companions (who set them) and who last edited the plan.
+ANNOTATIONS: Final = OBSERVED
 # Safety net: look again at least this often while a Rollout is active.
 MAX_SLEEP_S: Final = 60.0
 # After a lost race (409), wait this long for the watch to bring the newer object.
@@ -204,7 +204,7 @@ class Reconciler:
             return await self._invalid(w, obj, raw_status, status, routing, describe(problems))
 
         if self.targets is not None:
-            for problem in await self.targets.refresh(namespace, name, spec):
+            for problem in await self.targets.refresh(namespace, name, spec, obj):
                 self.post_event(obj, "Warning", "NotificationConfig", problem)
         routing = Routing(spec.traffic, spec.legacy, spec.new)
         router = self.routers(namespace, spec.traffic, spec.legacy, spec.new)
@@ -264,6 +264,7 @@ class Reconciler:
                 missing.append(f"Deployment {namespace}/{routing.new.deployment} (new)")
         router_weight: int | None = None
         router_missing = False
+        unmanaged: list[Ref] = []
         if router is not None:
             try:
                 router_weight = router.read_weight()
@@ -271,6 +272,7 @@ class Reconciler:
                 router_missing = True
                 if str(e) not in " ".join(missing):
                     missing.append(str(e))
+            unmanaged = router.unmanaged()
 
         annotations = meta.get("annotations") or {}
         phase = status.phase if status else None
@@ -304,6 +306,7 @@ class Reconciler:
             new_missing=routing is not None and new is None,
             legacy_missing=routing is not None and legacy is None,
             router_missing=router_missing,
+            unmanaged=tuple(unmanaged),
             # dependsOn only gates the start: no lookups once the Rollout is under way.
             dependencies_pending=(
                 self._pending_dependencies(namespace, spec)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from segue import MANAGED_LABEL
 from segue.workloads.deployments import DeploymentState
 
 Json = dict[str, Any]
@@ -40,10 +41,16 @@ def newer(candidate: Json, current: Json | None) -> bool:
 
 
 def route_summary(body: Json) -> Json:
-    """The parts of an HTTPRoute a router reads: each rule's backendRefs."""
+    """The parts of an HTTPRoute a router reads: each rule's backendRefs, and the one label
+    that opts the route in to Segue's writes (``segue.dev/managed``)."""
     rules = (body.get("spec") or {}).get("rules") or []
+    meta = body.get("metadata") or {}
+    labels = meta.get("labels") or {}
     return {
-        "metadata": {"resourceVersion": (body.get("metadata") or {}).get("resourceVersion")},
+        "metadata": {
+            "resourceVersion": meta.get("resourceVersion"),
+            "labels": {k: v for k, v in labels.items() if k == MANAGED_LABEL},
+        },
         "spec": {"rules": [{"backendRefs": list(r.get("backendRefs") or [])} for r in rules]},
     }
 

@@ -5,7 +5,18 @@ restarted operator may replay a decision safely.
 """
 
 from segue.api.plan import PRESETS, plan
-from segue.engine.annotations import ABORT, APPROVE, ONE_SHOT, PAUSE, PREFIX, PROMOTE, RETRY
+from segue.engine.annotations import (
+    ABORT,
+    APPROVE,
+    COMPANIONS,
+    OBSERVED,
+    ONE_SHOT,
+    PAUSE,
+    PLAN_EDITED_BY,
+    PREFIX,
+    PROMOTE,
+    RETRY,
+)
 from segue.engine.decide import decide, invalid_spec
 from segue.engine.types import (
     Action,
@@ -25,8 +36,11 @@ from segue.engine.types import (
 __all__ = [
     "ABORT",
     "APPROVE",
+    "COMPANIONS",
+    "OBSERVED",
     "ONE_SHOT",
     "PAUSE",
+    "PLAN_EDITED_BY",
     "PREFIX",
     "PRESETS",
     "PROMOTE",

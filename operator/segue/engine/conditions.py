@@ -2,8 +2,9 @@
 
 - Ready: True only when Succeeded.
 - Progressing and Reconciling: True while the engine works towards a goal.
-- Stalled: True when a person has to act: missing references, an invalid spec, or a
-  rollback that ended (retry, or ship a new revision).
+- Stalled: True when a person has to act: missing references (MissingReference), an
+  object Segue may not write to (NotManaged: label it ``segue.dev/managed=true``), an
+  invalid spec, or a rollback that ended (retry, or ship a new revision).
 - Healthy: the gates: True all pass, False one is failing, Unknown no data or no analysis.
 - Degraded: True when the legacy version carries traffic with fewer ready pods than its
   share needs (reason LegacyCapacityLost; see ``references.legacy_capacity``).
@@ -27,6 +28,7 @@ def update(
     progress_reason: str | None,
     analysis_configured: bool,
     missing: str | None = None,
+    unmanaged: str | None = None,
     invalid: str | None = None,
     degraded: str | None = None,
 ) -> None:
@@ -49,12 +51,14 @@ def update(
         )
 
     put("Ready", _b(phase == "Succeeded"), phase, message)
-    working = phase in ACTIVE and missing is None
+    working = phase in ACTIVE and missing is None and unmanaged is None
     reason = progress_reason or phase
     put("Progressing", _b(working), reason if working else phase, message)
     put("Reconciling", _b(working), reason if working else phase, message)
     if missing is not None:
         put("Stalled", "True", "MissingReference", missing)
+    elif unmanaged is not None:
+        put("Stalled", "True", "NotManaged", unmanaged)
     elif invalid is not None:
         put("Stalled", "True", "InvalidSpec", invalid)
     elif phase in ("Failed", "RolledBack"):

@@ -52,6 +52,7 @@ class Outcome:
     # Reason on the Progressing/Reconciling conditions while waiting (default: the phase).
     reason: str | None = None
     requeue: float | None = None
+    actor: str = ACTOR
 
 
 @dataclass
@@ -144,7 +145,7 @@ class Recorder:
         return True
 
     def settle(self, outcome: Outcome) -> None:
-        self.enter(outcome.phase, outcome.message, outcome.paused_reason)
+        self.enter(outcome.phase, outcome.message, outcome.paused_reason, actor=outcome.actor)
         self.progress_reason = outcome.reason
         self.wake_in(outcome.requeue)
 
@@ -172,6 +173,8 @@ class Context(Recorder):
     plan: list[Step] = field(kw_only=True)
     obs: Observations = field(kw_only=True)
     manual_pause: bool = False
+    # Who set segue.dev/pause: its companion's user name, else the annotation's key.
+    pause_actor: str = "segue.dev/pause"
 
     @classmethod
     def create(cls, spec: RolloutSpec, status: RolloutStatus, obs: Observations) -> Context:

@@ -4,7 +4,8 @@ does not parse. Pure: the same inputs give the same decision; ``obs.now`` is the
 Order within ``decide``, the same in every case: one-shot and pause annotations, then gate
 rounds (so an abort or a gate rollback is recorded whatever else is wrong), then a rollback
 away from a vanished new Deployment, then exactly one of: deletion, a missing reference
-(Stalled), or the phase's own work. Conditions come last.
+(Stalled), an object Segue may not write to (Stalled, ``NotManaged``), or the phase's own
+work. Conditions come last.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from segue.api.phases import ANALYSED, STEPPING
 from segue.api.spec import RolloutSpec
 from segue.api.status import RollbackStatus, RolloutStatus
 from segue.api.text import MAX_NOTE_BYTES, annotation_mark, cap
-from segue.engine import conditions, deletion, references, rollback
-from segue.engine.annotations import ABORT
+from segue.engine import conditions, deletion, plan_edits, references, rollback
+from segue.engine.annotations import ABORT, actor, clear_companions
 from segue.engine.annotations import handle as handle_annotations
 from segue.engine.context import Context, Outcome, Recorder
 from segue.engine.gates import Trigger, count_round
@@ -32,6 +33,7 @@ def decide(spec: RolloutSpec, status: RolloutStatus | None, obs: Observations) -
     st = status.model_copy(deep=True) if status is not None else RolloutStatus()
     ctx = Context.create(spec, st, obs)
     last_weight = st.weight
+    plan_edits.note(ctx, st.phase, last_weight)
     spec_changed = st.observed_generation != obs.generation
     st.observed_generation = obs.generation
     st.total_steps = len(ctx.plan)
@@ -54,6 +56,7 @@ def decide(spec: RolloutSpec, status: RolloutStatus | None, obs: Observations) -
     _act_on_gates(ctx, count_round(ctx))
     references.leave_a_missing_new_version(ctx, last_weight)
     missing = references.describe_missing(ctx)
+    unmanaged = references.describe_unmanaged(ctx)
     if obs.deleting:
         deletion.handle(
             ctx,
@@ -63,6 +66,8 @@ def decide(spec: RolloutSpec, status: RolloutStatus | None, obs: Observations) -
         )
     elif missing is not None:
         references.stall(ctx, missing)
+    elif unmanaged is not None:
+        references.stall(ctx, unmanaged, reason=references.NOT_MANAGED)
     else:
         _run(ctx)
     degraded = references.legacy_capacity(ctx)
@@ -74,6 +79,7 @@ def decide(spec: RolloutSpec, status: RolloutStatus | None, obs: Observations) -
         progress_reason=ctx.progress_reason,
         analysis_configured=spec.analysis is not None,
         missing=missing,
+        unmanaged=unmanaged,
         degraded=degraded,
     )
     return ctx.decision()
@@ -92,8 +98,8 @@ def invalid_spec(
     ``generation``, ``annotations``, ``deleting`` and ``deleting_since``. Read only when
     ``routable`` (a router could be built from the spec's traffic part and the two
     Deployment names): ``router_weight``, ``router_manages_capacity``, ``legacy_ready``,
-    ``new_missing``, ``legacy_missing``, ``router_missing``. Ignored: the revision, gates,
-    dependencies, ``new_ready``, ``legacy_desired``.
+    ``new_missing``, ``legacy_missing``, ``router_missing``, ``unmanaged``. Ignored: the
+    revision, gates, dependencies, ``new_ready``, ``legacy_desired``.
 
     - ``segue.dev/abort`` is still honoured: an immediate rollback is recorded (phase
       stays Failed), the annotation cleared, and, when routable, weight 0 asked at once
@@ -156,7 +162,9 @@ def _abort_while_invalid(rec: Recorder, obs: Observations, router_weight: int | 
         mark = annotation_mark(raw)
         value = cap(raw, MAX_NOTE_BYTES)
         if handled.get(ABORT) != mark:
-            reason = f"aborted: {value.strip()}" if value.strip() else "aborted"
+            who = actor(obs.annotations, ABORT)
+            by = "" if who == ABORT else f" by {who}"
+            reason = f"aborted{by}: {value.strip()}" if value.strip() else f"aborted{by}"
             current = router_weight if router_weight is not None else st.weight
             st.rollback = RollbackStatus(
                 mode="immediate", from_weight=current, started_at=rec.now, reason=reason
@@ -166,9 +174,10 @@ def _abort_while_invalid(rec: Recorder, obs: Observations, router_weight: int | 
             st.approved_step = None
             text = f"{reason} (the spec is invalid; traffic returns to legacy)"
             rec.event("Normal", "Aborted", text)
-            rec.record("Aborted", reason, actor=ABORT)
+            rec.record("Aborted", reason, actor=who)
             handled[ABORT] = mark
         rec.clear_annotation(ABORT)
+    clear_companions(rec, obs.annotations)
     st.handled_annotations = handled or None
 
 
@@ -181,6 +190,9 @@ def _invalid_blocker(obs: Observations, routable: bool, router_weight: int | Non
         return "cannot read the router's weight"
     if obs.legacy_missing:
         return "the legacy Deployment was not found"
+    unmanaged = references.not_labelled(obs.unmanaged)
+    if unmanaged is not None:
+        return unmanaged
     if obs.router_manages_capacity or obs.new_missing or obs.legacy_ready > 0:
         return None
     return "no ready pods in the legacy Deployment"

@@ -8,15 +8,26 @@ rollback is recorded whatever is missing; what is decided here only narrows what
   asked at once without a capacity check (its pods are gone: legacy is strictly better);
 - the routing object or the legacy Deployment gone: Stalled, no weight moves; a recorded
   rollback takes effect the moment the object is back;
+- an object the router writes to not opted in (``segue.dev/managed=true`` missing while
+  the operator requires it): Stalled (``NotManaged``) like a missing routing object, the
+  message naming the object and the ``kubectl label`` that opts it in;
 - the legacy Deployment short of ready pods for its share: condition Degraded.
 """
 
 from __future__ import annotations
 
+from itertools import groupby
+from typing import Final
+
+from segue import MANAGED_LABEL, MANAGED_VALUE
 from segue.api.phases import ANALYSED, STEPPING, TERMINAL
 from segue.api.spec import RolloutSpec
 from segue.engine import rollback
 from segue.engine.context import Context
+from segue.engine.types import ObjectRef
+
+MISSING_REFERENCE: Final = "MissingReference"
+NOT_MANAGED: Final = "NotManaged"
 
 
 def routing_object(spec: RolloutSpec) -> str:
@@ -42,6 +53,36 @@ def describe_missing(ctx: Context) -> str | None:
     return "missing: " + ", ".join(parts)
 
 
+def not_labelled(refs: tuple[ObjectRef, ...]) -> str | None:
+    """``<kind> <ns>/<name> is not labelled segue.dev/managed=true`` for every object in
+    ``refs`` (None when empty)."""
+    if not refs:
+        return None
+    names = ", ".join(f"{kind} {namespace}/{name}" for kind, namespace, name in refs)
+    verb = "is" if len(refs) == 1 else "are"
+    return f"{names} {verb} not labelled {MANAGED_LABEL}={MANAGED_VALUE}"
+
+
+def describe_unmanaged(ctx: Context) -> str | None:
+    """``not managed: ...`` naming the objects the router would write to that are not
+    opted in, and the command that opts them in; None when there are none."""
+    refs = ctx.obs.unmanaged
+    what = not_labelled(refs)
+    if what is None:
+        return None
+    fixes = []
+    for (kind, namespace), group in groupby(sorted(refs), key=lambda r: (r[0], r[1])):
+        names = " ".join(name for _, _, name in group)
+        fixes.append(
+            f"kubectl label {kind.lower()} {names} -n {namespace} {MANAGED_LABEL}={MANAGED_VALUE}"
+        )
+    return (
+        f"not managed: {what}, and this operator writes only to labelled objects; "
+        f"to let Segue move traffic, opt {'it' if len(refs) == 1 else 'them'} in: "
+        + " && ".join(fixes)
+    )
+
+
 def new_version_gone(ctx: Context) -> str:
     return f"Deployment {ctx.spec.new.deployment} (new) not found: all traffic returned to legacy"
 
@@ -63,10 +104,12 @@ def leave_a_missing_new_version(ctx: Context, last_weight: int) -> None:
         rollback.escalate(ctx, new_version_gone(ctx), actor="segue")
 
 
-def stall(ctx: Context, missing: str) -> None:
-    """Something referenced is missing. Only a rollback away from a vanished new
-    Deployment still moves traffic; everything else waits for the object (a watch event:
-    no timed wake-up).
+def stall(ctx: Context, missing: str, *, reason: str = MISSING_REFERENCE) -> None:
+    """Something referenced is missing (``MissingReference``) or may not be written to
+    (``NotManaged``). Only a rollback away from a vanished new Deployment still moves
+    traffic, and only through objects Segue may write; everything else waits for the
+    object or its label (a watch event: no timed wake-up). A rollback recorded meanwhile
+    is said to wait, so nothing is silently lost.
 
     That rollback asks for weight 0 on every pass until it ends, even when the router
     already reads 0: a router that scales then grows legacy back to its full size."""
@@ -77,6 +120,7 @@ def stall(ctx: Context, missing: str) -> None:
         and obs.new_missing
         and not obs.router_missing
         and not obs.legacy_missing
+        and not obs.unmanaged
         and obs.router_weight is not None
     ):
         st.target_weight = 0
@@ -85,12 +129,13 @@ def stall(ctx: Context, missing: str) -> None:
     elif st.phase in TERMINAL:
         pass  # the outcome stays the message; the Stalled condition says what is missing
     elif rolling_back:
-        st.message = f"{missing}; the rollback is recorded and takes effect once it is back"
+        until = "it is labelled" if reason == NOT_MANAGED else "it is back"
+        st.message = f"{missing}; the rollback is recorded and takes effect once {until}"
     else:
         st.message = missing
     old = st.condition("Stalled")
     if old is None or old.status != "True" or old.message != missing:
-        ctx.event("Warning", "MissingReference", missing)
+        ctx.event("Warning", reason, missing)
 
 
 def deletion_blocker(ctx: Context) -> str | None:
@@ -102,6 +147,9 @@ def deletion_blocker(ctx: Context) -> str | None:
         return "cannot read the router's weight"
     if obs.legacy_missing:
         return f"Deployment {spec.legacy.deployment} (legacy) not found"
+    unmanaged = not_labelled(obs.unmanaged)
+    if unmanaged is not None:
+        return unmanaged
     if obs.router_manages_capacity or obs.new_missing or obs.legacy_ready > 0:
         return None
     return f"no ready pods in Deployment {spec.legacy.deployment} (legacy)"

@@ -26,11 +26,14 @@ def active(ctx: Context) -> None:
     paused_by = pausing_gates(ctx)
     unavailable = unavailable_blocker(ctx)
     if ctx.manual_pause:
+        who = ctx.pause_actor
+        by = "" if who == "segue.dev/pause" else f" (set by {who})"
         outcome = Outcome(
             "Paused",
-            "paused by annotation segue.dev/pause; remove it to resume",
+            f"paused by annotation segue.dev/pause{by}; remove it to resume",
             paused_reason="Manual",
             reason="Paused",
+            actor=who,
         )
     elif paused_by:
         details = "; ".join(

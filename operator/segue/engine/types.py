@@ -11,6 +11,7 @@ from segue.api.phases import EventType as EventType  # re-exported for the engin
 from segue.api.status import PausedReason, Phase, RolloutStatus, Verdict
 
 Severity = Literal["rollback", "rollback-graceful", "pause"]
+ObjectRef = tuple[str, str, str]  # (kind, namespace, name)
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,9 @@ class Observations:
     - ``missing``: human descriptions of referenced objects that do not exist, for
       messages; ``new_missing``, ``legacy_missing`` and ``router_missing`` say which. A
       description without any of the flags stalls like a missing routing object.
+    - ``unmanaged``: (kind, namespace, name) of each object the router writes to that
+      exists but lacks the ``segue.dev/managed=true`` label the operator requires (empty
+      unless it requires it). No weight moves while there is one.
     - ``dependencies_pending``: dependsOn Rollouts not yet Succeeded.
     - ``gates``: the latest analysis round (None: no analysis, or no round yet).
     - ``deleting``: the Rollout has a ``deletionTimestamp`` (``deleting_since``); the
@@ -71,6 +75,7 @@ class Observations:
     legacy_missing: bool = False
     router_missing: bool = False
     legacy_desired: int = 0
+    unmanaged: tuple[ObjectRef, ...] = ()
     dependencies_pending: tuple[str, ...] = ()
     gates: GateRound | None = None
     deleting: bool = False

@@ -7,6 +7,10 @@ delivery is dropped (and counted): the newest state of a Rollout is worth more t
 one. Everything runs on the operator's event loop; ``publish`` must be called from it.
 Deliveries share one HTTP session (``webhook.open_session``): async I/O on the loop, DNS on
 two threads of its own, no proxy from the environment, a timeout on every request.
+
+A destination the operator's rules refuse (``destinations``) gets nothing; the refusal is
+counted as a failure, logged once per Rollout, target and reason, and handed to
+``on_refused`` every time (the controller posts one Event on the Rollout for it).
 """
 
 from __future__ import annotations
@@ -14,13 +18,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Final, Protocol
 
 import aiohttp
+from yarl import URL
 
+from segue.notify.destinations import Destinations, Refusal
 from segue.notify.payloads import payload
 from segue.notify.types import Notification, WebhookTarget
 from segue.notify.webhook import (
@@ -37,6 +43,12 @@ log = logging.getLogger("segue.notify")
 DEFAULT_QUEUE_SIZE: Final = 1000
 # Drops come in bursts when a receiver hangs; one warning per this many is enough.
 _DROP_LOG_EVERY: Final = 100
+# Refusals logged (namespace, Rollout, target, reason), remembered up to this many; past
+# it, no more lines.
+_MAX_REFUSALS_LOGGED: Final = 10_000
+
+# Told about a notification that was not sent because its target is refused.
+RefusalListener = Callable[[Notification, WebhookTarget, Refusal], None]
 
 
 class DeliveryObserver(Protocol):
@@ -64,6 +76,7 @@ class DispatcherStats:
     delivered: int = 0
     failed: int = 0
     dropped: int = 0
+    refused: int = 0
 
 
 class Dispatcher:
@@ -79,11 +92,18 @@ class Dispatcher:
         max_queue: int = DEFAULT_QUEUE_SIZE,
         policy: RetryPolicy = DEFAULT_POLICY,
         observer: DeliveryObserver | None = None,
+        destinations: Destinations | None = None,
+        proxy: str | None = None,
+        on_refused: RefusalListener | None = None,
     ) -> None:
         if max_queue < 1:
             raise ValueError("max_queue must be at least 1")
         self.policy = policy
         self.observer = observer
+        self.destinations = destinations if destinations is not None else Destinations()
+        self.proxy = proxy or None
+        self.on_refused = on_refused
+        self._refusals_logged: set[tuple[str, str, str, str]] = set()
         self.stats = DispatcherStats()
         self._max_queue = max_queue
         self._lanes: dict[WebhookTarget, _Lane] = {}
@@ -129,8 +149,10 @@ class Dispatcher:
             return
         if self._closed:
             raise RuntimeError("a stopped dispatcher cannot start again")
-        self._resolver = PoolResolver()
-        self._session = open_session(self._resolver)
+        # The proxy is the operator's own choice: its name is looked up unjudged.
+        exempt = frozenset({URL(self.proxy).raw_host or ""}) if self.proxy else frozenset()
+        self._resolver = PoolResolver(destinations=self.destinations, exempt=exempt)
+        self._session = open_session(self._resolver, self.proxy)
         self._started = True
         for target in self._lanes:  # published before start
             self._lane(target)
@@ -197,7 +219,11 @@ class Dispatcher:
     async def _deliver(self, job: _Job) -> None:
         assert self._session is not None
         n = job.notification
-        result = await post(self._session, job.target, payload(job.target.format, n), self.policy)
+        body = payload(job.target.format, n)
+        result = await post(self._session, job.target, body, self.policy, self.destinations)
+        if result.refusal is not None:
+            self._refused(job, result.refusal)
+            return
         if result.ok:
             self.stats.delivered += 1
             log.debug(
@@ -217,6 +243,26 @@ class Dispatcher:
             _describe(result),
         )
         self._failed()
+
+    def _refused(self, job: _Job, refusal: Refusal) -> None:
+        self.stats.refused += 1
+        self._failed()
+        n = job.notification
+        key = (n.namespace, n.rollout, job.target.redacted, refusal.reason)
+        if key not in self._refusals_logged and len(self._refusals_logged) < _MAX_REFUSALS_LOGGED:
+            self._refusals_logged.add(key)
+            log.warning(
+                "notifications: %s/%s: not sending to %s: %s",
+                n.namespace,
+                n.rollout,
+                job.target.redacted,
+                refusal,
+            )
+        if self.on_refused is not None:
+            try:
+                self.on_refused(n, job.target, refusal)
+            except Exception:  # reporting is best effort; the refusal is counted already
+                log.exception("notifications: reporting a refusal failed")
 
     def _failed(self) -> None:
         self.stats.failed += 1

@@ -8,6 +8,8 @@ from datetime import datetime
 from typing import Final, cast, get_args
 from urllib.parse import urlsplit
 
+from yarl import URL
+
 from segue.api.spec import NotificationFormat, NotificationKind
 
 # The kinds a Rollout's spec.notifications[].events may name: the API's own list.
@@ -60,11 +62,20 @@ class WebhookTarget:
     url: str = field(repr=False)
     format: Format = "json"
     events: frozenset[Kind] | None = None
+    # Where it was configured, for reports (``spec.notifications[1].secretRef``); not part
+    # of its identity, so Rollouts that share a receiver share its lane.
+    source: str = field(default="", compare=False, repr=False)
 
     def __post_init__(self) -> None:
         parts = urlsplit(self.url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ValueError(f"webhook URL must be http(s)://host/...: {self.redacted}")
+        try:  # as the HTTP client will parse it
+            host = URL(self.url).raw_host
+        except ValueError:
+            host = None
+        if not host:
+            raise ValueError(f"webhook URL does not parse as http(s)://host/...: {self.redacted}")
         if self.format not in FORMATS:
             raise ValueError(f"unknown webhook format {self.format!r}; one of {FORMATS}")
         if self.events is not None:
@@ -76,11 +87,21 @@ class WebhookTarget:
 
     @classmethod
     def of(
-        cls, url: str, format: str = "json", events: Iterable[str] | None = None
+        cls,
+        url: str,
+        format: str = "json",
+        events: Iterable[str] | None = None,
+        source: str = "",
     ) -> WebhookTarget:
         """Build from loosely typed input (a Rollout's spec); ``__post_init__`` checks it."""
         kinds = None if events is None else cast(frozenset[Kind], frozenset(events))
-        return cls(url, cast(Format, format), kinds)
+        return cls(url, cast(Format, format), kinds, source)
+
+    @property
+    def host(self) -> str:
+        """The host the HTTP client connects to, as it parses the URL (an IPv6 address
+        without brackets)."""
+        return URL(self.url).raw_host or ""
 
     def wants(self, kind: Kind) -> bool:
         return self.events is None or kind in self.events

@@ -10,7 +10,12 @@ The one blocking step, the DNS lookup, runs on two threads of the session's own
 (:class:`PoolResolver`), never in asyncio's default executor, which would otherwise be
 shared with anything else in the process. The session ignores proxy settings and
 ``.netrc`` from the environment: the destinations come from Secrets, and a request to
-them goes straight there.
+them goes straight there, or through the one proxy the operator was started with.
+
+Destinations the operator's rules refuse (:mod:`segue.notify.destinations`) are never
+connected to: a URL whose host is written as a refused address or is an internal name is
+refused before any attempt, and the resolver drops every refused address it looks up, so
+what the session connects to is exactly what was checked. A refusal is not retried.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from typing import Any, Final, Literal
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 
+from segue.notify.destinations import Destinations, Refusal, RefusedDestination
 from segue.notify.types import WebhookTarget
 
 log = logging.getLogger("segue.notify")
@@ -59,17 +65,20 @@ class RetryPolicy:
 
 DEFAULT_POLICY: Final = RetryPolicy()
 
-Outcome = Literal["delivered", "rejected", "failed"]
+Outcome = Literal["delivered", "rejected", "failed", "refused"]
 
 
 @dataclass(frozen=True)
 class DeliveryResult:
-    """``rejected``: a status not worth retrying; ``failed``: retries ran out."""
+    """``rejected``: a status not worth retrying; ``failed``: retries ran out;
+    ``refused``: the destination is one the operator does not send to (``refusal`` says
+    why; nothing was sent)."""
 
     outcome: Outcome
     attempts: int
     status: int | None = None
     error: str | None = None
+    refusal: Refusal | None = None
 
     @property
     def ok(self) -> bool:
@@ -91,7 +100,11 @@ def _retry_after(headers: Any) -> float | None:
 class PoolResolver(AbstractResolver):
     """DNS lookups (``lookup``: ``socket.getaddrinfo``) on a small thread pool of their own,
     each bounded by ``timeout`` seconds; when ``max_in_flight`` lookups are already running
-    or waiting, a new one fails at once."""
+    or waiting, a new one fails at once.
+
+    Only addresses that ``destinations`` allows come back: the session connects to nothing
+    else. A name whose every address is refused fails with :class:`RefusedDestination`.
+    Names in ``exempt`` (the operator's own proxy) are not judged."""
 
     def __init__(
         self,
@@ -100,7 +113,11 @@ class PoolResolver(AbstractResolver):
         timeout: float = DNS_TIMEOUT_S,
         max_in_flight: int = DNS_MAX_IN_FLIGHT,
         lookup: Callable[..., Any] = socket.getaddrinfo,
+        destinations: Destinations | None = None,
+        exempt: frozenset[str] = frozenset(),
     ) -> None:
+        self.destinations = destinations if destinations is not None else Destinations()
+        self.exempt = frozenset(h.lower() for h in exempt)
         self.timeout = timeout
         self._lookup = lookup
         self.max_in_flight = max_in_flight
@@ -146,11 +163,17 @@ class PoolResolver(AbstractResolver):
         except TimeoutError:
             raise OSError(f"DNS lookup of {host} took over {self.timeout:g}s") from None
         hosts: list[ResolveResult] = []
+        refused: Refusal | None = None
+        judged = host.rstrip(".").lower() not in self.exempt
         for fam, _, proto, _, address in infos:
             if fam == socket.AF_INET6 and (len(address) < 4 or address[3]):
                 # No IPv6 support, or a link-local address that needs a scope name.
                 continue
             if fam not in (socket.AF_INET, socket.AF_INET6):
+                continue
+            refusal = self.destinations.check_address(host, str(address[0])) if judged else None
+            if refusal is not None:
+                refused = refused or refusal
                 continue
             hosts.append(
                 ResolveResult(
@@ -162,21 +185,28 @@ class PoolResolver(AbstractResolver):
                     flags=socket.AI_NUMERICHOST | socket.AI_NUMERICSERV,
                 )
             )
+        if not hosts and refused is not None:
+            raise RefusedDestination(refused)
         if not hosts:
             raise OSError(f"DNS lookup of {host} found no usable address")
+        if refused is not None:
+            log.info("webhook host %s: left out %s", host, refused.reason)
         return hosts
 
     async def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
 
-def open_session(resolver: AbstractResolver) -> aiohttp.ClientSession:
+def open_session(resolver: AbstractResolver, proxy: str | None = None) -> aiohttp.ClientSession:
     """The HTTP session for deliveries: DNS through ``resolver`` (a :class:`PoolResolver`;
     the caller closes it after the session, aiohttp does not), no proxy or netrc from the
-    environment, no response decompression (only the first bytes of an error are read).
-    Call on the event loop; close it when done."""
+    environment (``proxy``, when given, is the one every request goes through), no
+    response decompression (only the first bytes of an error are read). Call on the event
+    loop; close it when done."""
     connector = aiohttp.TCPConnector(resolver=resolver, limit=CONNECTION_LIMIT, ttl_dns_cache=60)
-    return aiohttp.ClientSession(connector=connector, trust_env=False, auto_decompress=False)
+    return aiohttp.ClientSession(
+        connector=connector, trust_env=False, auto_decompress=False, proxy=proxy
+    )
 
 
 async def post(
@@ -184,8 +214,13 @@ async def post(
     target: WebhookTarget,
     body: dict[str, Any],
     policy: RetryPolicy = DEFAULT_POLICY,
+    destinations: Destinations | None = None,
 ) -> DeliveryResult:
-    """POST ``body`` as JSON to ``target``, with ``policy``'s timeout and retries."""
+    """POST ``body`` as JSON to ``target``, with ``policy``'s timeout and retries, unless
+    ``destinations`` refuse its host (the session's resolver judges the addresses)."""
+    refusal = (destinations or Destinations()).check_host(target.host)
+    if refusal is not None:
+        return DeliveryResult("refused", 0, error=refusal.reason, refusal=refusal)
     timeout = aiohttp.ClientTimeout(total=policy.timeout)
     status: int | None = None
     error: str | None = None
@@ -211,6 +246,11 @@ async def post(
                 if not _retryable(resp.status):
                     return DeliveryResult("rejected", attempt, status, error)
                 wait = _retry_after(resp.headers) if resp.status == 429 else None
+        except aiohttp.ClientConnectorError as exc:
+            if isinstance(exc.os_error, RefusedDestination):
+                refusal = exc.os_error.refusal
+                return DeliveryResult("refused", attempt, error=refusal.reason, refusal=refusal)
+            status, error = None, type(exc).__name__
         except (aiohttp.ClientError, TimeoutError) as exc:
             # The exception text can carry the URL, which can carry a token: log the type.
             status, error = None, type(exc).__name__

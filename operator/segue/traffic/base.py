@@ -8,6 +8,7 @@ from typing import Any, Protocol, TypeVar
 from kubernetes import client
 
 from segue import FIELD_MANAGER as FIELD_MANAGER
+from segue import MANAGED_LABEL, MANAGED_VALUE
 from segue.workloads.deployments import DeploymentState
 
 Json = dict[str, Any]
@@ -30,6 +31,14 @@ class ClusterView(Protocol):
         ...
 
 
+def not_managed(kind: str, namespace: str, name: str) -> RouterError:
+    """The refusal to write to an object that is not opted in."""
+    return RouterError(
+        f"{kind} {namespace}/{name} is not labelled {MANAGED_LABEL}={MANAGED_VALUE}: "
+        "Segue does not write to it"
+    )
+
+
 class Calls(Protocol):
     """Runs one blocking client call on the operator's Kubernetes pool, with a timeout."""
 
@@ -47,11 +56,22 @@ class Router(Protocol):
     the same weight writes nothing. A router that realises the weight by scaling pods sets
     `manages_capacity`, so the engine leaves readiness ordering to it. `watches` names the
     objects whose changes must wake the Rollout.
+
+    Built with ``require_managed`` (the operator's ``--require-managed-label``), a router
+    writes only to objects labelled ``segue.dev/managed=true``: `unmanaged` names the
+    objects it would write to that exist and lack the label (the engine refuses to move
+    traffic while there are any), and `set_weight` raises RouterError rather than write to
+    one, as a second line of defence.
     """
 
     manages_capacity: bool
 
     def watches(self) -> list[Ref]: ...
+
+    def unmanaged(self) -> list[Ref]:
+        """The objects this router writes to that exist but are not opted in (always empty
+        unless built with ``require_managed``)."""
+        ...
 
     def read_weight(self) -> int:
         """The weight in effect right now; RouterError when the object is missing or does

@@ -3,7 +3,9 @@
 The route is read from the watch stream. Only the two `weight` fields are written, by JSON
 patch with the field manager "segue", guarded by `test` operations so a concurrent edit
 that reorders the backends fails instead of moving the wrong weight. Everything else in the
-route stays with whoever applied it.
+route stays with whoever applied it. With ``require_managed`` the route must be labelled
+``segue.dev/managed=true``, checked on the watched route and again by a `test` operation in
+the same patch, so a label removed a moment ago still stops the write.
 """
 
 from __future__ import annotations
@@ -13,7 +15,15 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from segue.traffic.base import FIELD_MANAGER, Calls, ClusterView, Ref, RouterError
+from segue import MANAGED_LABEL, MANAGED_VALUE, is_managed
+from segue.traffic.base import (
+    FIELD_MANAGER,
+    Calls,
+    ClusterView,
+    Ref,
+    RouterError,
+    not_managed,
+)
 
 GROUP = "gateway.networking.k8s.io"
 VERSION = "v1"
@@ -33,6 +43,8 @@ class GatewayAPIRouter:
         legacy_backend: str,
         new_backend: str,
         rule_index: int = 0,
+        *,
+        require_managed: bool = False,
     ) -> None:
         self._view = view
         self._calls = calls
@@ -41,12 +53,21 @@ class GatewayAPIRouter:
         self.legacy_backend = legacy_backend
         self.new_backend = new_backend
         self.rule_index = rule_index
+        self.require_managed = require_managed
 
     @property
     def _where(self) -> str:
         return f"HTTPRoute {self.namespace}/{self.http_route}"
 
     def watches(self) -> list[Ref]:
+        return [(KIND, self.namespace, self.http_route)]
+
+    def unmanaged(self) -> list[Ref]:
+        route = self._view.httproute(self.namespace, self.http_route)
+        if not self.require_managed or route is None:
+            return []
+        if is_managed((route.get("metadata") or {}).get("labels")):
+            return []
         return [(KIND, self.namespace, self.http_route)]
 
     def _route(self) -> dict[str, Any]:
@@ -112,11 +133,17 @@ class GatewayAPIRouter:
     async def set_weight(self, weight: int) -> None:
         if not 0 <= weight <= 100:
             raise ValueError(f"weight {weight} outside 0..100")
+        if self.unmanaged():
+            raise not_managed(KIND, self.namespace, self.http_route)
         legacy_i, new_i, refs = self._locate(self._route())
         if refs[legacy_i].get("weight") == 100 - weight and refs[new_i].get("weight") == weight:
             return  # already there: no write at all
         base = f"/spec/rules/{self.rule_index}/backendRefs"
-        patch: list[dict[str, Any]] = [
+        patch: list[dict[str, Any]] = []
+        if self.require_managed:
+            label = "/metadata/labels/" + MANAGED_LABEL.replace("~", "~0").replace("/", "~1")
+            patch.append({"op": "test", "path": label, "value": MANAGED_VALUE})
+        patch += [
             *_guard(f"{base}/{legacy_i}", refs[legacy_i]),
             *_guard(f"{base}/{new_i}", refs[new_i]),
             {"op": "add", "path": f"{base}/{legacy_i}/weight", "value": 100 - weight},

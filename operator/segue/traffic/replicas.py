@@ -5,14 +5,15 @@ The total is the legacy's replica count before Segue first scaled anything (kept
 annotation segue.dev/baseline-replicas on the legacy Deployment, so a restart keeps it).
 The gaining side is scaled up first; the losing side is scaled down only once the gaining
 side's pods are ready, so ready capacity never drops below the legacy's. Both Deployments
-are read from the watch stream; their changes wake the Rollout.
+are read from the watch stream; their changes wake the Rollout. With ``require_managed``
+both must be labelled ``segue.dev/managed=true``, or nothing is scaled or annotated.
 """
 
 from __future__ import annotations
 
 import math
 
-from segue.traffic.base import Calls, ClusterView, Ref, RouterError
+from segue.traffic.base import Calls, ClusterView, Ref, RouterError, not_managed
 from segue.workloads.deployments import Deployments, DeploymentState
 
 BASELINE = "segue.dev/baseline-replicas"
@@ -33,19 +34,37 @@ class ReplicasRouter:
     manages_capacity = True
 
     def __init__(
-        self, view: ClusterView, calls: Calls, namespace: str, legacy: str, new: str
+        self,
+        view: ClusterView,
+        calls: Calls,
+        namespace: str,
+        legacy: str,
+        new: str,
+        *,
+        require_managed: bool = False,
     ) -> None:
         self._view = view
         self._deployments = Deployments(calls, namespace)
         self.namespace = namespace
         self.legacy = legacy
         self.new = new
+        self.require_managed = require_managed
 
     def watches(self) -> list[Ref]:
         return [
             ("Deployment", self.namespace, self.legacy),
             ("Deployment", self.namespace, self.new),
         ]
+
+    def unmanaged(self) -> list[Ref]:
+        if not self.require_managed:
+            return []
+        out: list[Ref] = []
+        for name in (self.legacy, self.new):
+            state = self._view.deployment(self.namespace, name)
+            if state is not None and not state.managed:
+                out.append(("Deployment", self.namespace, name))
+        return out
 
     def _read(self) -> tuple[DeploymentState, DeploymentState | None]:
         legacy = self._view.deployment(self.namespace, self.legacy)
@@ -80,6 +99,9 @@ class ReplicasRouter:
     async def set_weight(self, weight: int) -> None:
         if not 0 <= weight <= 100:
             raise ValueError(f"weight {weight} outside 0..100")
+        unmanaged = self.unmanaged()
+        if unmanaged:
+            raise not_managed(*unmanaged[0])
         legacy, new = self._read()
         total = await self._baseline(legacy)
         want_legacy, want_new = targets(total, weight)

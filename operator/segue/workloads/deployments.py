@@ -11,7 +11,7 @@ from typing import Any, Protocol, TypeVar
 
 from kubernetes import client
 
-from segue import FIELD_MANAGER
+from segue import FIELD_MANAGER, is_managed
 
 T = TypeVar("T")
 
@@ -29,6 +29,7 @@ class DeploymentState:
     annotations: dict[str, str]
     template_hash: str = ""  # of the pod template: a new image is a new version
     generation: int = 0  # metadata.generation: changes with the spec, hence the template
+    managed: bool = False  # labelled segue.dev/managed=true (see segue.is_managed)
 
     @property
     def settled(self) -> bool:
@@ -63,6 +64,7 @@ class DeploymentState:
             },
             template_hash=digest[:12],
             generation=generation,
+            managed=is_managed(meta.get("labels")),
         )
 
 

@@ -1,0 +1,416 @@
+"""Approval is a permission with a name on it: the chart's admission policies on the real
+API server, with impersonated users (kubectl --as) and ServiceAccount tokens.
+
+Each test installs the shipped policies under names of its own, bound to its namespace
+only (matchResources.namespaceSelector), and deletes them afterwards, so tests running at
+the same time elsewhere on the cluster are untouched. The rendering tests need only helm.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client
+
+import cluster  # hack/cluster.py
+from segue import GROUP, PLURAL, VERSION
+from tests.e2e.conftest import Kube
+from tests.e2e.support import Rollouts, apply, shop_pair, start_operator, wait_until
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "charts" / "segue"
+CLI = Path(sys.executable).parent / "kubectl-segue"
+Doc = dict[str, Any]
+POLICY_KINDS = {
+    "ClusterRole",
+    "ValidatingAdmissionPolicy",
+    "ValidatingAdmissionPolicyBinding",
+    "MutatingAdmissionPolicy",
+    "MutatingAdmissionPolicyBinding",
+}
+PLAN = [{"setWeight": 10}, {"approval": {}}, {"setWeight": 100}]
+
+
+@pytest.fixture(scope="module")
+def helm() -> Path:
+    return cluster.build() / "helm"
+
+
+def render(helm: Path, values: Doc | None = None, *, show: str | None = None) -> list[Doc]:
+    args = [str(helm), "template", "segue", str(CHART), "--namespace", "segue-system"]
+    if values is not None:
+        args += ["--values", "-"]
+    if show is not None:
+        args += ["--show-only", show]
+    result = subprocess.run(
+        args, input=json.dumps(values or {}), capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    return [d for d in yaml.safe_load_all(result.stdout) if d]
+
+
+# --- rendering -------------------------------------------------------------------------------
+
+
+def test_the_plain_manifest_is_the_chart_s_default_rendering(helm: Path) -> None:
+    shipped = [d for d in yaml.safe_load_all((ROOT / "deploy" / "admission.yaml").read_text())]
+    rendered = render(helm, show="templates/admission.yaml")
+    assert [d for d in shipped if d] == rendered, (
+        "deploy/admission.yaml differs from the chart; regenerate it with: helm template segue "
+        "charts/segue --namespace segue-system -s templates/admission.yaml"
+    )
+    assert {d["kind"] for d in rendered} == POLICY_KINDS
+
+
+def test_values_choose_what_needs_approval_and_where(helm: Path) -> None:
+    docs = render(
+        helm,
+        {
+            "admission": {
+                "requireApprove": ["approve", "abort"],
+                "mutating": False,
+                "approverRole": "team-approver",
+            },
+            "rbac": {"scope": "namespace"},
+            "watchNamespaces": ["shop"],
+        },
+        show="templates/admission.yaml",
+    )
+    assert {d["kind"] for d in docs} == POLICY_KINDS - {
+        "MutatingAdmissionPolicy",
+        "MutatingAdmissionPolicyBinding",
+    }
+    (policy,) = [d for d in docs if d["kind"] == "ValidatingAdmissionPolicy"]
+    needs = next(v for v in policy["spec"]["variables"] if v["name"] == "needsApproval")
+    assert "k in ['segue.dev/approve', 'segue.dev/abort']" in needs["expression"]
+    assert "team-approver" in policy["spec"]["validations"][0]["messageExpression"]
+    (binding,) = [d for d in docs if d["kind"] == "ValidatingAdmissionPolicyBinding"]
+    assert binding["spec"]["matchResources"]["namespaceSelector"] == {
+        "matchExpressions": [
+            {"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["shop"]}
+        ]
+    }
+    off = subprocess.run(
+        [str(helm), "template", "segue", str(CHART), "--set", "admission.enabled=false"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert off.returncode == 0 and "AdmissionPolicy" not in off.stdout
+
+
+# --- on the API server -----------------------------------------------------------------------
+
+
+class Policies:
+    """The chart's admission policies under unique names, bound to one namespace."""
+
+    def __init__(self, kube: Kube, helm: Path, namespace: str, mutating: bool) -> None:
+        self.kube = kube
+        self.suffix = uuid.uuid4().hex[:6]
+        self.role = f"segue-approver-{self.suffix}"
+        self.docs = render(
+            helm,
+            {
+                "fullnameOverride": f"segue-{self.suffix}",
+                "admission": {
+                    "approverRole": self.role,
+                    "mutating": mutating,
+                    "namespaceSelector": {
+                        "matchLabels": {"kubernetes.io/metadata.name": namespace},
+                    },
+                },
+            },
+            show="templates/admission.yaml",
+        )
+
+    def install(self) -> None:
+        self.kube.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(self.docs))
+
+    def remove(self) -> None:
+        self.kube.kubectl(
+            "delete", "--ignore-not-found", "-f", "-", input=yaml.safe_dump_all(self.docs)
+        )
+
+
+@pytest.fixture
+def install_policies(kube: Kube, helm: Path, namespace: str) -> Iterator[Callable[..., Policies]]:
+    made: list[Policies] = []
+
+    def install(mutating: bool = True) -> Policies:
+        p = Policies(kube, helm, namespace, mutating)
+        made.append(p)
+        p.install()
+        return p
+
+    yield install
+    for p in made:
+        p.remove()
+
+
+def grant(kube: Kube, namespace: str, policies: Policies) -> None:
+    """bob and alice may edit Rollouts; alice may also approve (ClusterRole segue-approver)."""
+    kube.kubectl(
+        "create", "role", "rollout-editor", "-n", namespace,
+        "--verb=get,list,watch,patch,update", "--resource=rollouts.segue.dev",
+    )  # fmt: skip
+    kube.kubectl(
+        "create", "rolebinding", "editors", "-n", namespace, "--role=rollout-editor",
+        "--user=bob", "--user=alice",
+    )  # fmt: skip
+    kube.kubectl(
+        "create", "rolebinding", "approvers", "-n", namespace,
+        f"--clusterrole={policies.role}", "--user=alice",
+    )  # fmt: skip
+
+
+def as_user(kube: Kube, user: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return kube.kubectl(*args, f"--as={user}", check=False)
+
+
+def wait_enforced(kube: Kube, namespace: str, name: str) -> None:
+    """A new policy takes a moment to be enforced: until bob's approval (dry run) is refused."""
+    args = ["annotate", "rollout.segue.dev", name, "-n", namespace]
+    args += ["segue.dev/approve=99", "--overwrite", "--dry-run=server"]
+    wait_until(
+        "the admission policy to be enforced",
+        lambda: as_user(kube, "bob", *args).returncode,
+        lambda rc: rc != 0,
+        timeout=30,
+    )
+
+
+def rollout(name: str) -> Doc:
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "Rollout",
+        "metadata": {"name": name},
+        "spec": {
+            "legacy": {"deployment": "shop-v1"},
+            "new": {"deployment": "shop-v2"},
+            "traffic": {
+                "gatewayAPI": {
+                    "httpRoute": "shop",
+                    "legacyBackend": "shop-v1",
+                    "newBackend": "shop-v2",
+                }
+            },
+            "steps": PLAN,
+        },
+    }
+
+
+def operator_kubeconfig(kube: Kube, helm: Path, namespace: str, path: Path) -> Path:
+    """A ServiceAccount with exactly the chart's namespaced operator permissions, and a
+    kubeconfig that authenticates as it (a bound token)."""
+    docs = render(helm, {"rbac": {"scope": "namespace"}, "watchNamespaces": [namespace]})
+    (role,) = [d for d in docs if d["kind"] == "Role" and d["metadata"]["namespace"] == namespace]
+    kube.kubectl("create", "serviceaccount", "segue-op", "-n", namespace)
+    manifest = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": {"name": "segue-op", "namespace": namespace},
+        "rules": role["rules"],
+    }
+    apply(kube, namespace, manifest)
+    kube.kubectl(
+        "create", "rolebinding", "segue-op", "-n", namespace, "--role=segue-op",
+        f"--serviceaccount={namespace}:segue-op",
+    )  # fmt: skip
+    return token_kubeconfig(kube, namespace, "segue-op", path)
+
+
+def token_kubeconfig(kube: Kube, namespace: str, sa: str, path: Path) -> Path:
+    token = kube.kubectl("create", "token", sa, "-n", namespace, "--duration=1h").stdout.strip()
+    view = json.loads(kube.kubectl("config", "view", "--raw", "--minify", "-o", "json").stdout)
+    server = dict(view["clusters"][0]["cluster"])
+    if "certificate-authority" in server:
+        ca = Path(server.pop("certificate-authority")).read_bytes()
+        server["certificate-authority-data"] = base64.b64encode(ca).decode()
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "c", "cluster": server}],
+        "users": [{"name": sa, "user": {"token": token}}],
+        "contexts": [
+            {"name": "c", "context": {"cluster": "c", "user": sa, "namespace": namespace}}
+        ],
+        "current-context": "c",
+    }
+    path.write_text(yaml.safe_dump(config))
+    path.chmod(0o600)
+    return path
+
+
+def test_only_an_approver_approves_and_history_names_them(
+    kube: Kube,
+    crds: None,
+    namespace: str,
+    helm: Path,
+    install_policies: Callable[..., Policies],
+    tmp_path: Path,
+) -> None:
+    policies = install_policies()
+    grant(kube, namespace, policies)
+    rollouts = shop_pair(kube, namespace)
+    op = start_operator(
+        str(operator_kubeconfig(kube, helm, namespace, tmp_path / "op.kubeconfig")),
+        tmp_path / "operator.log",
+        [namespace],
+        extra_args=["--no-leader-election"],
+    )
+    try:
+        apply(kube, namespace, rollout("web"))
+        wait_until(
+            "AwaitingApproval", lambda: rollouts.phase("web"), lambda p: p == "AwaitingApproval"
+        )
+        wait_enforced(kube, namespace, "web")
+        target = ("rollout.segue.dev", "web", "-n", namespace)
+
+        # A plain editor: approve, promote and a plan edit are refused, naming the permission.
+        for args, what in (
+            (("annotate", *target, "segue.dev/approve=1"), "set segue.dev/approve"),
+            (("annotate", *target, "segue.dev/promote=now"), "set segue.dev/promote"),
+            (
+                ("patch", *target, "--type=merge", "-p", '{"spec":{"steps":[{"setWeight":100}]}}'),
+                "edit the plan (spec.steps, risk, hold, analysis) once traffic has moved",
+            ),
+        ):
+            r = as_user(kube, "bob", *args)
+            assert r.returncode != 0, r.stdout
+            assert f'user "bob" may not {what} (rollouts.segue.dev "web"' in r.stderr, r.stderr
+            assert 'needs permission "approve" on rollouts.segue.dev' in r.stderr
+            assert f"binding ClusterRole {policies.role}" in r.stderr
+        # Nor can bob sign for alice.
+        r = as_user(kube, "bob", "annotate", *target, "segue.dev/approved-by=alice")
+        assert r.returncode != 0 and 'must name the requesting user "bob"' in r.stderr
+        assert rollouts.phase("web") == "AwaitingApproval"
+        assert rollouts.new_weight("shop") == 10
+
+        # The approver edits the plan (recorded with her name) and approves.
+        steps = [{"setWeight": 10}, {"approval": {}}, {"setWeight": 50}, {"setWeight": 100}]
+        r = as_user(kube, "alice", "patch", *target, "--type=merge", "-p",
+                    json.dumps({"spec": {"steps": steps}}))  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        wait_until(
+            "PlanChanged in history",
+            lambda: [
+                h for h in rollouts.status("web").get("history", []) if h["event"] == "PlanChanged"
+            ],
+            bool,
+        )
+        r = as_user(kube, "alice", "annotate", *target, "segue.dev/approve=1")
+        assert r.returncode == 0, r.stderr
+        wait_until(
+            "Succeeded", lambda: rollouts.phase("web"), lambda p: p == "Succeeded", timeout=60
+        )
+
+        history = rollouts.status("web")["history"]
+        by_event = {h["event"]: h for h in history}
+        assert by_event["PlanChanged"]["actor"] == "alice"
+        assert by_event["PlanChanged"]["reason"].startswith("plan changed by alice at step 1 (10%)")
+        assert by_event["Approved"]["actor"] == "alice"
+        assert by_event["Approved"]["reason"] == "step 1 approved by alice"
+        assert ("Normal", "Approved", "step 1 approved by alice") in rollouts.events("web")
+        # The operator removed the approval and its companion: removing is never refused.
+        wait_until(
+            "the approval annotations removed",
+            lambda: rollouts.get("web")["metadata"].get("annotations") or {},
+            lambda a: "segue.dev/approve" not in a and "segue.dev/approved-by" not in a,
+        )
+        log = op.log()
+        assert "denied request" not in log and "forbidden" not in log.lower(), log[-4000:]
+    finally:
+        op.stop()
+        print(f"--- operator log ---\n{op.log()[-6000:]}")
+
+
+def test_without_the_mutating_policy_kubectl_segue_signs_and_forgery_is_refused(
+    kube: Kube,
+    crds: None,
+    namespace: str,
+    helm: Path,
+    install_policies: Callable[..., Policies],
+    tmp_path: Path,
+) -> None:
+    policies = install_policies(mutating=False)
+    rollouts = Rollouts(kube.api_client, namespace)
+    apply(kube, namespace, rollout("web"))
+    status = {"phase": "AwaitingApproval", "step": 1, "totalSteps": 3, "weight": 10,
+              "targetWeight": 10}  # fmt: skip
+    kube.kubectl(
+        "patch", "rollout.segue.dev", "web", "-n", namespace, "--subresource=status",
+        "--type=merge", "-p", json.dumps({"status": status}),
+    )  # fmt: skip
+    for sa in ("carol", "dan"):
+        kube.kubectl("create", "serviceaccount", sa, "-n", namespace)
+    kube.kubectl(
+        "create", "role", "rollout-editor", "-n", namespace,
+        "--verb=get,list,watch,patch", "--resource=rollouts.segue.dev",
+    )  # fmt: skip
+    kube.kubectl(
+        "create", "rolebinding", "editors", "-n", namespace, "--role=rollout-editor",
+        f"--serviceaccount={namespace}:carol", f"--serviceaccount={namespace}:dan",
+    )  # fmt: skip
+    kube.kubectl(
+        "create", "rolebinding", "approvers", "-n", namespace,
+        f"--clusterrole={policies.role}", f"--serviceaccount={namespace}:carol",
+        "--user=alice",
+    )  # fmt: skip
+    wait_enforced(kube, namespace, "web")
+
+    def segue(sa: str, *args: str) -> subprocess.CompletedProcess[str]:
+        config = token_kubeconfig(kube, namespace, sa, tmp_path / f"{sa}.kubeconfig")
+        return subprocess.run(
+            [str(CLI), "--kubeconfig", str(config), *args, "-n", namespace],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    dan = f"system:serviceaccount:{namespace}:dan"
+    r = segue("dan", "approve", "web")
+    assert r.returncode == 1, r.stdout
+    assert r.stderr.startswith(
+        f"error: rollout {namespace}/web: refused by the API server: "
+        f'user "{dan}" may not set segue.dev/approve (rollouts.segue.dev "web"'
+    ), r.stderr
+    assert "Traceback" not in r.stderr
+
+    # Without the mutating policy nobody writes the companion for alice: refused.
+    r = as_user(kube, "alice", "annotate", "rollout.segue.dev", "web", "-n", namespace,
+                "segue.dev/approve=1")  # fmt: skip
+    assert r.returncode != 0
+    assert 'segue.dev/approved-by must name the requesting user "alice"' in r.stderr
+    r = as_user(kube, "alice", "annotate", "rollout.segue.dev", "web", "-n", namespace,
+                "segue.dev/approve=1", "segue.dev/approved-by=carol")  # fmt: skip
+    assert r.returncode != 0 and "must name the requesting user" in r.stderr
+
+    carol = f"system:serviceaccount:{namespace}:carol"
+    r = segue("carol", "approve", "web")
+    assert r.returncode == 0, r.stderr
+    annotations = rollouts.get("web")["metadata"]["annotations"]
+    assert annotations["segue.dev/approve"] == "1"
+    assert annotations["segue.dev/approved-by"] == carol
+    # What the operator does once it handled them: never refused, even to a plain editor.
+    kube.kubectl(
+        "annotate", "rollout.segue.dev", "web", "-n", namespace, "segue.dev/approve-",
+        "segue.dev/approved-by-", f"--as={dan}",
+    )  # fmt: skip
+    # abort needs no approve permission by default (it only ever pulls traffic back).
+    r = segue("dan", "abort", "web", "--reason", "p99")
+    assert r.returncode == 0, r.stderr
+    annotations = rollouts.get("web")["metadata"]["annotations"]
+    assert annotations["segue.dev/aborted-by"] == dan
+    client.CustomObjectsApi(kube.api_client).delete_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, "web"
+    )
