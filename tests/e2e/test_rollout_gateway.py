@@ -180,7 +180,13 @@ def test_missing_route_is_reported_and_retried(kube, namespace, crds, operator):
         lambda c: c.get("Stalled", {}).get("status") == "True",
     )
     assert "HTTPRoute" in stalled["Stalled"]["message"]
-    assert any(r == "MissingReference" for _, r, _ in rollouts.events("shop"))
+    # The Event is posted just after the status write that set the condition.
+    wait_until(
+        "a MissingReference Event",
+        lambda: [r for _, r, _ in rollouts.events("shop")],
+        lambda reasons: "MissingReference" in reasons,
+        10,
+    )
     apply(kube, namespace, httproute("shop", "shop-v1", "shop-v2"))
     wait_until("Succeeded", lambda: rollouts.phase("shop"), lambda p: p == "Succeeded", 90)
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from segue.api import RolloutSpec
+from segue.api import RolloutSpec, spec
 from tests.unit.conftest import spec_dict
 
 # Manifests a user would apply; each must parse.
@@ -236,3 +236,13 @@ def test_limits() -> None:
     assert any(loc == "steps" for loc, _ in errors), errors
     errors = _errors(spec_dict(analysis={"gates": [{"name": "g", "query": "x" * 4097, "max": 1}]}))
     assert any(loc == "analysis.gates.0.query" for loc, _ in errors), errors
+
+
+def test_gateway_backends_must_differ() -> None:
+    raw = spec_dict()
+    raw["traffic"]["gatewayAPI"]["newBackend"] = "checkout-v1"
+    with pytest.raises(ValidationError) as e:
+        RolloutSpec.model_validate(raw)
+    (err,) = e.value.errors()
+    assert err["loc"] == ("traffic", "gatewayAPI", "newBackend")
+    assert spec.MSG_DISTINCT_BACKENDS in err["msg"]

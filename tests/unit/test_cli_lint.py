@@ -205,3 +205,73 @@ def test_durations_at_the_bounds_are_accepted(tmp_path: Path) -> None:
         + GATE
     )
     assert lint.lint_paths([str(path)]).ok
+
+
+GATEWAY_ROLLOUT = """\
+apiVersion: segue.dev/v1alpha1
+kind: Rollout
+metadata: {name: web}
+spec:
+  legacy: {deployment: web-v1}
+  new: {deployment: web-v2}
+  traffic: {gatewayAPI: {httpRoute: web, legacyBackend: web-v1, newBackend: web-v1}}
+  risk: low
+"""
+
+
+def test_equal_backends_are_refused_naming_new_backend(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "backends.yaml"
+    path.write_text(GATEWAY_ROLLOUT)
+    code, out = _run(str(path), capsys=capsys)
+    assert code == 1
+    assert out[0] == (
+        f"{path}:0: spec.traffic.gatewayAPI.newBackend: must differ from legacyBackend "
+        "(each version needs a backendRef of its own in the rule) (line 7)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("gate", "expected"),
+    [
+        (
+            "{name: e, template: error-rate, labels: {colour: red}}",
+            "spec.analysis.gates[0].labels.colour: unknown template label colour; known: ",
+        ),
+        (
+            "{name: e, template: error-rate, labels: {metric: 'up or vector(1)'}}",
+            "spec.analysis.gates[0].labels.metric: template label metric: 'up or vector(1)' "
+            "is not a metric name (line 11)",
+        ),
+        (
+            "{name: q, query: 'sum(up{t=\"{{ tenant }}\"})', max: 1}",
+            "spec.analysis.gates[0].query: unknown placeholder {{ tenant }}; known: ",
+        ),
+        (
+            "{name: q, query: 'sum(up)', maxRatioToLegacy: 2}",
+            "spec.analysis.gates[0].query: compares with legacy but its query is the same",
+        ),
+    ],
+)
+def test_gates_are_resolved_as_the_operator_resolves_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], gate: str, expected: str
+) -> None:
+    path = tmp_path / "gates.yaml"
+    path.write_text(ROLLOUT + "  risk: low\n  analysis:\n    gates:\n    - " + gate + "\n")
+    code, out = _run(str(path), capsys=capsys)
+    assert code == 1
+    assert out[0].startswith(f"{path}:0: {expected}"), out
+    assert out[-1] == "1 problem found (1 Rollouts in 1 file)"
+
+
+def test_a_rollout_name_too_long_for_a_placeholder_is_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "long.yaml"
+    gate = "{name: q, query: 'up{r=\"{{ rollout }}\"}', max: 1}"
+    text = ROLLOUT.replace("name: web", "name: " + "w" * 70)
+    path.write_text(text + "  risk: low\n  analysis:\n    gates:\n    - " + gate + "\n")
+    code, out = _run(str(path), capsys=capsys)
+    assert code == 1
+    assert out[0].startswith(f"{path}:0: metadata.name: cannot build the query for the new"), out

@@ -34,8 +34,15 @@ def test_get_name_with_all_namespaces(capsys: pytest.CaptureFixture[str]) -> Non
     assert "a NAME cannot be combined with -A/--all-namespaces" in err
 
 
-def test_approve_step_must_be_a_number(capsys: pytest.CaptureFixture[str]) -> None:
-    assert "invalid int value" in _usage_error(["approve", "checkout", "--step", "four"], capsys)
+@pytest.mark.parametrize("step", ["four", "\u0661", "1_0", "+1", "1234", ""])
+def test_approve_step_must_be_ascii_digits(step: str, capsys: pytest.CaptureFixture[str]) -> None:
+    # int() takes "\u0661" (Arabic-Indic one), "1_0" and "+1"; the operator does not.
+    err = _usage_error(["approve", "checkout", "--step", step], capsys)
+    assert f"argument --step: {step!r} is not a step index: 1 to 3 ASCII digits (0-9)" in err
+
+
+def test_approve_step_takes_ascii_digits() -> None:
+    assert build_parser().parse_args(["approve", "checkout", "--step", "07"]).step == 7
 
 
 def test_connection_flags_before_or_after_the_command() -> None:

@@ -531,3 +531,48 @@ def test_the_store_hashes_a_deployments_template_only_when_its_spec_changes():
     changed = store.deployment("ns", "d")
     assert changed is not None and changed.template_hash != first.template_hash
     assert changed.template_hash == DeploymentState.from_body(body(2, "app:v2", 0)).template_hash
+
+
+UNRESOLVABLE = {"gates": [{"name": "t", "query": 'up{t="{{ tenant }}"}', "max": 1}]}
+NAMED = "invalid spec: spec.analysis.gates[0].query: unknown placeholder {{ tenant }}"
+
+
+def test_a_new_rollout_whose_gates_cannot_resolve_fails_before_any_traffic_moves():
+    async def scenario() -> None:
+        spec = spec_dict(steps=[{"setWeight": 30}], analysis=UNRESOLVABLE)
+        shell = Shell(rollout(spec=spec), weight=0)
+        await shell.run()
+        status = shell.rollouts.obj["status"]
+        assert status["phase"] == "Failed" and status["message"].startswith(NAMED)
+        assert not [e for e in shell.log if e[0] == "router"]
+        assert shell.gates.runs == 0
+        assert [e for e in shell.log if e[0] == "event" and e[1] == "Failed"]
+
+    asyncio.run(scenario())
+
+
+def test_a_rollout_under_way_edited_into_an_unresolvable_gate_stops_where_it_is():
+    async def scenario() -> None:
+        spec = spec_dict(steps=[{"setWeight": 30}, {"pause": {}}], analysis=UNRESOLVABLE)
+        obj = rollout("AwaitingApproval", 30, annotations={"segue.dev/approve": "1"}, spec=spec)
+        obj["metadata"]["generation"] = 2
+        shell = Shell(obj, weight=30)
+        await shell.run()
+        status = shell.rollouts.obj["status"]
+        assert status["phase"] == "Failed" and status["message"].startswith(NAMED)
+        assert status["weight"] == 30 and not [e for e in shell.log if e[0] == "router"]
+        assert status.get("approvedStep") is None  # approvals wait for a spec that runs
+
+    asyncio.run(scenario())
+
+
+def test_an_abort_still_returns_traffic_when_the_gates_cannot_resolve():
+    async def scenario() -> None:
+        spec = spec_dict(steps=[{"setWeight": 30}, {"pause": {}}], analysis=UNRESOLVABLE)
+        obj = rollout("AwaitingApproval", 30, annotations={"segue.dev/abort": "x"}, spec=spec)
+        shell = Shell(obj, weight=30)
+        await shell.run()
+        assert ("router", 0) in shell.log
+        assert shell.rollouts.obj["status"]["phase"] == "Failed"
+
+    asyncio.run(scenario())

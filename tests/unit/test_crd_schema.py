@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from segue.api import DURATION_PATTERN, RolloutSpec, spec
+from segue.api import DURATION_PATTERN, RolloutSpec, gate_labels, spec
 from segue.api.crd import CRD_PATH, crd, main, render
 from segue.api.duration import SAFE_DURATION_PATTERN, DurationBounds
 
@@ -199,7 +199,34 @@ def test_cel_rules() -> None:
             for field in re.findall(r"self\.(\w+)", rule["rule"]):
                 assert field in node["properties"], (path, field)
             if "fieldPath" in rule:
-                assert rule["fieldPath"].removeprefix(".") in node["properties"], path
+                # A field of the object, or a key of one of its maps (.labels.metric).
+                first, _, key = rule["fieldPath"].removeprefix(".").partition(".")
+                assert first in node["properties"], path
+                assert not key or "additionalProperties" in node["properties"][first], path
+
+
+def test_gate_label_rules_point_at_the_label() -> None:
+    rules = {r["fieldPath"]: r for r in _at(".spec.analysis.gates[]")["x-kubernetes-validations"]
+             if "fieldPath" in r}  # fmt: skip
+    assert rules[".labels"]["message"] == gate_labels.MSG_UNKNOWN_LABEL
+    for key in gate_labels.TEMPLATE_LABELS:
+        if key in ("versionLabel", "appLabel", "codeLabel", "namespaceLabel"):
+            assert rules[f".labels.{key}"]["message"].endswith(gate_labels.MSG_LABEL_NAME)
+        elif key in ("metric", "histogram"):
+            assert rules[f".labels.{key}"]["message"].endswith(gate_labels.MSG_METRIC_NAME)
+        else:
+            assert f".labels.{key}" in rules, key
+
+
+def test_backends_must_differ_in_the_crd() -> None:
+    rules = _at(".spec.traffic.gatewayAPI")["x-kubernetes-validations"]
+    assert rules == [
+        {
+            "rule": "self.legacyBackend != self.newBackend",
+            "message": spec.MSG_DISTINCT_BACKENDS,
+            "fieldPath": ".newBackend",
+        }
+    ]
 
 
 def test_cel_messages_match_pydantic_messages() -> None:

@@ -3,6 +3,8 @@ reported and cleared; pause is a level."""
 
 from __future__ import annotations
 
+import pytest
+
 from segue.api import RolloutStatus
 from segue.engine import ClearAnnotation, EmitEvent, PhaseChanged, SetWeight, decide, invalid_spec
 from tests.unit.conftest import Sim, make_spec, observe
@@ -41,6 +43,31 @@ def test_garbage_approval_is_ignored() -> None:
     sim.tick(1)
     assert sim.st.step == 1
     assert "index of the step" in (sim.st.history[-1].reason or "")
+
+
+@pytest.mark.parametrize("value", ["\u0661", "1_0", "+1", " 1.0", "\uff11", "0001", ""])
+def test_an_approval_that_is_not_ascii_digits_is_ignored(value: str) -> None:
+    # int() reads "\u0661" (Arabic-Indic one) and "\uff11" (fullwidth one) as 1, "1_0" as 10.
+    sim = _awaiting()
+    sim.annotations["segue.dev/approve"] = value
+    d = sim.tick(1)
+    assert sim.st.step == 1 and sim.st.approved_step is None
+    assert sim.phase() == "AwaitingApproval"
+    assert ClearAnnotation("segue.dev/approve") in d.actions
+    warnings = _warnings(sim)
+    assert [w.reason for w in warnings] == ["AnnotationIgnored"]
+    assert warnings[0].message == (
+        f"segue.dev/approve={value!r} ignored: the value must be the index of the step to "
+        "approve: 1 to 3 ASCII digits (0-9)"
+    )
+    assert sim.st.history[-1].event == "AnnotationIgnored"
+
+
+def test_an_approval_with_leading_zeros_and_spaces_approves() -> None:
+    sim = _awaiting()
+    sim.annotations["segue.dev/approve"] = " 01 "
+    sim.tick(1)
+    assert sim.st.approved_step == 1 or sim.st.step == 2
 
 
 def test_stale_approval_never_approves_a_later_step() -> None:

@@ -13,10 +13,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
 
 from segue.analysis.judge import error_verdict, judge, provider_error_message
+from segue.analysis.planning import GateMisconfigured, PlannedGate, plan_gate
 from segue.analysis.provider import (
     MetricProvider,
     PooledProvider,
@@ -24,28 +24,12 @@ from segue.analysis.provider import (
     ProviderUnavailable,
     QueryTimedOut,
 )
-from segue.analysis.templates import (
-    ResolvedGate,
-    bound_text,
-    fallback_bound,
-    fallback_failure_limit,
-    fallback_severity,
-    resolve_gate,
-)
-from segue.analysis.templating import TemplateError, render
+from segue.analysis.templates import bound_text
 from segue.analysis.types import GateRound, GateSpec, GateVerdict, RoundContext
 
 log = logging.getLogger(__name__)
 
 _Outcome = float | None | ProviderError
-
-
-@dataclass(frozen=True)
-class _Planned:
-    gate: ResolvedGate
-    new_query: str
-    # None when the legacy side cannot be queried (then only absolute bounds can be judged).
-    legacy_query: str | None
 
 
 async def evaluate_round(
@@ -84,10 +68,10 @@ async def _evaluate(
     now: datetime,
     deadline_s: float | None,
 ) -> GateRound:
-    results: list[GateVerdict | _Planned] = [_plan(spec, context) for spec in gates]
+    results: list[GateVerdict | PlannedGate] = [_plan(spec, context) for spec in gates]
     queries: list[str] = []
     for item in results:
-        if isinstance(item, _Planned):
+        if isinstance(item, PlannedGate):
             for q in (item.new_query, item.legacy_query):
                 if q is not None and q not in queries:
                     queries.append(q)
@@ -134,59 +118,21 @@ async def _evaluate(
     return GateRound(evaluated_at=now, results=verdicts, error=error)
 
 
-def _plan(spec: GateSpec, ctx: RoundContext) -> GateVerdict | _Planned:
+def _plan(spec: GateSpec, ctx: RoundContext) -> GateVerdict | PlannedGate:
     try:
-        gate = resolve_gate(spec)
-    except TemplateError as e:
+        return plan_gate(spec, ctx)
+    except GateMisconfigured as e:
         return error_verdict(
             spec.name,
-            f"gate {spec.name} is misconfigured: {e}",
-            bound=fallback_bound(spec),
-            severity=fallback_severity(spec),
-            failure_limit=fallback_failure_limit(spec),
+            e.message,
+            bound=e.bound,
+            severity=e.severity,
+            failure_limit=e.failure_limit,
         )
-    bound = bound_text(gate.bounds, gate.per_traffic_share)
-    common = {"namespace": ctx.namespace, "rollout": ctx.rollout, "interval": ctx.interval}
-    try:
-        new_query = render(gate.query, version=ctx.new_version, **common)
-    except TemplateError as e:
-        return error_verdict(
-            gate.name,
-            f"cannot build the query of gate {gate.name} for the new version: {e}",
-            bound=bound,
-            severity=gate.severity,
-            failure_limit=gate.failure_limit,
-        )
-    legacy_query: str | None = None
-    try:
-        legacy_query = render(gate.query, version=ctx.legacy_version, **common)
-    except TemplateError as e:
-        # Only a ratio bound needs legacy; otherwise its value is merely shown.
-        if gate.bounds.relative:
-            return error_verdict(
-                gate.name,
-                f"cannot build the query of gate {gate.name} for the legacy version: {e}",
-                bound=bound,
-                severity=gate.severity,
-                failure_limit=gate.failure_limit,
-            )
-    if legacy_query == new_query:
-        # Legacy and new would be the same number, so a ratio bound would always read 1x.
-        legacy_query = None
-        if gate.bounds.relative:
-            return error_verdict(
-                gate.name,
-                f"gate {gate.name} compares with legacy but its query is the same for both "
-                "versions (does it use {{ version }}, and do the versions differ?)",
-                bound=bound,
-                severity=gate.severity,
-                failure_limit=gate.failure_limit,
-            )
-    return _Planned(gate, new_query, legacy_query)
 
 
 def _verdict(
-    item: _Planned,
+    item: PlannedGate,
     outcomes: dict[str, _Outcome],
     ctx: RoundContext,
     provider: PooledProvider,

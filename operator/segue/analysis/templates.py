@@ -32,11 +32,22 @@ from segue.analysis.templating import (
     validate_duration,
 )
 from segue.analysis.types import SEVERITIES, GateSpec, Severity
+from segue.api.gate_labels import (
+    LABEL_NAME_LABELS,
+    LABEL_NAME_PATTERN,
+    METRIC_LABELS,
+    METRIC_NAME_PATTERN,
+    QUANTILE_PATTERN,
+    WINDOW_PLACEHOLDER_PATTERN,
+)
 
-_METRIC_NAME_RE: Final = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
-_LABEL_NAME_RE: Final = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
-_WINDOW_PLACEHOLDER_RE: Final = re.compile(r"\{\{\s*interval\s*\}\}")
+# The CRD's CEL rules check the labels with the same patterns (segue.api.gate_labels).
+_METRIC_NAME_RE: Final = re.compile(METRIC_NAME_PATTERN)
+_LABEL_NAME_RE: Final = re.compile(LABEL_NAME_PATTERN)
+_WINDOW_PLACEHOLDER_RE: Final = re.compile(WINDOW_PLACEHOLDER_PATTERN)
+_QUANTILE_RE: Final = re.compile(QUANTILE_PATTERN)
 
+# In the order of segue.api.gate_labels.TEMPLATE_LABELS (a unit test holds them equal).
 DEFAULT_LABELS: Final[Mapping[str, str]] = {
     "metric": "http_requests_total",
     "histogram": "http_request_duration_seconds_bucket",
@@ -199,6 +210,7 @@ def resolve_gate(spec: GateSpec) -> ResolvedGate:
     if spec.template is not None:
         tpl = _template(spec.template)
         query = tpl.build(_names(spec.labels))
+        _check_template_query(query, spec.labels)
         bounds = tpl.bounds if own.empty else own
         failure_limit = tpl.failure_limit
         severity = tpl.severity
@@ -235,6 +247,15 @@ def resolve_gate(spec: GateSpec) -> ResolvedGate:
         severity=severity,
         per_traffic_share=per_share,
     )
+
+
+def _check_template_query(query: str, labels: Mapping[str, str]) -> None:
+    """Placeholders in a template's query come from the labels copied into it."""
+    try:
+        check(query)
+    except TemplateError as e:
+        culprit = next((k for k in ("app", "errorCodes") if "{{" in labels.get(k, "")), None)
+        raise TemplateError(str(e), e.field, label=culprit) from None
 
 
 def parse_severity(gate: str, value: str) -> Severity:
@@ -315,33 +336,40 @@ def _names(labels: Mapping[str, str]) -> _Names:
     unknown = sorted(set(labels) - set(DEFAULT_LABELS))
     if unknown:
         raise TemplateError(
-            f"unknown template label {', '.join(unknown)}; known: {', '.join(DEFAULT_LABELS)}"
+            f"unknown template label {', '.join(unknown)}; known: {', '.join(DEFAULT_LABELS)}",
+            label=unknown[0],
         )
     v = {**DEFAULT_LABELS, **labels}
-    for key in ("metric", "histogram"):
+    for key in METRIC_LABELS:
         if not _METRIC_NAME_RE.fullmatch(v[key]):
-            raise TemplateError(f"template label {key}: {v[key]!r} is not a metric name", key)
-    label_keys = ["appLabel", "versionLabel", "codeLabel"]
-    if v["namespaceLabel"]:
-        label_keys.append("namespaceLabel")
-    for key in label_keys:
+            raise TemplateError(
+                f"template label {key}: {v[key]!r} is not a metric name", key, label=key
+            )
+    for key in LABEL_NAME_LABELS:
+        if key == "namespaceLabel" and not v[key]:
+            continue
         if not _LABEL_NAME_RE.fullmatch(v[key]):
-            raise TemplateError(f"template label {key}: {v[key]!r} is not a label name", key)
+            raise TemplateError(
+                f"template label {key}: {v[key]!r} is not a label name", key, label=key
+            )
     window = v["window"]
     if not _WINDOW_PLACEHOLDER_RE.fullmatch(window):
-        validate_duration("template label window", window)
-    try:
-        quantile = float(v["quantile"])
-    except ValueError:
-        quantile = math.nan
-    if not 0 < quantile < 1:
+        try:
+            validate_duration("template label window", window)
+        except TemplateError as e:
+            raise TemplateError(str(e), e.field, label="window") from None
+    quantile = v["quantile"]
+    if not _QUANTILE_RE.fullmatch(quantile):
         raise TemplateError(
-            f"template label quantile: {v['quantile']!r} is not between 0 and 1", "quantile"
+            f"template label quantile: {quantile!r} is not a decimal number between 0 and 1 "
+            "(e.g. 0.99)",
+            "quantile",
+            label="quantile",
         )
     # The app value is escaped like any string-literal content; placeholders in it (the
     # default "{{ rollout }}") survive escaping and are rendered with the rest.
     matchers = [
-        f'{v["appLabel"]}="{escape_string_literal(v["app"], "template label app")}"',
+        f'{v["appLabel"]}="{_escaped(v, "app")}"',
         f'{v["versionLabel"]}="{{{{ version }}}}"',
     ]
     if v["namespaceLabel"]:
@@ -351,7 +379,14 @@ def _names(labels: Mapping[str, str]) -> _Names:
         histogram=v["histogram"],
         selector=",".join(matchers),
         code_label=v["codeLabel"],
-        error_codes=escape_string_literal(v["errorCodes"], "template label errorCodes"),
+        error_codes=_escaped(v, "errorCodes"),
         window=window,
-        quantile=repr(quantile),
+        quantile=repr(float(quantile)),
     )
+
+
+def _escaped(labels: Mapping[str, str], key: str) -> str:
+    try:
+        return escape_string_literal(labels[key], f"template label {key}")
+    except TemplateError as e:
+        raise TemplateError(str(e), e.field, label=key) from None

@@ -25,8 +25,11 @@ LABEL_PLACEHOLDERS: Final = frozenset({"version", "namespace", "rollout"})
 LABEL_VALUE_RE: Final = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?")
 LABEL_VALUE_MAX: Final = 63
 # Prometheus' own duration grammar (model.ParseDuration): units in decreasing order.
+# ASCII digits only: Python's \d would also take other scripts' digits, which Prometheus
+# refuses.
 DURATION_RE: Final = re.compile(
-    r"(?:(\d+)y)?(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?(?:(\d+)ms)?"
+    r"(?:([0-9]+)y)?(?:([0-9]+)w)?(?:([0-9]+)d)?(?:([0-9]+)h)?(?:([0-9]+)m)?(?:([0-9]+)s)?"
+    r"(?:([0-9]+)ms)?"
 )
 _DURATION_UNITS_MS: Final = (
     365 * 86_400_000,
@@ -46,12 +49,14 @@ _REFUSED_CATEGORIES: Final = frozenset({"Cc", "Cs", "Cf", "Zl", "Zp"})
 class TemplateError(ValueError):
     """A query template or one of the values substituted into it is not acceptable.
 
-    ``field`` names the offending placeholder when there is one.
+    ``field`` names the offending placeholder when there is one; ``label`` the gate
+    template label at fault, when there is one.
     """
 
-    def __init__(self, message: str, field: str | None = None) -> None:
+    def __init__(self, message: str, field: str | None = None, *, label: str | None = None) -> None:
         super().__init__(message)
         self.field = field
+        self.label = label
 
 
 def validate_label_value(field: str, value: str) -> str:

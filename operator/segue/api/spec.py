@@ -15,12 +15,15 @@ from pydantic import (
     Field,
     JsonValue,
     StringConstraints,
+    ValidationInfo,
+    field_validator,
     model_validator,
 )
 
 from segue.api.address import MAX_ADDRESS_LENGTH, AddressRule
 from segue.api.base import LabelName, LabelValue, ObjectName, SpecModel
 from segue.api.duration import DurationBounds, DurationText
+from segue.api.gate_labels import TEMPLATE_LABEL_RULES
 
 Risk = Literal["low", "medium", "critical"]
 RollbackMode = Literal["immediate", "graceful"]
@@ -58,6 +61,10 @@ MSG_QUERY_NEEDS_BOUND: Final = (
 )
 MSG_LABELS_NEED_TEMPLATE: Final = (
     "spec.analysis.gates: labels only apply to a template; write them into the query"
+)
+MSG_DISTINCT_BACKENDS: Final = (
+    "spec.traffic.gatewayAPI.newBackend: must differ from legacyBackend "
+    "(each version needs a backendRef of its own in the rule)"
 )
 MSG_UNIQUE_GATES: Final = "spec.analysis.gates: gate names must be unique"
 MSG_UNIQUE_DEPENDENCIES: Final = "spec.dependsOn: names must be unique"
@@ -120,10 +127,25 @@ class Workload(SpecModel):
 class GatewayAPIRouter(SpecModel):
     """Weights on the backendRefs of a Gateway API HTTPRoute rule."""
 
+    model_config = _validations(
+        {
+            "rule": "self.legacyBackend != self.newBackend",
+            "message": MSG_DISTINCT_BACKENDS,
+            "fieldPath": ".newBackend",
+        }
+    )
+
     http_route: ObjectName = Field(description="Name of the HTTPRoute in the same namespace.")
     legacy_backend: ObjectName = Field(description="Service of the legacy version in the rule.")
     new_backend: ObjectName = Field(description="Service of the new version in the rule.")
     rule_index: int = Field(0, ge=0, le=63, description="Index of the rule in spec.rules.")
+
+    @field_validator("new_backend")
+    @classmethod
+    def _distinct(cls, value: str, info: ValidationInfo) -> str:
+        if value == info.data.get("legacy_backend"):
+            raise ValueError(MSG_DISTINCT_BACKENDS)
+        return value
 
 
 class ReplicasRouter(SpecModel):
@@ -233,6 +255,7 @@ class Gate(SpecModel):
             MSG_QUERY_NEEDS_BOUND,
         ),
         ("!has(self.labels) || has(self.template)", MSG_LABELS_NEED_TEMPLATE),
+        *TEMPLATE_LABEL_RULES,
     )
 
     name: LabelName

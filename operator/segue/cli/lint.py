@@ -27,10 +27,15 @@ from segue import GROUP, KIND, VERSION
 from segue.api import DURATION_PATTERN, RolloutSpec, parse_duration
 from segue.api.base import LABEL_PATTERN, LABEL_VALUE_PATTERN, NAME_PATTERN
 from segue.api.provider import PROVIDER_KIND, MetricProviderSpec
+from segue.controller.resolution import unresolvable_gates
 
 API_VERSION: Final = f"{GROUP}/{VERSION}"
 SUFFIXES: Final = (".yaml", ".yml")
 STDIN: Final = "-"
+# A manifest without metadata.namespace is applied to the namespace of the kubectl context;
+# any valid name stands in for it when gates are resolved.
+LINT_NAMESPACE: Final = "default"
+LINT_NAME: Final = "rollout"  # stands in for a name already reported as invalid
 _IDENTIFIER: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _INDEX: Final = re.compile(r"\[[0-9]+\]")
 _PATTERN_HINTS: Final = {
@@ -181,13 +186,24 @@ def lint_document(source: str, index: int, data: Any, node: yaml.Node | None) ->
     if "spec" not in data:
         return [*problems, problem(["spec"], "required field missing")]
     try:
-        model.model_validate(data["spec"], strict=True)
+        spec = model.model_validate(data["spec"], strict=True)
     except ValidationError as e:
         for err in e.errors():
             loc = ["spec", *err["loc"]]
             problems.append(problem(loc, _without_path(error_message(err), field_path(loc, ""))))
+        return problems
     except Exception as e:  # a bug in a validator; report it as a problem, not a traceback
-        problems.append(problem(["spec"], f"cannot be validated: {type(e).__name__}: {e}"))
+        return [*problems, problem(["spec"], f"cannot be validated: {type(e).__name__}: {e}")]
+    if not isinstance(spec, RolloutSpec):
+        return problems
+    # The gate resolution the operator runs before its first step (the same function).
+    namespace = meta.get("namespace") if isinstance(meta, dict) else None
+    for gate in unresolvable_gates(
+        spec,
+        namespace if isinstance(namespace, str) and namespace else LINT_NAMESPACE,
+        name if isinstance(name, str) and not problems else LINT_NAME,
+    ):
+        problems.append(problem(list(gate.loc), gate.message))
     return problems
 
 

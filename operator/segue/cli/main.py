@@ -20,6 +20,7 @@ from segue.cli import commands, lint, render, watch
 from segue.cli.errors import CliError
 from segue.cli.kube import Rollouts, connect
 from segue.cli.rollout import RolloutView, unique_token
+from segue.engine.annotations import STEP_INDEX_DIGITS, parse_step_index
 
 PROG: Final = "kubectl segue"
 EXAMPLES: Final = """\
@@ -102,6 +103,16 @@ def _steer(check: commands.Check) -> Handler:
         return 0
 
     return handler
+
+
+def _step_index(text: str) -> int:
+    """``--step``: the same rule as the operator's for ``segue.dev/approve``."""
+    index = parse_step_index(text)
+    if index is None:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a step index: 1 to {STEP_INDEX_DIGITS} ASCII digits (0-9)"
+        )
+    return index
 
 
 def cmd_approve(args: argparse.Namespace, session: Session) -> int:
@@ -189,7 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     approve = named("approve", cmd_approve, "approve the step the Rollout waits at")
     approve.add_argument(
         "--step",
-        type=int,
+        type=_step_index,
         metavar="N",
         help="approve only if step N is the one waiting (guards against a stale view)",
     )

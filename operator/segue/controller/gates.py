@@ -38,14 +38,13 @@ from segue.analysis.types import (
     DEFAULT_PROMETHEUS_ADDRESS,
     MAX_TIMEOUT_S,
     PROMETHEUS_ADDRESS_ENV,
-    GateSpec,
     PrometheusSettings,
-    RoundContext,
 )
 from segue.api.duration import parse_duration
 from segue.api.provider import MetricProviderSpec
-from segue.api.spec import Analysis, Gate, RolloutSpec
+from segue.api.spec import Analysis, RolloutSpec
 from segue.controller.kube import Secrets
+from segue.controller.resolution import gate_spec, round_context
 from segue.engine import GateRound
 
 log = logging.getLogger(__name__)
@@ -58,22 +57,6 @@ SECRET_FAILURE_TTL_S: Final = 5.0
 # (the API server being down should not stop the analysis as well).
 SECRET_STALE_S: Final = 300.0
 SECRET_CACHE_MAX: Final = 256
-
-
-def gate_spec(gate: Gate) -> GateSpec:
-    return GateSpec(
-        name=gate.name,
-        query=gate.query,
-        template=gate.template,
-        labels=dict(gate.labels or {}),
-        max=gate.max,
-        min=gate.min,
-        max_ratio_to_legacy=gate.max_ratio_to_legacy,
-        min_ratio_to_legacy=gate.min_ratio_to_legacy,
-        failure_limit=gate.failure_limit,
-        on_failure=gate.on_failure,
-        per_traffic_share=gate.per_traffic_share,
-    )
 
 
 _written: set[str] = set()
@@ -284,14 +267,7 @@ class GateRunner:
             return GateRound(evaluated_at=now, results=(), error=str(e))
         except Exception as e:  # the Secret is missing or unreadable: no round can run
             return GateRound(evaluated_at=now, results=(), error=f"Prometheus credentials: {e}")
-        context = RoundContext(
-            namespace=namespace,
-            rollout=name,
-            legacy_version=spec.legacy.effective_version(),
-            new_version=spec.new.effective_version(),
-            interval=analysis.interval,
-            weight=float(weight),
-        )
+        context = round_context(namespace, name, spec, float(weight))
         try:
             # No I/O: builds a client the first time, then returns the cached provider.
             provider = provider_for(settings)

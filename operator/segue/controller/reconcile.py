@@ -34,6 +34,7 @@ from segue.api.spec import RolloutSpec, Traffic, Workload
 from segue.api.status import RolloutStatus
 from segue.controller.kube import Json, is_status, urgent
 from segue.controller.notifications import WebhookTargets
+from segue.controller.resolution import describe, unresolvable_gates
 from segue.controller.store import Store, newer
 from segue.controller.workers import FINALIZER, Worker
 from segue.engine import (
@@ -203,17 +204,23 @@ class Reconciler:
         try:
             spec = RolloutSpec.model_validate(raw_spec)
         except ValidationError as e:
-            return await self._invalid(w, obj, raw_spec, raw_status, status, _errors(e))
+            return await self._invalid(
+                w, obj, raw_status, status, Routing.parse(raw_spec), _errors(e)
+            )
+        routing = Routing(spec.traffic, spec.legacy, spec.new)
         # An address the operator may not query is a spec it cannot run: Failed, before any
         # traffic moves, and nothing is sent there.
         refusal = self.gates.refusal(spec)
         if refusal is not None:
-            return await self._invalid(w, obj, raw_spec, raw_status, status, refusal)
+            return await self._invalid(w, obj, raw_status, status, routing, refusal)
+        # Gates no round could run make the spec invalid too, before any traffic moves.
+        problems = unresolvable_gates(spec, namespace, name)
+        if problems:
+            return await self._invalid(w, obj, raw_status, status, routing, describe(problems))
 
         if self.targets is not None:
             for problem in await self.targets.refresh(namespace, name, spec, obj):
                 self.post_event(obj, "Warning", "NotificationConfig", problem)
-        routing = Routing(spec.traffic, spec.legacy, spec.new)
         router = self.routers(namespace, spec.traffic, spec.legacy, spec.new)
         refs = _refs(namespace, spec.legacy, spec.new, router)
         refs += [("Rollout", namespace, dep.name) for dep in spec.depends_on or []]
@@ -231,14 +238,14 @@ class Reconciler:
         self,
         w: Worker,
         obj: Json,
-        raw_spec: Json,
         raw_status: Json,
         status: RolloutStatus | None,
+        routing: Routing | None,
         message: str,
     ) -> float | None:
-        """A spec the operator cannot run: Failed with ``message``; an abort still acts."""
-        namespace, _ = w.key
-        routing = Routing.parse(raw_spec)
+        """A spec that cannot run: Failed with ``message``; an abort still moves traffic
+        back when ``routing`` (the parts that move traffic) could be parsed."""
+        namespace = w.key[0]
         router = None
         if routing is not None:
             router = self.routers(namespace, routing.traffic, routing.legacy, routing.new)

@@ -13,6 +13,7 @@ removed together with its one-shot annotation, and once its annotation is gone.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from typing import Final
 
@@ -48,6 +49,22 @@ COMPANIONS: Final[dict[str, str]] = {
 PLAN_EDITED_BY: Final = "segue.dev/plan-edited-by"
 # Every annotation the engine reads.
 OBSERVED: Final = (*ONE_SHOT, PAUSE, *COMPANIONS.values(), PLAN_EDITED_BY)
+
+# A step index as people type it: ASCII digits only (int() would also take "1_0" and other
+# scripts' digits), at most 3 of them (a plan has at most 65 steps).
+STEP_INDEX_DIGITS: Final = 3
+_STEP_INDEX: Final = re.compile(f"[0-9]{{1,{STEP_INDEX_DIGITS}}}")
+MSG_STEP_INDEX: Final = (
+    f"the value must be the index of the step to approve: 1 to {STEP_INDEX_DIGITS} "
+    "ASCII digits (0-9)"
+)
+
+
+def parse_step_index(value: str) -> int | None:
+    """The step index ``value`` names (surrounding spaces allowed), or None."""
+    text = value.strip(" \t")
+    return int(text) if _STEP_INDEX.fullmatch(text) else None
+
 
 # Returns None when the annotation took effect, else why it was ignored.
 _Handler = Callable[[Context, str, str], str | None]
@@ -141,10 +158,9 @@ def _promote(ctx: Context, value: str, who: str) -> str | None:
 
 def _approve(ctx: Context, value: str, who: str) -> str | None:
     st = ctx.status
-    try:
-        index = int(value.strip())
-    except ValueError:
-        return "the value must be the index of the step to approve"
+    index = parse_step_index(value)
+    if index is None:
+        return MSG_STEP_INDEX
     if st.phase not in STEPPING:
         return f"the Rollout is {st.phase}; there is no step to approve"
     if index != st.step:

@@ -84,14 +84,42 @@ class GatewayAPIRouter:
                 f"is {self.rule_index}"
             )
         refs: list[dict[str, Any]] = rules[self.rule_index].get("backendRefs") or []
-        names = [r.get("name") for r in refs]
-        missing = [b for b in (self.legacy_backend, self.new_backend) if b not in names]
-        if missing:
+        legacy_i = self._index(refs, self.legacy_backend, "legacyBackend")
+        new_i = self._index(refs, self.new_backend, "newBackend")
+        return legacy_i, new_i, refs
+
+    def _index(self, refs: list[dict[str, Any]], name: str, field: str) -> int:
+        """The one backendRef of the rule that is Service ``name`` in the route's namespace.
+
+        Group, kind and namespace count as Gateway API defaults them (core group, Service,
+        the route's namespace): a backendRef to another kind or namespace with the same
+        name is not the backend the Rollout means."""
+        found = [i for i, ref in enumerate(refs) if self._is_service(ref, name)]
+        if len(found) == 1:
+            return found[0]
+        target = f"Service {self.namespace}/{name} (spec.traffic.gatewayAPI.{field})"
+        rule = f"{self._where} rule {self.rule_index}"
+        if found:
             raise RouterError(
-                f"{self._where} rule {self.rule_index} has no backendRef named "
-                f"{', '.join(missing)} (it has: {', '.join(str(n) for n in names) or 'none'})"
+                f"{rule} has {len(found)} backendRefs to {target}; Segue sets the weight of "
+                "exactly one"
             )
-        return names.index(self.legacy_backend), names.index(self.new_backend), refs
+        has = ", ".join(self._describe(r) for r in refs) or "none"
+        raise RouterError(f"{rule} has no backendRef to {target} (it has: {has})")
+
+    def _is_service(self, ref: dict[str, Any], name: str) -> bool:
+        return (
+            ref.get("name") == name
+            and (ref.get("group") or "") == ""
+            and (ref.get("kind") or "Service") == "Service"
+            and (ref.get("namespace") or self.namespace) == self.namespace
+        )
+
+    def _describe(self, ref: dict[str, Any]) -> str:
+        group = ref.get("group") or ""
+        kind = ref.get("kind") or "Service"
+        what = f"{kind}.{group}" if group else kind
+        return f"{what} {ref.get('namespace') or self.namespace}/{ref.get('name')}"
 
     def read_weight(self) -> int:
         legacy_i, new_i, refs = self._locate(self._route())
@@ -116,8 +144,8 @@ class GatewayAPIRouter:
             label = "/metadata/labels/" + MANAGED_LABEL.replace("~", "~0").replace("/", "~1")
             patch.append({"op": "test", "path": label, "value": MANAGED_VALUE})
         patch += [
-            {"op": "test", "path": f"{base}/{legacy_i}/name", "value": self.legacy_backend},
-            {"op": "test", "path": f"{base}/{new_i}/name", "value": self.new_backend},
+            *_guard(f"{base}/{legacy_i}", refs[legacy_i]),
+            *_guard(f"{base}/{new_i}", refs[new_i]),
             {"op": "add", "path": f"{base}/{legacy_i}/weight", "value": 100 - weight},
             {"op": "add", "path": f"{base}/{new_i}/weight", "value": weight},
         ]
@@ -145,3 +173,12 @@ class GatewayAPIRouter:
             raise
         if isinstance(updated, dict):
             self._view.put(KIND, updated)
+
+
+def _guard(path: str, ref: dict[str, Any]) -> list[dict[str, Any]]:
+    """`test` ops: the backendRef at ``path`` is still the one that was matched."""
+    return [
+        {"op": "test", "path": f"{path}/{key}", "value": ref[key]}
+        for key in ("name", "namespace", "group", "kind")
+        if key in ref
+    ]
