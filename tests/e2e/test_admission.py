@@ -209,11 +209,18 @@ def rollout(name: str) -> Doc:
     }
 
 
-def operator_kubeconfig(kube: Kube, helm: Path, namespace: str, path: Path) -> Path:
-    """A ServiceAccount with exactly the chart's namespaced operator permissions, and a
-    kubeconfig that authenticates as it (a bound token)."""
+@pytest.fixture
+def operator_kubeconfig(kube: Kube, helm: Path, namespace: str, tmp_path: Path) -> Iterator[Path]:
+    """A ServiceAccount with exactly the chart's namespaced operator permissions (its Role
+    in the namespace, and the cluster-wide read of MetricProviders every install has), and
+    a kubeconfig that authenticates as it (a bound token)."""
     docs = render(helm, {"rbac": {"scope": "namespace"}, "watchNamespaces": [namespace]})
     (role,) = [d for d in docs if d["kind"] == "Role" and d["metadata"]["namespace"] == namespace]
+    (providers,) = [
+        d
+        for d in docs
+        if d["kind"] == "ClusterRole" and d["metadata"]["name"].endswith("-metricproviders")
+    ]
     kube.kubectl("create", "serviceaccount", "segue-op", "-n", namespace)
     manifest = {
         "apiVersion": "rbac.authorization.k8s.io/v1",
@@ -226,7 +233,33 @@ def operator_kubeconfig(kube: Kube, helm: Path, namespace: str, path: Path) -> P
         "create", "rolebinding", "segue-op", "-n", namespace, "--role=segue-op",
         f"--serviceaccount={namespace}:segue-op",
     )  # fmt: skip
-    return token_kubeconfig(kube, namespace, "segue-op", path)
+    cluster_role = f"segue-op-{namespace}"  # cluster-scoped: unique, and removed below
+    cluster_grant = [
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRole",
+            "metadata": {"name": cluster_role},
+            "rules": providers["rules"],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": {"name": cluster_role},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": cluster_role,
+            },
+            "subjects": [{"kind": "ServiceAccount", "name": "segue-op", "namespace": namespace}],
+        },
+    ]
+    kube.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(cluster_grant))
+    try:
+        yield token_kubeconfig(kube, namespace, "segue-op", tmp_path / "op.kubeconfig")
+    finally:
+        kube.kubectl(
+            "delete", "--ignore-not-found", "-f", "-", input=yaml.safe_dump_all(cluster_grant)
+        )
 
 
 def token_kubeconfig(kube: Kube, namespace: str, sa: str, path: Path) -> Path:
@@ -257,13 +290,14 @@ def test_only_an_approver_approves_and_history_names_them(
     namespace: str,
     helm: Path,
     install_policies: Callable[..., Policies],
+    operator_kubeconfig: Path,
     tmp_path: Path,
 ) -> None:
     policies = install_policies()
     grant(kube, namespace, policies)
     rollouts = shop_pair(kube, namespace)
     op = start_operator(
-        str(operator_kubeconfig(kube, helm, namespace, tmp_path / "op.kubeconfig")),
+        str(operator_kubeconfig),
         tmp_path / "operator.log",
         [namespace],
         extra_args=["--no-leader-election"],

@@ -159,7 +159,8 @@ class QueryPool:
             if future.cancelled():
                 raise PoolSaturated(f"{self.label}: its query pool has been shut down")
             try:
-                return await asyncio.wait_for(result, deadline_s)
+                async with asyncio.timeout(deadline_s):
+                    return await result
             except TimeoutError:
                 raise QueryTimedOut(f"{self.label} did not answer within {deadline_s:g}s") from None
         finally:

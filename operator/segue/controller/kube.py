@@ -225,7 +225,8 @@ class Kube:
         loop = asyncio.get_running_loop()
         future = loop.run_in_executor(lane.executor, functools.partial(fn, lane.api))
         try:
-            result = await asyncio.wait_for(future, self.deadline_s)
+            async with asyncio.timeout(self.deadline_s):
+                result = await future
         except Exception as e:
             if unreachable(e):
                 why = f"HTTP {e.status} {e.reason}" if isinstance(e, ApiException) else _short(e)
@@ -259,7 +260,8 @@ class Kube:
             await asyncio.sleep(PROBE_INTERVAL_S)
             future = loop.run_in_executor(lane.executor, functools.partial(_ready, lane.api))
             try:
-                ready = await asyncio.wait_for(future, 5.0)
+                async with asyncio.timeout(5.0):
+                    ready = await future
             except Exception:  # still down; the outage was logged when it began
                 continue
             if ready:

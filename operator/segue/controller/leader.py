@@ -553,7 +553,10 @@ class Elector:
         # The request has its own timeout; this bounds the wait for it (a request still
         # queued behind a slow one) as well.
         wait = self.timing.call_limit() if limit is None else limit
-        return await asyncio.wait_for(future, max(0.0, wait))
+        # asyncio.timeout, not wait_for: on Python 3.11, wait_for can swallow a cancellation
+        # that arrives as the call completes, and a cancelled standby would never stop.
+        async with asyncio.timeout(max(0.0, wait)):
+            return await future
 
     def _took(self, obj: Json, started: float) -> None:
         self._obj = obj

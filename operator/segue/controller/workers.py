@@ -209,5 +209,8 @@ class Supervisor:
 
 
 async def _sleep(wake: asyncio.Event, seconds: float) -> None:
+    # asyncio.timeout, not wait_for: on Python 3.11, wait_for can swallow a cancellation
+    # that arrives as the inner wait completes, and a cancelled worker would run on.
     with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(wake.wait(), timeout=max(0.0, seconds))
+        async with asyncio.timeout(max(0.0, seconds)):
+            await wake.wait()

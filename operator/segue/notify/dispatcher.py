@@ -166,7 +166,8 @@ class Dispatcher:
         if workers:
             joined = asyncio.gather(*(lane.queue.join() for lane in lanes))
             try:
-                await asyncio.wait_for(joined, timeout=deadline)
+                async with asyncio.timeout(deadline):
+                    await joined
             except TimeoutError:
                 log.warning("notifications: %d left undelivered at shutdown", self.pending)
             for worker in workers:

@@ -159,7 +159,8 @@ class PoolResolver(AbstractResolver):
             raise OSError(f"DNS lookup of {host} refused: resolver closed") from e
         future.add_done_callback(finished)
         try:
-            infos = await asyncio.wait_for(asyncio.wrap_future(future), self.timeout)
+            async with asyncio.timeout(self.timeout):
+                infos = await asyncio.wrap_future(future)
         except TimeoutError:
             raise OSError(f"DNS lookup of {host} took over {self.timeout:g}s") from None
         hosts: list[ResolveResult] = []
