@@ -4,7 +4,9 @@
 1. checkout: healthy metrics; Segue walks the low-risk preset (holds shortened) to 100 %.
 2. payments: 20 % errors are injected into the new version at 25 %; the error-rate gate
    fails and Segue returns all traffic to legacy by itself, with the numbers in status.
-3. search: a person aborts mid-way; traffic returns to legacy.
+3. search: a developer who may edit Rollouts but not approve them is refused by the API
+   server (the chart's admission policies, bound to the demo's namespace); a person then
+   aborts mid-way, history names them, and traffic returns to legacy.
 
     python hack/demo.py            # or: make demo
     python hack/demo.py --keep     # leave the operator and simulators running afterwards
@@ -15,12 +17,15 @@ The cluster stays up afterwards for exploring (`python hack/cluster.py down` sto
 from __future__ import annotations
 
 import argparse
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 import scenario
-from scenario import Env
+from scenario import ROOT, Env
 
 NAMESPACE = "segue-demo"
 BAR = 20
@@ -86,6 +91,55 @@ def follow(
     raise SystemExit(f"{name} did not reach {sorted(until)} in {timeout:.0f}s")
 
 
+def install_admission(env: Env) -> None:
+    """The chart's admission policies as shipped for installs without Helm
+    (deploy/admission.yaml), bound to the demo's namespace only, and a user ``dev`` who may
+    edit Rollouts there but holds no ``approve``."""
+    docs = [d for d in yaml.safe_load_all((ROOT / "deploy" / "admission.yaml").read_text()) if d]
+    for doc in docs:
+        if doc["kind"].endswith("PolicyBinding"):
+            selector = {"matchLabels": {"kubernetes.io/metadata.name": NAMESPACE}}
+            doc["spec"]["matchResources"] = {"namespaceSelector": selector}
+    env.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(docs))
+    rbac = "rbac.authorization.k8s.io/v1"
+    role = {
+        "apiVersion": rbac,
+        "kind": "Role",
+        "metadata": {"name": "rollout-editor"},
+        "rules": [
+            {
+                "apiGroups": ["segue.dev"],
+                "resources": ["rollouts"],
+                "verbs": ["get", "list", "watch", "patch", "update"],
+            }
+        ],
+    }
+    binding = {
+        "apiVersion": rbac,
+        "kind": "RoleBinding",
+        "metadata": {"name": "rollout-editor-dev"},
+        "roleRef": {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "Role",
+            "name": "rollout-editor",
+        },
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "dev"}],
+    }
+    env.apply(NAMESPACE, role, binding)
+
+
+def refused(env: Env, *args: str) -> str:
+    """What the API server answers a kubectl command it refuses (empty if it accepts it)."""
+    kubectl = Path(env.info["bin_dir"]) / "kubectl"
+    result = subprocess.run(
+        [str(kubectl), f"--kubeconfig={env.kubeconfig}", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return result.stderr.strip() if result.returncode else ""
+
+
 def history(obj: dict[str, Any], last: int = 6) -> None:
     for h in (obj.get("status") or {}).get("history", [])[-last:]:
         numbers = ""
@@ -107,6 +161,11 @@ def main() -> int:
     env = scenario.start_cluster()
     scenario.ensure_namespace(env, NAMESPACE)
     logs = Path(env.info["logs"])
+    say(
+        f"Admission policies bound to namespace {NAMESPACE}: approving needs verb approve "
+        "(ClusterRole segue-approver); the API server stamps who steered a Rollout"
+    )
+    install_admission(env)
 
     say(f"The Segue operator (log: {logs / 'operator.log'})")
     # As the chart runs it: writing only to objects labelled segue.dev/managed=true (the
@@ -165,10 +224,14 @@ def main() -> int:
         weight = scenario.route_weight(env, NAMESPACE, "payments")
         print(f"  HTTPRoute payments now sends {weight}% to v2")
 
-        say("3/3 search: a person aborts at 30 %")
+        say("3/3 search: only an approver approves; a person aborts at 30 %")
         steps = [{"setWeight": 30}, {"approval": {}}, {"setWeight": 100}]
         env.apply(NAMESPACE, scenario.rollout("search", steps=steps, analysis=gates("search")))
         follow(env, "search", {"AwaitingApproval"})
+        print("  $ kubectl annotate rollout search segue.dev/approve=1 --as=dev  # dev: no approve")
+        answer = refused(env, "annotate", "-n", NAMESPACE, "rollout.segue.dev/search",
+                         "segue.dev/approve=1", "--as=dev")  # fmt: skip
+        print("  " + (answer.split("denied request: ")[-1] if answer else "!! accepted"))
         print(
             '  $ kubectl annotate rollout search segue.dev/abort="latency complaints from support"'
         )
