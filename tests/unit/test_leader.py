@@ -699,7 +699,8 @@ def test_the_holder_leads_on_through_an_outage_and_a_standby_waits_it_out(caplog
     # One line for the outage and one for its end on the holder's side, at INFO (the
     # operator's Kubernetes client warns about the outage itself); the standby warns once.
     down = [r for r in caplog.records if "API server unreachable" in r.getMessage()]
-    assert [(r.levelno, r.getMessage().split(":")[0]) for r in down] == [
+    # Either may notice first: the holder renews and the standby reads on their own clocks.
+    assert sorted((r.levelno, r.getMessage().split(":")[0]) for r in down) == [
         (logging.INFO, "renewing Lease ops/segue-operator"),
         (logging.WARNING, "leader election"),
     ], [r.getMessage() for r in down]
