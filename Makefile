@@ -53,6 +53,7 @@ crds: $(VENV)/.installed
 	$(PY) -m segue.api.crd --write
 	cp crds/rollouts.segue.dev.yaml charts/segue/crds/rollouts.segue.dev.yaml
 	cp crds/metricproviders.segue.dev.yaml charts/segue/crds/metricproviders.segue.dev.yaml
+	cp crds/migrations.segue.dev.yaml charts/segue/crds/migrations.segue.dev.yaml
 
 clean: cluster-down
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -132,12 +132,14 @@ def start_cluster() -> Env:
     """The local cluster and Prometheus (built on first use), the CRDs installed."""
     info = cluster.up()
     env = Env(info)
-    segue_crds = [ROOT / "crds" / f"{n}.segue.dev.yaml" for n in ("rollouts", "metricproviders")]
+    segue_crds = [
+        ROOT / "crds" / f"{n}.segue.dev.yaml" for n in ("rollouts", "metricproviders", "migrations")
+    ]
     for path in [*segue_crds, *cluster.gateway_api_crds()]:
         env.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(path))
     env.kubectl(
         "wait", "--for=condition=Established", "--timeout=60s",
-        "crd/rollouts.segue.dev", "crd/metricproviders.segue.dev",
+        "crd/rollouts.segue.dev", "crd/metricproviders.segue.dev", "crd/migrations.segue.dev",
         "crd/httproutes.gateway.networking.k8s.io",
     )  # fmt: skip
     return env

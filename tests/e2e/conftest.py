@@ -151,13 +151,14 @@ def install_crds(kube: Kube) -> None:
     paths = [
         root / "crds" / "rollouts.segue.dev.yaml",
         root / "crds" / "metricproviders.segue.dev.yaml",
+        root / "crds" / "migrations.segue.dev.yaml",
         *cluster.gateway_api_crds(),
     ]
     for path in paths:
         kube.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(path))
     kube.kubectl(
         "wait", "--for=condition=Established", "--timeout=60s",
-        "crd/rollouts.segue.dev", "crd/metricproviders.segue.dev",
+        "crd/rollouts.segue.dev", "crd/metricproviders.segue.dev", "crd/migrations.segue.dev",
         "crd/httproutes.gateway.networking.k8s.io",
     )  # fmt: skip
 
