@@ -94,6 +94,22 @@ class FakeRollouts:
     async def json_patch(
         self, namespace: str, name: str, ops: list[dict[str, Any]]
     ) -> dict[str, Any] | None:
+        annotations = self.obj["metadata"].get("annotations") or {}
+        prefix = "/metadata/annotations/"
+        keyed = [
+            (op["op"], op["path"][len(prefix) :].replace("~1", "/").replace("~0", "~"), op)
+            for op in ops
+            if op["path"].startswith(prefix)
+        ]
+        if keyed:
+            for kind, key, op in keyed:
+                if kind == "test" and annotations.get(key) != op["value"]:
+                    raise ApiException(status=422, reason="the test operation failed")
+            removed = sorted(key for kind, key, _ in keyed if kind == "remove")
+            for key in removed:
+                annotations.pop(key, None)
+            self.log.append(("annotations", tuple(removed)))
+            return self._bump()
         finalizers = self.obj["metadata"].setdefault("finalizers", [])
         for op in ops:
             if op["op"] == "add":
@@ -574,5 +590,23 @@ def test_an_abort_still_returns_traffic_when_the_gates_cannot_resolve():
         await shell.run()
         assert ("router", 0) in shell.log
         assert shell.rollouts.obj["status"]["phase"] == "Failed"
+
+    asyncio.run(scenario())
+
+
+def test_a_second_approval_set_while_the_first_is_handled_is_not_removed():
+    async def scenario() -> None:
+        obj = rollout("AwaitingApproval", 30, annotations={"segue.dev/approve": "1"})
+        shell = Shell(obj, weight=30)
+        # The pass decides on value "1"; on the server someone has since set "2".
+        shell.rollouts.obj["metadata"]["annotations"]["segue.dev/approve"] = "2"
+        await shell.run()
+        assert ("annotations", ()) not in shell.log
+        assert shell.rollouts.obj["metadata"]["annotations"] == {"segue.dev/approve": "2"}
+        # With the value it handled still there, the removal goes through.
+        shell.rollouts.obj["metadata"]["annotations"]["segue.dev/approve"] = "1"
+        shell.worker.update(copy.deepcopy(shell.rollouts.obj))
+        await shell.run()
+        assert shell.rollouts.obj["metadata"]["annotations"] == {}
 
     asyncio.run(scenario())

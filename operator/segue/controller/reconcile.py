@@ -411,11 +411,7 @@ class Reconciler:
         present = meta.get("annotations") or {}
         clear = [k for k in clear if k in present]
         if clear:
-            updated_meta = await self.rollouts.patch_metadata(
-                namespace, name, {"annotations": dict.fromkeys(clear)}
-            )
-            if updated_meta is not None:
-                self._take(w, updated_meta)
+            await self._clear_annotations(w, {k: str(present[k]) for k in clear})
         if release:
             await self._release_finalizer(w)
         for hook in self.hooks:
@@ -498,6 +494,22 @@ class Reconciler:
         except Exception as e:
             if is_status(e, 409, 422):
                 return  # changed meanwhile: the next pass adds it on the newer object
+            raise
+        if updated is not None:
+            self._take(w, updated)
+
+    async def _clear_annotations(self, w: Worker, handled: dict[str, str]) -> None:
+        """Remove handled one-shot annotations, each only if it still has the value that was
+        handled: a new value set meanwhile (a second approval) stays for the next pass."""
+        ops: list[Json] = []
+        for key, value in handled.items():
+            path = "/metadata/annotations/" + key.replace("~", "~0").replace("/", "~1")
+            ops += [{"op": "test", "path": path, "value": value}, {"op": "remove", "path": path}]
+        try:
+            updated = await self.rollouts.json_patch(*w.key, ops)
+        except Exception as e:
+            if is_status(e, 409, 422):
+                return  # changed meanwhile: the next pass sees the new values
             raise
         if updated is not None:
             self._take(w, updated)
