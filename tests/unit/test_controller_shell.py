@@ -94,21 +94,23 @@ class FakeRollouts:
     async def json_patch(
         self, namespace: str, name: str, ops: list[dict[str, Any]]
     ) -> dict[str, Any] | None:
-        annotations = self.obj["metadata"].get("annotations") or {}
+        meta = self.obj["metadata"]
         prefix = "/metadata/annotations/"
-        keyed = [
-            (op["op"], op["path"][len(prefix) :].replace("~1", "/").replace("~0", "~"), op)
+        for op in ops:
+            stale = (
+                op["path"] == "/metadata/resourceVersion" and op["value"] != meta["resourceVersion"]
+            )
+            if op["op"] == "test" and stale:
+                raise ApiException(status=422, reason="the test operation failed")
+        keys = [
+            op["path"][len(prefix) :].replace("~1", "/").replace("~0", "~")
             for op in ops
-            if op["path"].startswith(prefix)
+            if op["op"] == "remove" and op["path"].startswith(prefix)
         ]
-        if keyed:
-            for kind, key, op in keyed:
-                if kind == "test" and annotations.get(key) != op["value"]:
-                    raise ApiException(status=422, reason="the test operation failed")
-            removed = sorted(key for kind, key, _ in keyed if kind == "remove")
-            for key in removed:
-                annotations.pop(key, None)
-            self.log.append(("annotations", tuple(removed)))
+        if keys:
+            for key in keys:
+                meta.get("annotations", {}).pop(key, None)
+            self.log.append(("annotations", tuple(sorted(keys))))
             return self._bump()
         finalizers = self.obj["metadata"].setdefault("finalizers", [])
         for op in ops:
@@ -598,15 +600,19 @@ def test_a_second_approval_set_while_the_first_is_handled_is_not_removed():
     async def scenario() -> None:
         obj = rollout("AwaitingApproval", 30, annotations={"segue.dev/approve": "1"})
         shell = Shell(obj, weight=30)
-        # The pass decides on value "1"; on the server someone has since set "2".
-        shell.rollouts.obj["metadata"]["annotations"]["segue.dev/approve"] = "2"
+        real_patch = shell.rollouts.patch_status
+
+        async def patch_then_approve_again(*args: Any) -> dict[str, Any]:
+            updated = await real_patch(*args)
+            # Someone sets a new value between the status write and the removal.
+            meta = shell.rollouts.obj["metadata"]
+            meta["annotations"]["segue.dev/approve"] = "2"
+            shell.rollouts._bump()
+            return updated
+
+        shell.rollouts.patch_status = patch_then_approve_again  # type: ignore[method-assign]
         await shell.run()
-        assert ("annotations", ()) not in shell.log
+        assert not [e for e in shell.log if e[0] == "annotations"]
         assert shell.rollouts.obj["metadata"]["annotations"] == {"segue.dev/approve": "2"}
-        # With the value it handled still there, the removal goes through.
-        shell.rollouts.obj["metadata"]["annotations"]["segue.dev/approve"] = "1"
-        shell.worker.update(copy.deepcopy(shell.rollouts.obj))
-        await shell.run()
-        assert shell.rollouts.obj["metadata"]["annotations"] == {}
 
     asyncio.run(scenario())

@@ -411,7 +411,7 @@ class Reconciler:
         present = meta.get("annotations") or {}
         clear = [k for k in clear if k in present]
         if clear:
-            await self._clear_annotations(w, {k: str(present[k]) for k in clear})
+            await self._clear_annotations(w, clear)
         if release:
             await self._release_finalizer(w)
         for hook in self.hooks:
@@ -498,13 +498,16 @@ class Reconciler:
         if updated is not None:
             self._take(w, updated)
 
-    async def _clear_annotations(self, w: Worker, handled: dict[str, str]) -> None:
-        """Remove handled one-shot annotations, each only if it still has the value that was
-        handled: a new value set meanwhile (a second approval) stays for the next pass."""
-        ops: list[Json] = []
-        for key, value in handled.items():
+    async def _clear_annotations(self, w: Worker, keys: list[str]) -> None:
+        """Remove handled one-shot annotations from the object this pass decided on (guarded
+        by its resourceVersion): a value set meanwhile (a second approval) stays for the
+        next pass. The guard is the version, not a ``test`` of each value: the API server
+        compares JSON text, so an escaped non-ASCII value would never match."""
+        rv = (w.obj.get("metadata") or {}).get("resourceVersion")
+        ops: list[Json] = [{"op": "test", "path": "/metadata/resourceVersion", "value": rv}]
+        for key in keys:
             path = "/metadata/annotations/" + key.replace("~", "~0").replace("/", "~1")
-            ops += [{"op": "test", "path": path, "value": value}, {"op": "remove", "path": path}]
+            ops.append({"op": "remove", "path": path})
         try:
             updated = await self.rollouts.json_patch(*w.key, ops)
         except Exception as e:
