@@ -532,6 +532,7 @@ def test_only_an_approver_starts_a_migration_wave(
         obj = client.CustomObjectsApi(kube.api_client).get_namespaced_custom_object(
             GROUP, VERSION, namespace, "migrations", "shop-v2"
         )
+        assert isinstance(obj, dict)
         return dict(obj["metadata"].get("annotations") or {})
 
     # A plain editor of Migrations: the approval is refused, naming the permission.

@@ -192,6 +192,7 @@ def test_approve_writes_the_waiting_wave_and_who_approved(kube: Kube, ns: str) -
     obj = client.CustomObjectsApi(kube.api_client).get_namespaced_custom_object(
         GROUP, VERSION, ns, MIGRATION_PLURAL, NAME
     )
+    assert isinstance(obj, dict)
     annotations = obj["metadata"]["annotations"]
     assert annotations[APPROVE] == "2"
     who = kube.kubectl("auth", "whoami", "-o", "jsonpath={.status.userInfo.username}").stdout
