@@ -308,3 +308,24 @@ def test_watch_prints_a_block_per_change_of_the_migration() -> None:
     assert len(blocks) == 2
     assert "AwaitingApproval" in blocks[0] and "RollingBack" in blocks[1]
     assert "rb-1  wave  InProgress" in blocks[1]
+
+
+def test_members_with_long_names_keep_the_phase_column() -> None:
+    status = rolling_back()
+    status["waves"][0]["members"] = [member("inventory-service", "Succeeded", 100)]
+    lines = render_migration.migration_frame(mview(status=status), NOW, 80)
+    wave = next(line for line in lines if " low " in line)
+    row = next(line for line in lines if "inventory-service" in line)
+    assert wave.index("Succeeded") == row.index("Succeeded") == 26
+
+
+def test_a_gate_s_own_reason_is_not_repeated_after_its_numbers() -> None:
+    from segue.api.migration import RollbackTrigger
+
+    gate = RollbackTrigger(
+        rollout="cart", gate="error-rate", value=0.15, bound="<= 0.05",
+        reason="gate error-rate failed 1/1: value 0.15, bound <= 0.05",
+    )  # fmt: skip
+    assert render_migration.trigger_text(gate) == "cart: gate error-rate = 0.15, bound <= 0.05"
+    person = RollbackTrigger(rollout="cart", actor="alice", reason="p99 up")
+    assert render_migration.trigger_text(person) == "cart: by alice; p99 up"

@@ -27,6 +27,7 @@ from segue.cli.render import (
 )
 
 MEMBER_BAR: Final = 20
+_MEMBER: Final = " " * 7  # a member's indent under its wave
 ROLLBACKS_IN_FRAME: Final = 5
 SCOPES: Final = {
     "service": "a member's rollback rolls back only that member; later waves hold",
@@ -100,7 +101,8 @@ def trigger_text(trigger: RollbackTrigger) -> str:
         parts.append(numbers)
     if trigger.actor and not (trigger.gate and trigger.actor == f"gate {trigger.gate}"):
         parts.append(f"by {trigger.actor}")
-    if trigger.reason:
+    # A gate's own reason repeats the numbers already shown.
+    if trigger.reason and not (trigger.gate and trigger.reason.startswith(f"gate {trigger.gate}")):
         parts.append(one_line(trigger.reason))
     return f"{trigger.rollout}: {'; '.join(parts)}" if parts else trigger.rollout
 
@@ -183,26 +185,28 @@ def _wave_lines(view: MigrationView, now: datetime, width: int) -> list[str]:
     waves = view.waves
     if not waves:
         return [f"  no waves: {view.spec_error or 'no spec'}"]
-    name_width = max(len(w.name) for w in waves)
-    member_width = max(
-        [len(m.name) for w in waves for m in _members(w)] + [len("selector")], default=8
-    )
+    index_width = len(str(len(waves) - 1))
+    names = [len(m.name) for w in waves for m in _members(w)] + [len("selector")]
+    # Waves and members share the phase column: "  > 1  medium" and "       orders".
+    column = max(6 + index_width + max(len(w.name) for w in waves), len(_MEMBER) + max(names))
     phase_width = max([len(w.phase) for w in waves] + [11])
     current = view.status.wave if view.status.phase is not None else None
     lines = []
     for w in waves:
         marker = ">" if w.index == current and w.started else " "
         state = wave_state(view, w, now)
-        head = f"  {marker} {w.index}  {w.name:<{name_width}}  {w.phase:<{phase_width}}  {state}"
-        lines.append(truncate(head.rstrip(), width))
+        head = f"  {marker} {w.index:>{index_width}}  {w.name}".ljust(column)
+        lines.append(truncate(f"{head}  {w.phase:<{phase_width}}  {state}".rstrip(), width))
         for m in _members(w):
+            member = f"{_MEMBER}{m.name}".ljust(column)
             phase = m.phase or "-"
-            member = f"       {m.name:<{member_width}}  {phase:<12} {small_bar(m.weight)}"
-            lines.append(truncate(member.rstrip(), width))
+            lines.append(truncate(f"{member}  {phase:<12} {small_bar(m.weight)}", width))
         if w.spec is not None and w.spec.selector is not None:
             labels = ",".join(f"{k}={v}" for k, v in w.spec.selector.match_labels.items())
             if not (w.status and w.status.members):
-                lines.append(truncate(f"       {'selector':<{member_width}}  {labels}", width))
+                lines.append(
+                    truncate(f"{_MEMBER}{'selector'}".ljust(column) + f"  {labels}", width)
+                )
     return lines
 
 
