@@ -10,8 +10,8 @@
 4. shop-v2: a Migration in three waves (low: inventory; medium: orders and cart; critical:
    billing, after an approval) with rollbackScope wave. orders succeeds, then cart's new
    version starts failing: its gate rolls cart back and the Migration returns the whole
-   medium wave to legacy, orders (already Succeeded) included; the critical wave never
-   starts. `kubectl segue get migration` shows it during and after, with the rollback log.
+   medium wave to legacy, orders (already Succeeded, graceful 10s ramp) included; the
+   critical wave never starts. `kubectl segue get migration` shows it during and after, with the rollback log.
 
     python hack/demo.py            # or: make demo
     python hack/demo.py --keep     # leave the operator and simulators running afterwards
@@ -246,9 +246,15 @@ def migration_scenario(env: Env, sims: dict[str, scenario.Sim], logs: Path) -> N
     # cart holds 1m at 50 %: long enough for orders to succeed before cart fails.
     slow = [{"setWeight": 20}, {"pause": {"duration": "3s"}}, {"setWeight": 50},
             {"pause": {"duration": "1m"}}]  # fmt: skip
-    for app in ("inventory", "orders", "billing"):
+    for app in ("inventory", "billing"):
         env.apply(NAMESPACE, scenario.rollout(app, steps=quick, analysis=gates(app)))
-    env.apply(NAMESPACE, scenario.rollout("cart", steps=slow, analysis=gates("cart")))
+    # Each member returns to legacy by its own rollback spec: orders ramps down over 10s.
+    graceful = {"mode": "graceful", "duration": "10s"}
+    env.apply(
+        NAMESPACE,
+        scenario.rollout("orders", steps=quick, analysis=gates("orders"), rollback=graceful),
+        scenario.rollout("cart", steps=slow, analysis=gates("cart")),
+    )
     print("  members applied; each waits for its wave (reason WaitingForMigration)")
     print(indented(segue_cli(env, "get", "migration", MIGRATION, "-n", NAMESPACE)))
 
@@ -269,7 +275,7 @@ def migration_scenario(env: Env, sims: dict[str, scenario.Sim], logs: Path) -> N
             injected = True
             print("  !! orders Succeeded; injecting 20 % errors into cart v2 (at 50 %)", flush=True)
             sims["cart"].set("new", errorRate=0.2)
-        if not shown_during and st.get("phase") == "RollingBack":
+        if not shown_during and st.get("phase") == "RollingBack" and orders.get("weight"):
             shown_during = True
             now = datetime.now(UTC)
             print(f"\n  $ kubectl segue get migration {MIGRATION} -n {NAMESPACE}   # during")
