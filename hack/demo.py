@@ -11,7 +11,8 @@
    billing, after an approval) with rollbackScope wave. orders succeeds, then cart's new
    version starts failing: its gate rolls cart back and the Migration returns the whole
    medium wave to legacy, orders (already Succeeded, graceful 10s ramp) included; the
-   critical wave never starts. `kubectl segue get migration` shows it during and after, with the rollback log.
+   critical wave never starts. `kubectl segue get migration` shows it during and after,
+   with the rollback log.
 
     python hack/demo.py            # or: make demo
     python hack/demo.py --keep     # leave the operator and simulators running afterwards
