@@ -314,6 +314,12 @@ class Reconciler:
                 )
             gates = w.rounds.latest
         deleting_since = _timestamp(meta.get("deletionTimestamp"))
+        # A Migration only gates the start, like dependsOn.
+        gate = (
+            self.store.migration_gate(namespace, name)
+            if phase in (None, "Pending", "Waiting")
+            else None
+        )
         return Observations(
             now=self.clock(),
             generation=int(meta.get("generation", 0)),
@@ -336,6 +342,8 @@ class Reconciler:
                 else ()
             ),
             gates=gates,
+            migration_waiting=gate.message if gate and not gate.stalled else None,
+            migration_blocked=gate.message if gate and gate.stalled else None,
             deleting=deleting_since is not None,
             deleting_since=deleting_since,
         )

@@ -4,7 +4,8 @@
 - Progressing and Reconciling: True while the engine works towards a goal.
 - Stalled: True when a person has to act: missing references (MissingReference), an
   object Segue may not write to (NotManaged: label it ``segue.dev/managed=true``), an
-  invalid spec, or a rollback that ended (retry, or ship a new revision).
+  invalid spec, a Migration held or rolled back before the Rollout started
+  (DependencyRolledBack), or a rollback that ended (retry, or ship a new revision).
 - Healthy: the gates: True all pass, False one is failing, Unknown no data or no analysis.
 - Degraded: True when the legacy version carries traffic with fewer ready pods than its
   share needs (reason LegacyCapacityLost; see ``references.legacy_capacity``).
@@ -31,6 +32,7 @@ def update(
     unmanaged: str | None = None,
     invalid: str | None = None,
     degraded: str | None = None,
+    blocked: str | None = None,
 ) -> None:
     phase = status.phase or "Pending"
     message = status.message or ""
@@ -51,7 +53,7 @@ def update(
         )
 
     put("Ready", _b(phase == "Succeeded"), phase, message)
-    working = phase in ACTIVE and missing is None and unmanaged is None
+    working = phase in ACTIVE and missing is None and unmanaged is None and blocked is None
     reason = progress_reason or phase
     put("Progressing", _b(working), reason if working else phase, message)
     put("Reconciling", _b(working), reason if working else phase, message)
@@ -61,6 +63,8 @@ def update(
         put("Stalled", "True", "NotManaged", unmanaged)
     elif invalid is not None:
         put("Stalled", "True", "InvalidSpec", invalid)
+    elif blocked is not None:
+        put("Stalled", "True", "DependencyRolledBack", blocked)
     elif phase in ("Failed", "RolledBack"):
         put("Stalled", "True", phase, message)
     else:

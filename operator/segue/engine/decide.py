@@ -81,6 +81,7 @@ def decide(spec: RolloutSpec, status: RolloutStatus | None, obs: Observations) -
         missing=missing,
         unmanaged=unmanaged,
         degraded=degraded,
+        blocked=ctx.blocked,
     )
     return ctx.decision()
 
@@ -256,6 +257,17 @@ def _run(ctx: Context) -> None:
 
 
 def _start(ctx: Context) -> None:
+    blocked = ctx.obs.migration_blocked
+    if blocked:
+        stalled = ctx.status.condition("Stalled")
+        if stalled is None or stalled.reason != "DependencyRolledBack":
+            ctx.event("Warning", "DependencyRolledBack", blocked)
+        ctx.blocked = blocked
+        ctx.settle(Outcome("Waiting", blocked, reason="DependencyRolledBack"))
+        return
+    if ctx.obs.migration_waiting:
+        ctx.settle(Outcome("Waiting", ctx.obs.migration_waiting, reason="WaitingForMigration"))
+        return
     pending = ctx.obs.dependencies_pending
     if pending:
         # A dependency's success is a watch event: no timed wake-up.

@@ -57,6 +57,10 @@ class Observations:
       exists but lacks the ``segue.dev/managed=true`` label the operator requires (empty
       unless it requires it). No weight moves while there is one.
     - ``dependencies_pending``: dependsOn Rollouts not yet Succeeded.
+    - ``migration_waiting``: the Rollout is a member of a Migration whose wave has not
+      started (a message naming both): it stays Waiting (``WaitingForMigration``).
+    - ``migration_blocked``: the Migration owning it is Held or rolled back before the
+      Rollout started: Stalled (``DependencyRolledBack``), one Warning Event.
     - ``gates``: the latest analysis round (None: no analysis, or no round yet).
     - ``deleting``: the Rollout has a ``deletionTimestamp`` (``deleting_since``); the
       engine decides when its finalizer is released (``ReleaseFinalizer``).
@@ -77,6 +81,8 @@ class Observations:
     legacy_desired: int = 0
     unmanaged: tuple[ObjectRef, ...] = ()
     dependencies_pending: tuple[str, ...] = ()
+    migration_waiting: str | None = None
+    migration_blocked: str | None = None
     gates: GateRound | None = None
     deleting: bool = False
     deleting_since: datetime | None = None
