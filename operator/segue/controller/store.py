@@ -222,15 +222,18 @@ class Store:
         waves = status.get("waves") or []
         started = index < len(waves) and bool((waves[index] or {}).get("startedAt"))
         phase = status.get("phase")
-        where = f"Migration {summary.name}, wave {index} ({wave})"
         if phase in ("Held", "RollingBack", "RolledBack", "Failed") and (
             not started or phase != "Held"
         ):
             return MigrationGate(
-                True, f"{where}: the Migration is {phase}: {status.get('message') or ''}"
+                True,
+                f"Migration {summary.name} is {phase} (this Rollout is in wave {index}, "
+                f"{wave}): {status.get('message') or ''}",
             )
         if not started:
-            return MigrationGate(False, f"{where}: waiting for the wave to start")
+            return MigrationGate(
+                False, f"waiting for Migration {summary.name} to start wave {index} ({wave})"
+            )
         return None
 
 

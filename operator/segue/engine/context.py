@@ -65,8 +65,6 @@ class Recorder:
     actions: list[Action] = field(default_factory=list)
     requeue: list[float] = field(default_factory=list)
     progress_reason: str | None = None
-    # A rolled-back dependency keeps the Rollout from starting (Stalled).
-    blocked: str | None = None
 
     def set_weight(self, weight: int) -> None:
         weight = max(0, min(100, weight))
