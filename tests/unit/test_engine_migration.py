@@ -244,6 +244,7 @@ def test_selector_members_and_problems() -> None:
     assert d.status.phase == "Pending"
     assert cond(d, "Stalled") == ("True", "InvalidMembers")
     assert [r for r, _ in events(d)] == ["InvalidMembers"]
+    assert "ghost" not in events(d)[0][1]  # a missing member: the condition only
     assert run(sp, d.status, members).actions == ()
 
 

@@ -227,8 +227,8 @@ class Store:
         ):
             return MigrationGate(
                 True,
-                f"Migration {summary.name} is {phase} (this Rollout is in wave {index}, "
-                f"{wave}): {status.get('message') or ''}",
+                f"Migration {summary.name} is {phase} (this Rollout is in its wave {index}, "
+                f"{wave}; kubectl describe migration {summary.name} says why)",
             )
         if not started:
             return MigrationGate(

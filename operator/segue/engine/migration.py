@@ -651,8 +651,11 @@ def _conditions(ctx: _Ctx, old_stalled: Condition | None) -> None:
     put("Stalled", *stalled)
     working = stalled[0] == "False" and phase not in ("Succeeded",)
     put("Reconciling", "True" if working else "False", phase, message if working else "")
-    if problems and (old_stalled is None or old_stalled.message != problems):
-        ctx.event("Warning", "InvalidMembers", f"Migration {ctx.name}: {problems}")
+    # A missing member is often one applied together with the Migration and not yet seen:
+    # the condition says so; an Event only for what a person must untangle (claims).
+    claims = "; ".join(p for p in ctx.members.problems if not p.endswith(" not found"))
+    if claims and (old_stalled is None or claims not in old_stalled.message):
+        ctx.event("Warning", "InvalidMembers", f"Migration {ctx.name}: {claims}")
     st.conditions = new
 
 
