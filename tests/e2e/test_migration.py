@@ -8,6 +8,7 @@ from __future__ import annotations
 import signal
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +80,7 @@ class Cluster:
         apply(self.kube, self.namespace, *docs)
         for name in names:
             for d in (f"{name}-v1", f"{name}-v2"):
-                wait_until(f"{d} ready", lambda d=d: self.rollouts.replicas(d), lambda r: r[1] == 1)
+                wait_until(f"{d} ready", partial(self.rollouts.replicas, d), lambda r: r[1] == 1)
 
     def migration(self, name: str = "shop") -> dict[str, Any]:
         obj: Any = self.objects.get_namespaced_custom_object(
