@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import signal
 import time
+import uuid
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -20,6 +21,7 @@ from tests.e2e.support import (
     apply,
     deployment,
     httproute,
+    launch_sim,
     start_operator,
     wait_until,
 )
@@ -321,3 +323,52 @@ def _abort_reached(c: Cluster, name: str) -> bool:
     obj = c.rollouts.get(name)
     annotations = obj["metadata"].get("annotations") or {}
     return "segue.dev/abort" in annotations or bool(aborted(obj.get("status") or {}))
+
+
+def test_a_failing_gate_rolls_back_its_wave_and_the_log_keeps_its_numbers(
+    c: Cluster, kube: Any, namespace: str, prometheus: Any, operator: Any
+) -> None:
+    c.services("shop", "catalog", "cart")
+    app = f"shop-{uuid.uuid4().hex[:6]}"
+    sim = launch_sim(
+        kube.kubeconfig, app, "--httproute", f"{namespace}/shop",
+        "--legacy-backend", "shop-v1", "--new-backend", "shop-v2",
+    )  # fmt: skip
+    job = f"sim-{app}"
+    prometheus.add_scrape_target(job, sim.host_port)
+    try:
+        labels = {"app": app, "window": "5s"}
+        errors = {"name": "errors", "template": "error-rate", "labels": labels}
+        gated = member("shop", HOLD, analysis={"interval": "2s", "gates": [errors]})
+        apply(
+            kube, namespace,
+            migration("wave", [
+                {"name": "low", "rollouts": ["catalog", "shop"]},
+                {"name": "medium", "rollouts": ["cart"]},
+            ]),
+            member("catalog", QUICK), gated, member("cart", QUICK),
+        )  # fmt: skip
+        c.phase_is("catalog", "Succeeded")
+        wait_until(
+            "a passing round at 50 %",
+            lambda: c.rollouts.status("shop"),
+            lambda s: (
+                s.get("phase") == "AwaitingApproval"
+                and any(g.get("verdict") == "Pass" for g in s.get("gates", []))
+            ),
+            90,
+        )
+        sim.put({"new": {"errorRate": 0.3}})
+        status = c.wait_migration("RolledBack", lambda s: s.get("phase") == "RolledBack", 90)
+    finally:
+        prometheus.remove_scrape_target(job)
+        sim.stop()
+    rb = status["rollbacks"][0]
+    trigger = rb["trigger"]
+    assert (trigger["rollout"], trigger["gate"], trigger["bound"]) == ("shop", "errors", "<= 0.05")
+    assert trigger["value"] > 0.05 and trigger["actor"] == "gate errors"
+    assert (rb["members"], rb["outcome"]) == (["shop", "catalog"], "Completed")
+    assert c.rollouts.phase("catalog") == "RolledBack"
+    assert c.rollouts.route_weights("catalog") == (100, 0)
+    started = [m for t, r, m in c.migration_events() if r == "RollbackStarted"]
+    assert len(started) == 1 and "shop: gate errors" in started[0], started
