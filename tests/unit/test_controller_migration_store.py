@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from segue.controller.migrations import migration_needs_work
 from segue.controller.store import Store
+from segue.engine import decide
+from tests.unit.conftest import make_spec, observe
 
 
 def rollout(name: str, phase: str | None = None, **labels: str) -> dict[str, Any]:
@@ -94,11 +97,6 @@ def test_finished_migrations_have_no_worker() -> None:
 
 
 def test_a_rollout_waiting_for_its_wave_moves_nothing_then_starts() -> None:
-    from dataclasses import replace
-
-    from segue.engine import decide
-    from tests.unit.conftest import make_spec, observe
-
     spec = make_spec()
     waiting = "waiting for Migration m to start wave 1 (high)"
     d = decide(spec, None, observe(migration_waiting=waiting))
