@@ -237,7 +237,12 @@ def test_abort_after_success_with_legacy_gone_is_refused(kube, namespace, crds, 
         60,
     )
     assert ("Warning", "AnnotationIgnored", expected) in events, events
-    assert rollouts.phase("shop") == "Succeeded"
+    assert not [e for e in events if e[1] == "MissingReference"], events
+    status = rollouts.status("shop")
+    assert status["phase"] == "Succeeded"
+    # Deleting legacy after success is the cleanup, not a problem to report.
+    assert condition(status, "Stalled")["status"] == "False"
+    assert condition(status, "Ready")["status"] == "True"
     assert rollouts.route_weights("shop") == (0, 100)
     wait_until(
         "abort removed",

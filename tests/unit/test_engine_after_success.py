@@ -239,3 +239,20 @@ def test_dependencies_are_not_read_once_started() -> None:
     # The controller passes none once started; the engine ignores them anyway.
     d = decide(spec, sim.st, sim.obs())
     assert d.status.phase == "Progressing"
+
+
+@pytest.mark.parametrize("scales", [False, True])
+def test_legacy_deleted_after_success_is_not_stalled(scales: bool) -> None:
+    sim = _succeeded(**({"traffic": {"replicas": {}}} if scales else {}))
+    sim.manages_capacity = scales
+    sim.legacy_missing = True
+    sim.router_missing = scales  # the replicas router cannot read without legacy
+    sim.missing = ("Deployment shop/checkout-v1 (legacy)",)
+    d = sim.tick(1)
+    assert _conditions(sim)["Stalled"] == ("False", "Succeeded")
+    assert _conditions(sim)["Ready"][0] == "True"
+    assert warnings_of(d) == []
+    # The new Deployment gone too is worth saying.
+    sim.new_missing = True
+    sim.tick(1)
+    assert _conditions(sim)["Stalled"] == ("True", "MissingReference")
