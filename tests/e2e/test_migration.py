@@ -372,3 +372,29 @@ def test_a_failing_gate_rolls_back_its_wave_and_the_log_keeps_its_numbers(
     assert c.rollouts.route_weights("catalog") == (100, 0)
     started = [m for t, r, m in c.migration_events() if r == "RollbackStarted"]
     assert len(started) == 1 and "shop: gate errors" in started[0], started
+
+
+def test_a_member_without_legacy_fails_the_rollback_with_the_reason(
+    c: Cluster, operator: Any
+) -> None:
+    c.services("catalog", "search")
+    apply(
+        c.kube, c.namespace,
+        migration("wave", [{"name": "low", "rollouts": ["catalog", "search"]}]),
+        member("catalog", QUICK),
+        member("search", HOLD),
+    )  # fmt: skip
+    c.phase_is("catalog", "Succeeded")
+    c.phase_is("search", "AwaitingApproval")
+    c.kube.kubectl("delete", "deployment/catalog-v1", "-n", c.namespace)
+    c.rollouts.annotate("search", {"segue.dev/abort": "search errors"})
+    status = c.wait_migration("Failed", lambda s: s.get("phase") == "Failed")
+    rb = status["rollbacks"][0]
+    assert rb["outcome"] == "Failed" and rb["completedAt"]
+    assert "catalog refused the abort" in rb["message"]
+    assert "the legacy Deployment catalog-v1 no longer exists" in rb["message"]
+    assert c.rollouts.phase("catalog") == "Succeeded"
+    c.phase_is("search", "RolledBack")
+    failed = [(t, m) for t, r, m in c.migration_events() if r == "RollbackFailed"]
+    assert len(failed) == 1 and failed[0][0] == "Warning", failed
+    c.kubectl_wait("migration/shop")
