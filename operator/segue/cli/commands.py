@@ -106,6 +106,12 @@ def check_abort(view: RolloutView, reason: str) -> Change:
         if st.rollback is None or st.rollback.mode == "immediate":
             raise CliError(f"rollout {view.ref} is already rolling back immediately")
         then = "the graceful rollback becomes immediate"
+    elif phase == "Succeeded":
+        mode = view.spec.effective_rollback().mode if view.spec else "as configured"
+        then = (
+            f"the operator rolls back ({mode}) to the legacy Deployment, "
+            "or refuses if it no longer exists"
+        )
     elif phase in _FINISHED:
         raise CliError(f"rollout {view.ref} is {phase}; nothing to abort")
     else:
