@@ -291,9 +291,10 @@ def migration_scenario(env: Env, sims: dict[str, scenario.Sim], logs: Path) -> N
     for app in ("orders", "cart"):
         weight = scenario.route_weight(env, NAMESPACE, app)
         print(f"  HTTPRoute {app} now sends {weight}% to v2")
+    # By uid: Events of an earlier run's Migration of the same name may still be there.
+    uid = env.get_json(NAMESPACE, "migration.segue.dev", MIGRATION)["metadata"]["uid"]
     events = env.kubectl(
-        "get", "events", "-n", NAMESPACE, "--field-selector",
-        f"involvedObject.kind=Migration,involvedObject.name={MIGRATION}",
+        "get", "events", "-n", NAMESPACE, "--field-selector", f"involvedObject.uid={uid}",
         "--sort-by=.metadata.creationTimestamp", "-o",
         "custom-columns=TYPE:.type,REASON:.reason,MESSAGE:.message",
     )  # fmt: skip
