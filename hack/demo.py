@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The Segue demo: a local cluster, Prometheus, the operator and three Rollouts.
+"""The Segue demo: a local cluster, Prometheus, the operator, three Rollouts and a Migration.
 
 1. checkout: healthy metrics; Segue walks the low-risk preset (holds shortened) to 100 %.
 2. payments: 20 % errors are injected into the new version at 25 %; the error-rate gate
@@ -7,6 +7,12 @@
 3. search: a developer who may edit Rollouts but not approve them is refused by the API
    server (the chart's admission policies, bound to the demo's namespace); a person then
    aborts mid-way, history names them, and traffic returns to legacy.
+4. shop-v2: a Migration in three waves (low: inventory; medium: orders and cart; critical:
+   billing, after an approval) with rollbackScope wave. orders succeeds, then cart's new
+   version starts failing: its gate rolls cart back and the Migration returns the whole
+   medium wave to legacy, orders (already Succeeded, graceful 10s ramp) included; the
+   critical wave never starts. `kubectl segue get migration` shows it during and after,
+   with the rollback log.
 
     python hack/demo.py            # or: make demo
     python hack/demo.py --keep     # leave the operator and simulators running afterwards
@@ -17,8 +23,11 @@ The cluster stays up afterwards for exploring (`python hack/cluster.py down` sto
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
+import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +35,8 @@ import yaml
 
 import scenario
 from scenario import ROOT, Env
+from segue.cli.migration import MigrationView
+from segue.cli.render_migration import migration_frame
 
 NAMESPACE = "segue-demo"
 BAR = 20
@@ -152,6 +163,145 @@ def history(obj: dict[str, Any], last: int = 6) -> None:
               f"{h.get('reason') or ''}{numbers}")  # fmt: skip
 
 
+MIGRATION = "shop-v2"
+WAVES = {"low": ["inventory"], "medium": ["orders", "cart"], "critical": ["billing"]}
+CLI_WIDTH = 88
+
+
+def segue_cli(env: Env, *args: str) -> str:
+    """What ``kubectl segue ARGS`` prints (run as a separate process, as a person would)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "segue.cli.main", "--kubeconfig", env.kubeconfig, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "COLUMNS": str(CLI_WIDTH)},
+    )
+    return (result.stdout + result.stderr).rstrip()
+
+
+def indented(text: str) -> str:
+    return "  " + text.replace("\n", "\n  ")
+
+
+def migration_line(obj: dict[str, Any]) -> str:
+    """The Migration's phase and wave, and each member's phase and weight, on one line."""
+    st = obj.get("status") or {}
+    members = "  ".join(
+        f"{m['name']} {m.get('phase') or '-'} {m.get('weight', 0)}%"
+        for w in st.get("waves", [])
+        for m in w.get("members", [])
+    )
+    return f"  {st.get('phase') or 'Pending':<16} wave {st.get('wave', 0)}  {members}"
+
+
+def follow_migration(
+    env: Env, until: set[str], timeout: float = 300, on_change: Any = None
+) -> dict[str, Any]:
+    """Print a line whenever the Migration's phases or weights change; ``on_change(obj)``
+    sees every new state (it may print the full view)."""
+    deadline = time.monotonic() + timeout
+    last = ""
+    while time.monotonic() < deadline:
+        obj = env.get_json(NAMESPACE, "migration.segue.dev", MIGRATION)
+        if obj:
+            text = migration_line(obj)
+            if text != last:
+                print(text, flush=True)
+                last = text
+                if on_change is not None:
+                    on_change(obj)
+            if (obj.get("status") or {}).get("phase") in until:
+                return obj
+        time.sleep(0.3)
+    raise SystemExit(f"migration {MIGRATION} did not reach {sorted(until)} in {timeout:.0f}s")
+
+
+def migration_scenario(env: Env, sims: dict[str, scenario.Sim], logs: Path) -> None:
+    say(
+        f"4/4 {MIGRATION}: a Migration in three waves, low (inventory) -> medium (orders, cart) "
+        "-> critical (billing, after an approval), rollbackScope: wave"
+    )
+    for app in [a for apps in WAVES.values() for a in apps]:
+        scenario.service_pair(env, NAMESPACE, app)
+        sims[app] = scenario.start_sim(env, NAMESPACE, app, logs)
+    waves = [{"name": "low", "rollouts": WAVES["low"], "bakeTime": "3s"},
+             {"name": "medium", "rollouts": WAVES["medium"]},
+             {"name": "critical", "rollouts": WAVES["critical"], "approval": True}]  # fmt: skip
+    env.apply(
+        NAMESPACE,
+        {
+            "apiVersion": "segue.dev/v1alpha1",
+            "kind": "Migration",
+            "metadata": {"name": MIGRATION},
+            "spec": {"rollbackScope": "wave", "waves": waves},
+        },
+    )
+    scenario.wait_for(
+        f"the operator to take up migration {MIGRATION}",
+        lambda: env.get_json(NAMESPACE, "migration.segue.dev", MIGRATION).get("status", {}),
+        lambda st: bool(st.get("phase")),
+        60,
+    )
+    quick = [{"setWeight": 50}, {"pause": {"duration": "2s"}}]
+    # cart holds 1m at 50 %: long enough for orders to succeed before cart fails.
+    slow = [{"setWeight": 20}, {"pause": {"duration": "3s"}}, {"setWeight": 50},
+            {"pause": {"duration": "1m"}}]  # fmt: skip
+    for app in ("inventory", "billing"):
+        env.apply(NAMESPACE, scenario.rollout(app, steps=quick, analysis=gates(app)))
+    # Each member returns to legacy by its own rollback spec: orders ramps down over 10s.
+    graceful = {"mode": "graceful", "duration": "10s"}
+    env.apply(
+        NAMESPACE,
+        scenario.rollout("orders", steps=quick, analysis=gates("orders"), rollback=graceful),
+        scenario.rollout("cart", steps=slow, analysis=gates("cart")),
+    )
+    print("  members applied; each waits for its wave (reason WaitingForMigration)")
+    print(indented(segue_cli(env, "get", "migration", MIGRATION, "-n", NAMESPACE)))
+
+    injected = False
+    shown_during = False
+
+    def watch(obj: dict[str, Any]) -> None:
+        nonlocal injected, shown_during
+        st = obj.get("status") or {}
+        phases = {m["name"]: m for w in st.get("waves", []) for m in w.get("members", [])}
+        orders, cart = phases.get("orders", {}), phases.get("cart", {})
+        if (
+            not injected
+            and orders.get("phase") == "Succeeded"
+            and cart.get("phase") == "Progressing"
+            and cart.get("weight") == 50
+        ):
+            injected = True
+            print("  !! orders Succeeded; injecting 20 % errors into cart v2 (at 50 %)", flush=True)
+            sims["cart"].set("new", errorRate=0.2)
+        if not shown_during and st.get("phase") == "RollingBack" and orders.get("weight"):
+            shown_during = True
+            now = datetime.now(UTC)
+            print(f"\n  $ kubectl segue get migration {MIGRATION} -n {NAMESPACE}   # during")
+            view = MigrationView.from_object(obj)
+            print(indented("\n".join(migration_frame(view, now, CLI_WIDTH))) + "\n", flush=True)
+
+    follow_migration(env, {"RolledBack", "Failed", "Succeeded"}, timeout=300, on_change=watch)
+    print(f"\n  $ kubectl segue get migration {MIGRATION} -n {NAMESPACE}   # after")
+    print(indented(segue_cli(env, "get", "migration", MIGRATION, "-n", NAMESPACE)))
+    print(f"\n  $ kubectl segue history migration {MIGRATION} -n {NAMESPACE}")
+    print(indented(segue_cli(env, "history", "migration", MIGRATION, "-n", NAMESPACE)))
+    for app in ("orders", "cart"):
+        weight = scenario.route_weight(env, NAMESPACE, app)
+        print(f"  HTTPRoute {app} now sends {weight}% to v2")
+    # By uid: Events of an earlier run's Migration of the same name may still be there.
+    uid = env.get_json(NAMESPACE, "migration.segue.dev", MIGRATION)["metadata"]["uid"]
+    events = env.kubectl(
+        "get", "events", "-n", NAMESPACE, "--field-selector", f"involvedObject.uid={uid}",
+        "--sort-by=.metadata.creationTimestamp", "-o",
+        "custom-columns=TYPE:.type,REASON:.reason,MESSAGE:.message",
+    )  # fmt: skip
+    print(f"  Events of migration {MIGRATION}:")
+    print("  " + "\n  ".join(e[:150] for e in events.splitlines()[-8:]))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--keep", action="store_true", help="leave operator and simulators up")
@@ -180,6 +330,9 @@ def main() -> int:
     apps = ("checkout", "payments", "search")
     sims: dict[str, scenario.Sim] = {}
     try:
+        if env.kubectl("get", "-n", NAMESPACE, "migrations.segue.dev", "-o", "name").strip():
+            say("Removing the Migration of an earlier run")
+            env.kubectl("delete", "-n", NAMESPACE, "migrations.segue.dev", "--all")
         if env.kubectl("get", "-n", NAMESPACE, "rollouts.segue.dev", "-o", "name").strip():
             say("Removing the Rollouts of an earlier run")
             env.kubectl("delete", "-n", NAMESPACE, "rollouts.segue.dev", "--all", "--timeout=120s")
@@ -243,6 +396,10 @@ def main() -> int:
             f"  HTTPRoute search now sends {scenario.route_weight(env, NAMESPACE, 'search')}% to v2"
         )
 
+        for app in apps:  # their Rollouts are settled: the machine's cores go to the next part
+            sims.pop(app).stop()
+        migration_scenario(env, sims, logs)
+
         say("Where things stand")
         print(
             "  " + env.kubectl("get", "-n", NAMESPACE, "rollouts.segue.dev").replace("\n", "\n  ")
@@ -262,6 +419,7 @@ def main() -> int:
         f"\nExplore:\n  export KUBECONFIG={env.kubeconfig}\n"
         f"  kubectl-segue get -n {NAMESPACE}            # or: .venv/bin/kubectl-segue\n"
         f"  kubectl-segue history payments -n {NAMESPACE}\n"
+        f"  kubectl-segue get migration {MIGRATION} -n {NAMESPACE} --watch\n"
         f"  kubectl describe rollout.segue.dev payments -n {NAMESPACE}\n"
         "Stop the cluster: make cluster-down",
         flush=True,

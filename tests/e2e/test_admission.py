@@ -12,6 +12,7 @@ import base64
 import json
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -448,3 +449,128 @@ def test_without_the_mutating_policy_kubectl_segue_signs_and_forgery_is_refused(
     client.CustomObjectsApi(kube.api_client).delete_namespaced_custom_object(
         GROUP, VERSION, namespace, PLURAL, "web"
     )
+
+
+def migration(name: str) -> Doc:
+    """Two waves; the second waits for segue.dev/approve=1."""
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "Migration",
+        "metadata": {"name": name},
+        "spec": {
+            "rollbackScope": "wave",
+            "waves": [
+                {"name": "low", "rollouts": ["catalog"]},
+                {"name": "medium", "rollouts": ["cart"], "approval": True},
+            ],
+        },
+    }
+
+
+def test_only_an_approver_starts_a_migration_wave(
+    kube: Kube,
+    crds: None,
+    namespace: str,
+    helm: Path,
+    install_policies: Callable[..., Policies],
+    tmp_path: Path,
+) -> None:
+    """No operator: the status a Migration controller writes while wave 1 waits for a
+    person is written directly (the status subresource is not matched by the policies)."""
+    policies = install_policies()
+    apply(kube, namespace, rollout("web"), migration("shop-v2"))
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    status = {
+        "phase": "AwaitingApproval",
+        "wave": 0,
+        "message": "wave 1 (medium) waits for segue.dev/approve=1",
+        "waves": [
+            {"name": "low", "phase": "Succeeded", "startedAt": now, "succeededAt": now,
+             "members": [{"name": "catalog", "phase": "Succeeded", "weight": 100}]},
+            {"name": "medium", "phase": "Pending",
+             "members": [{"name": "cart", "phase": "Waiting", "weight": 0}]},
+        ],
+    }  # fmt: skip
+    kube.kubectl(
+        "patch", "migration.segue.dev", "shop-v2", "-n", namespace, "--subresource=status",
+        "--type=merge", "-p", json.dumps({"status": status}),
+    )  # fmt: skip
+    for sa in ("carol", "dan"):
+        kube.kubectl("create", "serviceaccount", sa, "-n", namespace)
+    kube.kubectl(
+        "create", "role", "segue-editor", "-n", namespace, "--verb=get,list,watch,patch",
+        "--resource=rollouts.segue.dev", "--resource=migrations.segue.dev",
+    )  # fmt: skip
+    kube.kubectl(
+        "create", "rolebinding", "editors", "-n", namespace, "--role=segue-editor",
+        f"--serviceaccount={namespace}:carol", f"--serviceaccount={namespace}:dan",
+    )  # fmt: skip
+    kube.kubectl(
+        "create", "rolebinding", "approvers", "-n", namespace,
+        f"--clusterrole={policies.role}", f"--serviceaccount={namespace}:carol",
+    )  # fmt: skip
+    dan = f"system:serviceaccount:{namespace}:dan"
+    dry_run = ["annotate", "migration.segue.dev", "shop-v2", "-n", namespace, "--overwrite",
+               "segue.dev/approve=99", "--dry-run=server"]  # fmt: skip
+    wait_until(
+        "the admission policy to be enforced on Migrations",
+        lambda: as_user(kube, dan, *dry_run).returncode,
+        lambda rc: rc != 0,
+        timeout=30,
+    )
+
+    def segue(sa: str, *args: str) -> subprocess.CompletedProcess[str]:
+        config = token_kubeconfig(kube, namespace, sa, tmp_path / f"{sa}.kubeconfig")
+        return subprocess.run(
+            [str(CLI), "--kubeconfig", str(config), *args, "-n", namespace],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    def annotations() -> dict[str, str]:
+        obj = client.CustomObjectsApi(kube.api_client).get_namespaced_custom_object(
+            GROUP, VERSION, namespace, "migrations", "shop-v2"
+        )
+        assert isinstance(obj, dict)
+        return dict(obj["metadata"].get("annotations") or {})
+
+    # A plain editor of Migrations: the approval is refused, naming the permission.
+    r = segue("dan", "approve", "migration", "shop-v2", "--wave", "1")
+    assert r.returncode == 1, r.stdout
+    assert r.stderr.strip() == (
+        f"error: migration {namespace}/shop-v2: refused by the API server: "
+        f'user "{dan}" may not set segue.dev/approve (migrations.segue.dev "shop-v2" in '
+        f'namespace "{namespace}"): that needs permission "approve" on migrations.segue.dev; '
+        f"grant it by binding ClusterRole {policies.role}, e.g. kubectl create rolebinding "
+        f"segue-approvers --clusterrole={policies.role} --user={dan} -n {namespace}"
+    ), r.stderr
+    r = kube.kubectl(
+        "annotate", "migration.segue.dev", "shop-v2", "-n", namespace, "segue.dev/approve=1",
+        f"--as={dan}", check=False,
+    )  # fmt: skip
+    assert r.returncode != 0 and 'needs permission "approve" on migrations.segue.dev' in r.stderr
+    assert "segue.dev/approve" not in annotations()
+    # Editing the waves is not a Rollout's plan edit: an editor may.
+    r = kube.kubectl(
+        "patch", "migration.segue.dev", "shop-v2", "-n", namespace, "--type=merge", "-p",
+        json.dumps({"spec": {"rollbackScope": "migration"}}), f"--as={dan}", check=False,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+
+    # The approver: accepted, and the API server stamps who approved.
+    carol = f"system:serviceaccount:{namespace}:carol"
+    r = segue("carol", "approve", "migration", "shop-v2", "--wave", "1")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == (
+        f"migration {namespace}/shop-v2: approved wave 1 (medium); it starts at the "
+        "operator's next pass"
+    )
+    assert annotations()["segue.dev/approve"] == "1"
+    assert annotations()["segue.dev/approved-by"] == carol
+    # Nobody signs for somebody else.
+    r = kube.kubectl(
+        "annotate", "migration.segue.dev", "shop-v2", "-n", namespace, "--overwrite",
+        "segue.dev/approved-by=carol", f"--as={dan}", check=False,
+    )  # fmt: skip
+    assert r.returncode != 0 and f'must name the requesting user "{dan}"' in r.stderr

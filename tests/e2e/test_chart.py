@@ -44,6 +44,8 @@ Grant = tuple[str, str, str, tuple[str, ...]]  # (apiGroup, resource, verb, reso
 NAMESPACED_GRANTS: frozenset[Grant] = frozenset(
     {(GROUP, "rollouts", v, ()) for v in ("get", "list", "watch", "patch")}
     | {(GROUP, "rollouts/status", "patch", ())}
+    | {(GROUP, "migrations", v, ()) for v in ("get", "list", "watch", "patch")}
+    | {(GROUP, "migrations/status", "patch", ())}
     | {("", "events", "create", ())}
     | {("apps", "deployments", v, ()) for v in ("list", "watch", "patch")}
     | {("apps", "deployments/scale", "patch", ())}

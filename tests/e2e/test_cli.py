@@ -198,10 +198,16 @@ def test_pause_resume_promote_abort(kube: Kube, ns: str) -> None:
     assert annotations_of(kube, ns)[ABORT] == "p99 doubled"
 
     set_status(kube, ns, phase="Succeeded", step=7, weight=100, targetWeight=100)
-    for command in ("abort", "promote", "pause"):
+    for command in ("promote", "pause"):
         r = cli(kube, command, NAME, "-n", ns)
         assert r.returncode == 1, command
         assert f"rollout {ns}/{NAME} is Succeeded" in r.stderr
+    # Abort after success is the operator's to decide (legacy may be gone).
+    remove_annotation(kube, ns, ABORT)
+    r = cli(kube, "abort", NAME, "-n", ns, "--reason", "errors after the release")
+    assert r.returncode == 0, r.stderr
+    assert "to the legacy Deployment, or refuses if it no longer exists" in r.stdout
+    assert annotations_of(kube, ns)[ABORT] == "errors after the release"
 
 
 def test_get_history_and_the_context_namespace(kube: Kube, ns: str, tmp_path: Path) -> None:

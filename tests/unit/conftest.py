@@ -134,6 +134,7 @@ class Sim:
     # Objects the router writes to that lack segue.dev/managed=true (the operator requires it).
     unmanaged: tuple[tuple[str, str, str], ...] = ()
     deps: tuple[str, ...] = ()
+    deps_rolled_back: tuple[str, ...] = ()
     revision: str = "r1"
     generation: int = 1
     gates: GateRound | None = None
@@ -162,6 +163,7 @@ class Sim:
             router_missing=self.router_missing,
             unmanaged=self.unmanaged,
             dependencies_pending=self.deps,
+            dependencies_rolled_back=self.deps_rolled_back,
             gates=self.gates,
             deleting=self.deleting_since is not None,
             deleting_since=self.deleting_since,

@@ -94,10 +94,16 @@ def test_abort_while_active(phase: str) -> None:
     )
 
 
-@pytest.mark.parametrize("phase", ["Succeeded", "RolledBack", "Failed"])
+@pytest.mark.parametrize("phase", ["RolledBack", "Failed"])
 def test_abort_when_finished_is_refused(phase: str) -> None:
     message = _refused(commands.check_abort, view(phase=phase), "x")
     assert message == f"rollout shop/checkout is {phase}; nothing to abort"
+
+
+def test_abort_after_success_is_sent() -> None:
+    change = commands.check_abort(view(phase="Succeeded"), "errors after the release")
+    assert change.annotations == {ABORT: "errors after the release"}
+    assert "rolls back (graceful) to the legacy Deployment" in change.message
 
 
 def test_abort_escalates_a_graceful_rollback_only() -> None:

@@ -271,6 +271,7 @@ def test_spec_schema_covers_every_spec_field() -> None:
 # Where each bounded duration lives: (object holding it, field, bounds).
 DURATION_RULES = [
     (".spec", "hold", spec.HOLD_BOUNDS),
+    (".spec", "bakeTime", spec.BAKE_BOUNDS),
     (".spec.steps[].pause", "duration", spec.PAUSE_BOUNDS),
     (".spec.analysis", "interval", spec.INTERVAL_BOUNDS),
     (".spec.analysis", "unreachableLimit", spec.UNREACHABLE_BOUNDS),
@@ -308,6 +309,7 @@ def test_duration_bounds() -> None:
     assert span(spec.TIMEOUT_BOUNDS) == ("100ms", "30s")
     assert span(spec.UNREACHABLE_BOUNDS) == ("0s", "24h")
     assert span(spec.ROLLBACK_BOUNDS) == ("1s", "24h")
+    assert span(spec.BAKE_BOUNDS) == ("0s", "720h")
 
 
 def test_every_duration_field_has_a_bound_rule() -> None:

@@ -110,15 +110,21 @@ def test_retry_when_not_rolled_back_is_ignored() -> None:
     assert "segue.dev/retry" not in sim.annotations
 
 
-def test_abort_after_success_is_ignored() -> None:
+def test_abort_after_success_with_legacy_gone_is_refused() -> None:
     sim = Sim(make_spec(risk=None, steps=[{"setWeight": 100}]))
     sim.tick()
     sim.tick(1)
     assert sim.phase() == "Succeeded"
+    sim.legacy_missing = True
     sim.annotations["segue.dev/abort"] = "x"
     sim.tick(1)
     assert sim.phase() == "Succeeded"
-    assert "nothing to abort" in (sim.st.history[-1].reason or "")
+    ignored = [e.message for e in _warnings(sim) if e.reason == "AnnotationIgnored"]
+    assert ignored == [
+        "segue.dev/abort='x' ignored: the legacy Deployment checkout-v1 no longer exists; "
+        "nothing to roll back to"
+    ]
+    assert "segue.dev/abort" not in sim.annotations
 
 
 def test_abort_in_every_active_phase_rolls_back() -> None:

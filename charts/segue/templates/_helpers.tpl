@@ -91,10 +91,10 @@ CEL variables shared by the admission policies (templates/admission.yaml).
     || variables.oldAnnotations[k] != variables.newAnnotations[k]))
 - name: steered
   expression: "variables.set.filter(k, k in variables.companions)"
-# The request changes the plan: spec.steps, risk, hold or analysis.
+# The request changes the plan of a Rollout: spec.steps, risk, hold or analysis.
 - name: planEdited
   expression: >-
-    request.operation == 'UPDATE' && !(true
+    request.operation == 'UPDATE' && request.resource.resource == 'rollouts' && !(true
     {{- range $f := list "steps" "risk" "hold" "analysis" }}
     && has(object.spec.{{ $f }}) == has(oldObject.spec.{{ $f }})
     && (!has(object.spec.{{ $f }}) || object.spec.{{ $f }} == oldObject.spec.{{ $f }})

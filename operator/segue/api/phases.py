@@ -27,6 +27,9 @@ ANALYSED: Final[frozenset[Phase]] = STEPPING | {"RollingBack"}
 # The new version may carry traffic: editing the plan in one of these (or at a weight above
 # 0) takes the "approve" permission and is recorded in history (PlanChanged).
 TRAFFIC_MOVED: Final[frozenset[Phase]] = ANALYSED
+# Ended without success: a Rollout that depends on one is blocked until it is retried
+# (condition Stalled, reason DependencyRolledBack).
+ROLLED_BACK: Final[frozenset[Phase]] = frozenset({"RolledBack", "Failed"})
 # Entering one of these is a Warning (a Paused other than Manual is one too).
 WARNING: Final[frozenset[Phase]] = frozenset({"RollingBack", "RolledBack", "Failed"})
 # Deleting the Rollout in one of these leaves traffic where it is: either nothing moved

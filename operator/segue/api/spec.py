@@ -83,12 +83,14 @@ INTERVAL_BOUNDS: Final = DurationBounds("spec.analysis.interval", "1s", "1h")
 TIMEOUT_BOUNDS: Final = DurationBounds("spec.analysis.prometheus.timeout", "100ms", "30s")
 UNREACHABLE_BOUNDS: Final = DurationBounds("spec.analysis.unreachableLimit", "0s", "24h")
 ROLLBACK_BOUNDS: Final = DurationBounds("spec.rollback.duration", "1s", "24h")
+BAKE_BOUNDS: Final = DurationBounds("spec.bakeTime", "0s", "720h", " (30 days)")
 MSG_HOLD_BOUNDS: Final = HOLD_BOUNDS.message
 MSG_PAUSE_BOUNDS: Final = PAUSE_BOUNDS.message
 MSG_INTERVAL_BOUNDS: Final = INTERVAL_BOUNDS.message
 MSG_TIMEOUT_BOUNDS: Final = TIMEOUT_BOUNDS.message
 MSG_UNREACHABLE_BOUNDS: Final = UNREACHABLE_BOUNDS.message
 MSG_ROLLBACK_BOUNDS: Final = ROLLBACK_BOUNDS.message
+MSG_BAKE_BOUNDS: Final = BAKE_BOUNDS.message
 
 HoldDuration = Annotated[DurationText, AfterValidator(HOLD_BOUNDS.check)]
 PauseDuration = Annotated[DurationText, AfterValidator(PAUSE_BOUNDS.check)]
@@ -96,6 +98,7 @@ IntervalDuration = Annotated[DurationText, AfterValidator(INTERVAL_BOUNDS.check)
 TimeoutDuration = Annotated[DurationText, AfterValidator(TIMEOUT_BOUNDS.check)]
 UnreachableDuration = Annotated[DurationText, AfterValidator(UNREACHABLE_BOUNDS.check)]
 RollbackDuration = Annotated[DurationText, AfterValidator(ROLLBACK_BOUNDS.check)]
+BakeDuration = Annotated[DurationText, AfterValidator(BAKE_BOUNDS.check)]
 
 
 def _validations(*rules: tuple[str, str] | dict[str, str]) -> ConfigDict:
@@ -389,6 +392,7 @@ class RolloutSpec(SpecModel):
         ("self.legacy.deployment != self.new.deployment", MSG_DISTINCT),
         ("!has(self.hold) || !has(self.steps)", MSG_HOLD_WITH_STEPS),
         HOLD_BOUNDS.cel("hold"),
+        BAKE_BOUNDS.cel("bakeTime"),
     )
 
     legacy: Workload = Field(description="What serves traffic today.")
@@ -398,6 +402,11 @@ class RolloutSpec(SpecModel):
     steps: list[Step] | None = Field(None, min_length=1, max_length=MAX_STEPS)
     hold: HoldDuration | None = Field(
         None, description="Replaces the preset's hold after each step; at most 720h (30 days)."
+    )
+    bake_time: BakeDuration | None = Field(
+        None,
+        description="After the plan reaches 100%, keep evaluating the gates this long before "
+        "Succeeded; a failing gate rolls back by its onFailure. 0s to 720h (30 days).",
     )
     analysis: Analysis | None = None
     rollback: Rollback | None = None

@@ -156,6 +156,11 @@ class RolloutStatus(StatusModel):
         description="When the current weight was confirmed or the current pause began.",
     )
     approved_step: int | None = Field(None, description="The current step, once approved.")
+    bake_until: Timestamp | None = Field(
+        None,
+        description="With spec.bakeTime: when the bake at 100% ends (set once the plan "
+        "reaches 100%, so a restart neither shortens nor restarts it).",
+    )
     paused_reason: PausedReason | None = None
     message: Message | None = None
     rollback: RollbackStatus | None = None

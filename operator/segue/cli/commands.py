@@ -1,5 +1,5 @@
-"""The commands that steer a Rollout by annotation: approve, abort, retry, pause, resume,
-promote.
+"""The commands that steer a Rollout by annotation (approve, abort, retry, pause, resume,
+promote) and approve the next wave of a Migration.
 
 Each command is split in two: a pure ``check_*`` function that reads a parsed Rollout and
 either refuses (:class:`CliError`, with the reason) or returns the annotation change and the
@@ -13,11 +13,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Final, Protocol
+from typing import Any, Final, Protocol, TypeVar
 
 from segue.api.text import annotation_mark
 from segue.cli.errors import CliError
 from segue.cli.kube import Conflict, Obj
+from segue.cli.migration import MigrationView
 from segue.cli.rollout import RolloutView, describe_step_at
 from segue.engine.annotations import ABORT, APPROVE, COMPANIONS, PAUSE, PROMOTE, RETRY
 from segue.engine.context import STEPPING_PHASES
@@ -35,11 +36,12 @@ class Change:
     annotations: Mapping[str, str | None] = field(default_factory=dict)
 
 
-Check = Callable[[RolloutView], Change]
+V = TypeVar("V", RolloutView, MigrationView)
+Check = Callable[[V], Change]
 
 
 class RolloutAccess(Protocol):
-    """What :func:`apply` needs of :class:`segue.cli.kube.Rollouts`."""
+    """What :func:`apply_checked` needs of :class:`segue.cli.kube.Resource`."""
 
     def get(self, namespace: str, name: str) -> Obj: ...
 
@@ -56,7 +58,7 @@ def _at(view: RolloutView) -> str:
     return f"step {view.status.step} ({view.status.weight}%)"
 
 
-def _pending(view: RolloutView, key: str, value: str | None = None) -> str | None:
+def _pending(view: RolloutView | MigrationView, key: str, value: str | None = None) -> str | None:
     """The value of a one-shot annotation still waiting for the operator, if any."""
     current = view.annotations.get(key)
     if current is None or (value is not None and current != value):
@@ -104,6 +106,12 @@ def check_abort(view: RolloutView, reason: str) -> Change:
         if st.rollback is None or st.rollback.mode == "immediate":
             raise CliError(f"rollout {view.ref} is already rolling back immediately")
         then = "the graceful rollback becomes immediate"
+    elif phase == "Succeeded":
+        mode = view.spec.effective_rollback().mode if view.spec else "as configured"
+        then = (
+            f"the operator rolls back ({mode}) to the legacy Deployment, "
+            "or refuses if it no longer exists"
+        )
     elif phase in _FINISHED:
         raise CliError(f"rollout {view.ref} is {phase}; nothing to abort")
     else:
@@ -174,6 +182,37 @@ def check_promote(view: RolloutView, token: str) -> Change:
     )
 
 
+def check_approve_migration(view: MigrationView, wave: int | None = None) -> Change:
+    """Approve the wave the Migration waits at (``wave``: only if it is that one)."""
+    phase = view.status.phase
+    if phase is None:
+        raise CliError(
+            f"migration {view.ref} has no status yet (is the operator running?); "
+            "nothing awaits approval"
+        )
+    waiting = view.waiting_wave()
+    if waiting is None:
+        text = (
+            f"migration {view.ref} is {phase} at wave {view.status.wave}; nothing awaits approval"
+        )
+        upcoming = view.next_approval()
+        if upcoming is not None:
+            text += f" (the next approval is wave {upcoming.index}, {upcoming.name})"
+        raise CliError(text)
+    if wave is not None and wave != waiting.index:
+        raise CliError(
+            f"migration {view.ref} waits for approval of wave {waiting.index} ({waiting.name}), "
+            f"not wave {wave}; nothing approved"
+        )
+    what = f"wave {waiting.index} ({waiting.name})"
+    if _pending(view, APPROVE, str(waiting.index)) is not None:
+        return Change(f"migration {view.ref}: approval of {what} already requested")
+    return Change(
+        f"migration {view.ref}: approved {what}; it starts at the operator's next pass",
+        {APPROVE: str(waiting.index)},
+    )
+
+
 def with_companions(
     annotations: Mapping[str, str | None], user: str | None
 ) -> dict[str, str | None]:
@@ -196,20 +235,34 @@ def apply(
     rollouts: RolloutAccess,
     namespace: str,
     name: str,
-    check: Check,
+    check: Check[RolloutView],
     user: str | None = None,
 ) -> Change:
+    """:func:`apply_checked` for a Rollout."""
+    return apply_checked(rollouts, namespace, name, RolloutView.from_object, check, user)
+
+
+def apply_checked(
+    objects: RolloutAccess,
+    namespace: str,
+    name: str,
+    parse: Callable[[Mapping[str, Any]], V],
+    check: Check[V],
+    user: str | None = None,
+    noun: str = "rollout",
+) -> Change:
     """Read, check, write; on a conflicting concurrent change, read and check again.
-    ``user``: who runs the command, written into each companion annotation."""
+    ``parse`` turns the object read into what ``check`` reads; ``user``: who runs the
+    command, written into each companion annotation."""
     for _ in range(_ATTEMPTS):
-        view = RolloutView.from_object(rollouts.get(namespace, name))
+        view = parse(objects.get(namespace, name))
         change = check(view)
         if not change.annotations:
             return change
         annotations = with_companions(change.annotations, user)
         try:
-            rollouts.patch_annotations(namespace, name, annotations, view.resource_version)
+            objects.patch_annotations(namespace, name, annotations, view.resource_version)
         except Conflict:
             continue
         return change
-    raise CliError(f"rollout {namespace}/{name} keeps changing; try again")
+    raise CliError(f"{noun} {namespace}/{name} keeps changing; try again")

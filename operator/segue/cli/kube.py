@@ -1,6 +1,7 @@
-"""Cluster access for the CLI: kubeconfig, Rollout reads, annotation patches and watches.
+"""Cluster access for the CLI: kubeconfig, reads of Rollouts and Migrations, annotation
+patches and watches.
 
-API errors become :class:`CliError` with a message that names the Rollout, so commands never
+API errors become :class:`CliError` with a message that names the object, so commands never
 print a raw HTTP body.
 """
 
@@ -21,7 +22,8 @@ from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
-from segue import GROUP, PLURAL, VERSION
+from segue import GROUP, KIND, PLURAL, VERSION
+from segue.api.migration import MIGRATION_KIND, MIGRATION_PLURAL
 from segue.cli.errors import CliError
 
 FIELD_MANAGER: Final = "segue-cli"
@@ -33,7 +35,24 @@ Obj = dict[str, Any]
 
 
 class Conflict(Exception):
-    """The Rollout changed between read and write; read it again and re-check."""
+    """The object changed between read and write; read it again and re-check."""
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One of Segue's resources, as the CLI names it."""
+
+    kind: str  # "Rollout"
+    plural: str  # "rollouts"
+
+    @property
+    def noun(self) -> str:
+        """How messages name one: "rollout shop/checkout"."""
+        return self.kind.lower()
+
+
+ROLLOUT: Final = Kind(KIND, PLURAL)
+MIGRATION: Final = Kind(MIGRATION_KIND, MIGRATION_PLURAL)
 
 
 def connect(kubeconfig: str | None, context: str | None) -> tuple[client.ApiClient, str]:
@@ -83,14 +102,14 @@ def _missing_object(e: ApiException) -> bool:
     return bool(details.get("name"))
 
 
-def translate(e: ApiException, what: str) -> CliError:
+def translate(e: ApiException, what: str, kind: Kind = ROLLOUT) -> CliError:
     """An API error as a sentence about ``what`` (e.g. "rollout shop/checkout")."""
     if e.status == 404:
         if _missing_object(e):
             return CliError(f"{what} not found")
         return CliError(
-            f"the Rollout API ({PLURAL}.{GROUP}/{VERSION}) is not served by this cluster; "
-            "is the Segue CRD installed?"
+            f"the {kind.kind} API ({kind.plural}.{GROUP}/{VERSION}) is not served by this "
+            "cluster; is the Segue CRD installed?"
         )
     if e.status in (401, 403):
         message = _api_message(e)
@@ -111,10 +130,12 @@ class WatchEvent:
     error: str | None = None
 
 
-class Rollouts:
-    """The Rollout resource, through the official client's CustomObjectsApi."""
+class Resource:
+    """One of Segue's resources (Rollouts, Migrations), through the official client's
+    CustomObjectsApi."""
 
-    def __init__(self, api: client.ApiClient) -> None:
+    def __init__(self, api: client.ApiClient, kind: Kind = ROLLOUT) -> None:
+        self.kind = kind
         self._api = client.CustomObjectsApi(api)
         self._auth = client.AuthenticationV1Api(api)
         self.server = str(getattr(api.configuration, "host", "") or "the API server")
@@ -138,42 +159,42 @@ class Rollouts:
         except ApiException as e:
             if e.status == 409:
                 raise Conflict(_api_message(e)) from e
-            raise translate(e, what) from e
+            raise translate(e, what, self.kind) from e
         except urllib3.exceptions.HTTPError as e:
             raise CliError(f"cannot reach {self.server}: {e}") from e
 
     def get(self, namespace: str, name: str) -> Obj:
         obj: Obj = self._call(
-            f"rollout {namespace}/{name}",
+            f"{self.kind.noun} {namespace}/{name}",
             lambda: self._api.get_namespaced_custom_object(
-                GROUP, VERSION, namespace, PLURAL, name, _request_timeout=REQUEST_TIMEOUT
+                GROUP, VERSION, namespace, self.kind.plural, name, _request_timeout=REQUEST_TIMEOUT
             ),
         )
         return obj
 
     def list(self, namespace: str | None, name: str | None = None) -> tuple[list[Obj], str]:
-        """The Rollouts of a namespace (all namespaces with None), and the list's
+        """The objects of a namespace (all namespaces with None), and the list's
         resourceVersion to watch from."""
         selector = f"metadata.name={name}" if name else None
         if namespace is None:
             result = self._call(
-                "rollouts in all namespaces",
+                f"{self.kind.plural} in all namespaces",
                 lambda: self._api.list_cluster_custom_object(
                     GROUP,
                     VERSION,
-                    PLURAL,
+                    self.kind.plural,
                     field_selector=selector,
                     _request_timeout=REQUEST_TIMEOUT,
                 ),
             )
         else:
             result = self._call(
-                f"rollouts in namespace {namespace}",
+                f"{self.kind.plural} in namespace {namespace}",
                 lambda: self._api.list_namespaced_custom_object(
                     GROUP,
                     VERSION,
                     namespace,
-                    PLURAL,
+                    self.kind.plural,
                     field_selector=selector,
                     _request_timeout=REQUEST_TIMEOUT,
                 ),
@@ -189,18 +210,18 @@ class Rollouts:
         resource_version: str | None = None,
     ) -> Obj:
         """A JSON merge patch of metadata.annotations (None removes a key). With
-        ``resource_version`` it fails with :class:`Conflict` if the Rollout changed since it
+        ``resource_version`` it fails with :class:`Conflict` if the object changed since it
         was read, so a command never acts on a state the user did not see."""
         meta: Obj = {"annotations": dict(annotations)}
         if resource_version:
             meta["resourceVersion"] = resource_version
         obj: Obj = self._call(
-            f"rollout {namespace}/{name}",
+            f"{self.kind.noun} {namespace}/{name}",
             lambda: self._api.patch_namespaced_custom_object(
                 GROUP,
                 VERSION,
                 namespace,
-                PLURAL,
+                self.kind.plural,
                 name,
                 {"metadata": meta},
                 field_manager=FIELD_MANAGER,
@@ -249,10 +270,10 @@ class Rollouts:
         selector = {"field_selector": f"metadata.name={name}"} if name else {}
         if namespace is None:
             fn: Callable[..., Any] = self._api.list_cluster_custom_object
-            args: tuple[str, ...] = (GROUP, VERSION, PLURAL)
+            args: tuple[str, ...] = (GROUP, VERSION, self.kind.plural)
         else:
             fn = self._api.list_namespaced_custom_object
-            args = (GROUP, VERSION, namespace, PLURAL)
+            args = (GROUP, VERSION, namespace, self.kind.plural)
         started = time.monotonic()
         for event in w.stream(  # type: ignore[no-untyped-call]
             fn,

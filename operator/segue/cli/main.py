@@ -15,10 +15,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final
 
+from kubernetes import client
+
 from segue import __version__
-from segue.cli import commands, lint, render, watch
+from segue.api.crd import SHORT_NAMES
+from segue.api.migration import MIGRATION_SHORT_NAMES
+from segue.cli import commands, lint, render, render_migration, watch
 from segue.cli.errors import CliError
-from segue.cli.kube import Rollouts, connect
+from segue.cli.kube import MIGRATION, ROLLOUT, Kind, Obj, Resource, connect
+from segue.cli.migration import MigrationView
 from segue.cli.rollout import RolloutView, unique_token
 from segue.engine.annotations import STEP_INDEX_DIGITS, parse_step_index
 
@@ -29,8 +34,23 @@ examples:
   kubectl segue get checkout -n shop --watch       live view of one Rollout
   kubectl segue approve checkout -n shop           approve the step waiting for it
   kubectl segue abort checkout --reason "p99 up"   roll back now
+  kubectl segue get migration shop-v2 -w           live view of a Migration's waves
+  kubectl segue approve migration shop-v2 --wave 2 let wave 2 of a Migration start
+  kubectl segue history migration shop-v2          a Migration's rollback log
   kubectl segue lint deploy/                       validate manifests offline (CI)
 """
+
+
+def _kind_words(kind: Kind, short_names: list[str]) -> dict[str, Kind]:
+    names = [kind.noun, kind.plural, *short_names]
+    return {w: kind for n in names for w in (n, f"{n}.segue.dev")}
+
+
+# The first word of `get`, `history` and `approve` may name the resource, as with kubectl.
+KINDS: Final = {
+    **_kind_words(ROLLOUT, SHORT_NAMES),
+    **_kind_words(MIGRATION, MIGRATION_SHORT_NAMES),
+}
 
 
 @dataclass
@@ -41,18 +61,20 @@ class Session:
     kubeconfig: str | None
     context: str | None
     namespace_flag: str | None
-    _rollouts: Rollouts | None = None
+    _api: client.ApiClient | None = None
     _default_namespace: str = "default"
 
-    def rollouts(self) -> Rollouts:
-        if self._rollouts is None:
-            api, self._default_namespace = connect(self.kubeconfig, self.context)
-            self._rollouts = Rollouts(api)
-        return self._rollouts
+    def objects(self, kind: Kind = ROLLOUT) -> Resource:
+        if self._api is None:
+            self._api, self._default_namespace = connect(self.kubeconfig, self.context)
+        return Resource(self._api, kind)
+
+    def rollouts(self) -> Resource:
+        return self.objects(ROLLOUT)
 
     @property
     def namespace(self) -> str:
-        self.rollouts()
+        self.objects()
         return self.namespace_flag or self._default_namespace
 
 
@@ -68,18 +90,22 @@ def _width(wide: bool = False) -> int | None:
 
 
 def cmd_get(args: argparse.Namespace, session: Session) -> int:
-    rollouts = session.rollouts()
+    kind: Kind = args.kind
+    resource = session.objects(kind)
     namespace = None if args.all_namespaces else session.namespace
     if args.watch:
-        return watch.follow(rollouts, namespace, args.name, sys.stdout, sys.stdout.isatty())
+        return watch.follow(resource, namespace, args.name, sys.stdout, sys.stdout.isatty())
     if args.name:
         assert namespace is not None  # -A with a NAME is a usage error
-        objects = [rollouts.get(namespace, args.name)]
+        objects = [resource.get(namespace, args.name)]
     else:
-        objects, _ = rollouts.list(namespace)
+        objects, _ = resource.list(namespace)
     if not objects:
         where = f"namespace {namespace}" if namespace else "any namespace"
-        print(f"No rollouts found in {where}.", file=sys.stderr)
+        print(f"No {kind.plural} found in {where}.", file=sys.stderr)
+        return 0
+    if kind == MIGRATION:
+        print("\n".join(_migrations(objects, args.name is not None, args.wide, namespace)))
         return 0
     views = [RolloutView.from_object(o) for o in objects]
     views.sort(key=lambda v: (v.namespace, v.name))
@@ -88,13 +114,27 @@ def cmd_get(args: argparse.Namespace, session: Session) -> int:
     return 0
 
 
+def _migrations(objects: list[Obj], one: bool, wide: bool, ns: str | None) -> list[str]:
+    """One Migration in full (as --watch shows it), or the table of several."""
+    views = sorted(
+        (MigrationView.from_object(o) for o in objects), key=lambda v: (v.namespace, v.name)
+    )
+    if one:
+        return render_migration.migration_frame(views[0], _now(), _width(wide) or 10_000)
+    return render_migration.migrations_table(views, _now(), _width(wide), ns is None)
+
+
 def cmd_history(args: argparse.Namespace, session: Session) -> int:
-    obj = session.rollouts().get(session.namespace, args.name)
-    print("\n".join(render.history_table(RolloutView.from_object(obj), _width(args.wide))))
+    obj = session.objects(args.kind).get(session.namespace, args.name)
+    if args.kind == MIGRATION:
+        lines = render_migration.history_lines(MigrationView.from_object(obj), _width(args.wide))
+    else:
+        lines = render.history_table(RolloutView.from_object(obj), _width(args.wide))
+    print("\n".join(lines))
     return 0
 
 
-def _steer(check: commands.Check) -> Handler:
+def _steer(check: commands.Check[RolloutView]) -> Handler:
     def handler(args: argparse.Namespace, session: Session) -> int:
         rollouts = session.rollouts()
         user = rollouts.whoami()
@@ -115,8 +155,32 @@ def _step_index(text: str) -> int:
     return index
 
 
+def _wave_index(text: str) -> int:
+    """``--wave``: the same digits rule as ``--step``."""
+    index = parse_step_index(text)
+    if index is None:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a wave index: 1 to {STEP_INDEX_DIGITS} ASCII digits (0-9)"
+        )
+    return index
+
+
 def cmd_approve(args: argparse.Namespace, session: Session) -> int:
-    return _steer(lambda v: commands.check_approve(v, args.step))(args, session)
+    if args.kind != MIGRATION:
+        return _steer(lambda v: commands.check_approve(v, args.step))(args, session)
+    migrations = session.objects(MIGRATION)
+    user = migrations.whoami()
+    change = commands.apply_checked(
+        migrations,
+        session.namespace,
+        args.name,
+        MigrationView.from_object,
+        lambda v: commands.check_approve_migration(v, args.wave),
+        user,
+        noun=MIGRATION.noun,
+    )
+    print(change.message)
+    return 0
 
 
 def cmd_abort(args: argparse.Namespace, session: Session) -> int:
@@ -167,7 +231,7 @@ def _connection_flags(parser: argparse.ArgumentParser, defaults: bool) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
-        description="Watch and steer Segue Rollouts; lint Rollout manifests.",
+        description="Watch and steer Segue Rollouts and Migrations; lint Rollout manifests.",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -177,9 +241,22 @@ def build_parser() -> argparse.ArgumentParser:
     _connection_flags(common, defaults=False)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    def command(name: str, handler: Handler, help_: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, parents=[common], help=help_, description=help_)
-        p.set_defaults(handler=handler)
+    def command(
+        name: str, handler: Handler, help_: str, usage: str | None = None
+    ) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, parents=[common], help=help_, description=help_, usage=usage)
+        p.set_defaults(handler=handler, kind=ROLLOUT)
+        return p
+
+    def kinded(name: str, handler: Handler, help_: str, usage: str) -> argparse.ArgumentParser:
+        """A command for Rollouts and Migrations: ``NAME`` or ``migration NAME``."""
+        p = command(name, handler, help_, usage=f"{PROG} {name} {usage}")
+        p.add_argument(
+            "words",
+            metavar="NAME",
+            nargs="*" if name == "get" else "+",
+            help="a Rollout; or `migration NAME` for a Migration (`rollout NAME` also works)",
+        )
         return p
 
     def named(name: str, handler: Handler, help_: str) -> argparse.ArgumentParser:
@@ -187,22 +264,37 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("name", metavar="NAME", help="the Rollout")
         return p
 
-    get = command("get", cmd_get, "list Rollouts, or watch one live with --watch")
-    get.add_argument("name", metavar="NAME", nargs="?", help="one Rollout")
+    get = kinded(
+        "get",
+        cmd_get,
+        "list Rollouts or Migrations, or watch one live with --watch",
+        "[migration|migrations] [NAME] [-n NS | -A] [-w] [--wide]",
+    )
     get.add_argument(
-        "-A", "--all-namespaces", action="store_true", help="Rollouts of every namespace"
+        "-A", "--all-namespaces", action="store_true", help="objects of every namespace"
     )
     get.add_argument(
         "-w", "--watch", action="store_true", help="keep the view current until Ctrl-C"
     )
     get.add_argument("--wide", action="store_true", help="do not cut long messages")
 
-    approve = named("approve", cmd_approve, "approve the step the Rollout waits at")
+    approve = kinded(
+        "approve",
+        cmd_approve,
+        "approve the step the Rollout waits at, or the wave the Migration waits at",
+        "NAME [--step N] | migration NAME [--wave N]",
+    )
     approve.add_argument(
         "--step",
         type=_step_index,
         metavar="N",
         help="approve only if step N is the one waiting (guards against a stale view)",
+    )
+    approve.add_argument(
+        "--wave",
+        type=_wave_index,
+        metavar="N",
+        help="(Migration) approve only if wave N is the one waiting",
     )
     abort = named("abort", cmd_abort, "abort: roll all traffic back to the legacy version")
     abort.add_argument("--reason", default="", metavar="TEXT", help="recorded in the history")
@@ -211,7 +303,12 @@ def build_parser() -> argparse.ArgumentParser:
     pause.add_argument("--reason", default="", metavar="TEXT", help="why (kept on the Rollout)")
     named("resume", cmd_resume, "undo `pause`")
     named("promote", cmd_promote, "skip the remaining steps to 100%% (gates still apply)")
-    history = named("history", cmd_history, "the Rollout's audit trail")
+    history = kinded(
+        "history",
+        cmd_history,
+        "the Rollout's audit trail, or the Migration's rollback log",
+        "[migration] NAME [--wide]",
+    )
     history.add_argument("--wide", action="store_true", help="do not wrap details")
 
     lint_ = command("lint", cmd_lint, "validate Rollout manifests offline (no cluster)")
@@ -224,9 +321,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _resolve_kind(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """``[KIND] NAME`` into ``args.kind`` and ``args.name``: one word is a Rollout's name
+    (or, for ``get``, a kind to list); two are a kind and a name."""
+    words: list[str] = args.words
+    command = args.command
+    if len(words) > 2:
+        parser.error(f"{command}: expected [KIND] NAME, got {' '.join(words)!r}")
+    if len(words) == 2:
+        kind = KINDS.get(words[0].lower())
+        if kind is None:
+            parser.error(f"{command}: unknown kind {words[0]!r}; use rollout or migration")
+        args.kind, args.name = kind, words[1]
+    elif len(words) == 1 and command == "get" and words[0].lower() in KINDS:
+        args.kind, args.name = KINDS[words[0].lower()], None
+    else:
+        args.kind, args.name = ROLLOUT, (words[0] if words else None)
+    if command == "approve":
+        if args.kind == MIGRATION and args.step is not None:
+            parser.error("approve: --step is for a Rollout; a Migration takes --wave N")
+        if args.kind == ROLLOUT and args.wave is not None:
+            parser.error("approve: --wave is for a Migration (approve migration NAME --wave N)")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if "words" in args:
+        _resolve_kind(parser, args)
     if args.command == "get" and args.name and args.all_namespaces:
         parser.error("get: a NAME cannot be combined with -A/--all-namespaces")
     session = Session(args.kubeconfig, args.context, args.namespace)

@@ -198,7 +198,7 @@ def history_table(view: RolloutView, width: int | None = DEFAULT_WIDTH) -> list[
 # --- get --watch: one frame -------------------------------------------------------------
 
 
-def _field(label: str, value: str, width: int) -> list[str]:
+def labelled(label: str, value: str, width: int) -> list[str]:
     """``Label    value`` with the value wrapped under itself (at most three lines)."""
     pad = 10
     wrapped = textwrap.wrap(value, max(20, width - pad)) or [""]
@@ -321,32 +321,33 @@ def watch_frame(view: RolloutView, now: datetime, width: int = DEFAULT_WIDTH) ->
     phase = view.raw_phase or "no status yet (is the operator running?)"
     if st.phase == "Paused" and st.paused_reason:
         phase += f" ({st.paused_reason})"
-    lines += _field("Phase", phase, width)
+    lines += labelled("Phase", phase, width)
     if st.message:
-        lines += _field("Message", one_line(st.message), width)
+        lines += labelled("Message", one_line(st.message), width)
     lines.append(f"{'Weight':<10}{bar(st.weight, min(BAR_WIDTH, width - 17))}")
     if st.target_weight != st.weight:
         lines[-1] += f" -> {st.target_weight}%"
     if st.phase is not None and st.phase != "Succeeded":
         step = f"{step_text(view)}  {describe_step_at(view, st.step)}"
         state = current_state(view, now)
-        lines += _field("Step", f"{step}: {state}" if state else step, width)
+        lines += labelled("Step", f"{step}: {state}" if state else step, width)
     if st.phase == "Succeeded":
-        lines += _field("Step", f"{step_text(view)}  all steps done", width)
+        lines += labelled("Step", f"{step_text(view)}  all steps done", width)
     if st.rollback is not None and st.phase in ("RollingBack", "RolledBack"):
         rb = st.rollback
         text = f"{rb.mode} from {rb.from_weight}% at {clock(rb.started_at)}"
         left = view.rollback_remaining(now)
         if st.phase == "RollingBack" and left:
             text += f", {countdown(left)} left"
-        lines += _field("Rollback", f"{text}: {one_line(rb.reason)}", width)
+        lines += labelled("Rollback", f"{text}: {one_line(rb.reason)}", width)
     if st.phase == "AwaitingApproval":
-        lines += _field("Approve", f"kubectl segue approve {view.name} -n {view.namespace}", width)
+        command = f"kubectl segue approve {view.name} -n {view.namespace}"
+        lines += labelled("Approve", command, width)
     if view.generation is not None and st.observed_generation not in (None, view.generation):
-        lines += _field("Note", f"spec generation {view.generation} not yet seen", width)
+        lines += labelled("Note", f"spec generation {view.generation} not yet seen", width)
     for note in (view.status_error, view.spec_error):
         if note:
-            lines += _field("Note", note, width)
+            lines += labelled("Note", note, width)
 
     lines += ["", f"Plan ({len(view.plan)} steps)" if view.plan else "Plan"]
     lines += _plan_lines(view, now, width)

@@ -41,7 +41,7 @@ class RolloutView:
         try:
             spec = RolloutSpec.model_validate(obj.get("spec") or {})
         except ValidationError as e:
-            spec_error = _first_error(e)
+            spec_error = first_error(e)
         raw_status: Mapping[str, Any] = obj.get("status") or {}
         status, status_error = _parse_status(raw_status)
         raw_phase = raw_status.get("phase")
@@ -55,7 +55,7 @@ class RolloutView:
             status_error=status_error,
             annotations=dict(meta.get("annotations") or {}),
             generation=meta.get("generation"),
-            created=_parse_time(created) if isinstance(created, str) else None,
+            created=parse_time(created) if isinstance(created, str) else None,
             resource_version=meta.get("resourceVersion"),
             plan=tuple(expand_plan(spec)) if spec is not None else (),
             raw_phase=str(raw_phase) if raw_phase else None,
@@ -127,7 +127,7 @@ def describe_step_at(view: RolloutView, index: int) -> str:
     return text
 
 
-def _parse_time(text: str) -> datetime | None:
+def parse_time(text: str) -> datetime | None:
     try:
         return datetime.fromisoformat(text)
     except ValueError:
@@ -148,7 +148,7 @@ def _parse_status(raw: Mapping[str, Any]) -> tuple[RolloutStatus, str | None]:
             return RolloutStatus(), "status not understood by this CLI"
 
 
-def _first_error(e: ValidationError) -> str:
+def first_error(e: ValidationError) -> str:
     err = e.errors()[0]
     where = ".".join(str(p) for p in err["loc"])
     return f"spec{'.' + where if where else ''}: {err['msg']}"

@@ -1,4 +1,4 @@
-"""``get --watch``: keep a view of Rollouts current until Ctrl-C.
+"""``get --watch``: keep a view of Rollouts or Migrations current until Ctrl-C.
 
 A background thread follows the Kubernetes watch and queues events; the main thread wakes on
 each event and at least once a second (so hold countdowns move), renders, and hands the
@@ -18,8 +18,9 @@ from datetime import UTC, datetime
 from types import FrameType
 from typing import Final, Protocol, TextIO
 
-from segue.cli import render
-from segue.cli.kube import Obj, Rollouts, WatchEvent
+from segue.cli import render, render_migration
+from segue.cli.kube import ROLLOUT, Obj, Resource, WatchEvent
+from segue.cli.migration import MigrationView
 from segue.cli.rollout import RolloutView
 
 TICK_SECONDS: Final = 1.0
@@ -37,7 +38,7 @@ _CLEAR_BELOW: Final = "\x1b[J"
 
 @dataclass
 class Tracker:
-    """The latest copy of each watched Rollout, folded from watch events."""
+    """The latest copy of each watched object, folded from watch events."""
 
     objects: dict[tuple[str, str], Obj] = field(default_factory=dict)
     ready: bool = False
@@ -86,6 +87,33 @@ def many_rollouts(namespace: str | None) -> Frame:
         else:
             where = f"namespace {namespace}" if namespace else "any namespace"
             lines = [f"No rollouts in {where} yet."]
+        return _with_error(lines, tracker, width)
+
+    return frame
+
+
+def one_migration(namespace: str, name: str) -> Frame:
+    def frame(tracker: Tracker, now: datetime, width: int) -> list[str]:
+        obj = tracker.objects.get((namespace, name))
+        if obj is None:
+            lines = render_migration.gone_frame(f"{namespace}/{name}", now, width)
+        else:
+            lines = render_migration.migration_frame(MigrationView.from_object(obj), now, width)
+        return _with_error(lines, tracker, width)
+
+    return frame
+
+
+def many_migrations(namespace: str | None) -> Frame:
+    def frame(tracker: Tracker, now: datetime, width: int) -> list[str]:
+        views = [MigrationView.from_object(tracker.objects[k]) for k in sorted(tracker.objects)]
+        if views:
+            lines = render_migration.migrations_table(
+                views, now, width, all_namespaces=namespace is None
+            )
+        else:
+            where = f"namespace {namespace}" if namespace else "any namespace"
+            lines = [f"No migrations in {where} yet."]
         return _with_error(lines, tracker, width)
 
     return frame
@@ -182,15 +210,16 @@ def run(
 
 
 def follow(
-    rollouts: Rollouts, namespace: str | None, name: str | None, out: TextIO, tty: bool
+    objects: Resource, namespace: str | None, name: str | None, out: TextIO, tty: bool
 ) -> int:
-    """Watch one Rollout (``name``) or all of a namespace (None: every namespace)."""
+    """Watch one Rollout or Migration (``name``) or all of a namespace (None: every
+    namespace)."""
     if name is not None and namespace is not None:
-        rollouts.get(namespace, name)  # fail fast, with "not found", before any drawing
+        objects.get(namespace, name)  # fail fast, with "not found", before any drawing
     inbox: queue.Queue[WatchEvent] = queue.Queue()
     stop = threading.Event()
     thread = threading.Thread(
-        target=rollouts.follow, args=(namespace, name, inbox.put, stop), daemon=True
+        target=objects.follow, args=(namespace, name, inbox.put, stop), daemon=True
     )
     thread.start()
 
@@ -200,10 +229,11 @@ def follow(
         except queue.Empty:
             return None
 
+    rollouts = objects.kind == ROLLOUT
     if name is not None and namespace is not None:
-        frame = one_rollout(namespace, name)
+        frame = (one_rollout if rollouts else one_migration)(namespace, name)
     else:
-        frame = many_rollouts(namespace)
+        frame = (many_rollouts if rollouts else many_migrations)(namespace)
     display: Display = TerminalDisplay(out) if tty else PlainDisplay(out)
     # `kill` ends the watch like Ctrl-C does: cursor restored, exit 0.
     previous = signal.signal(signal.SIGTERM, _interrupt)

@@ -20,6 +20,7 @@ import kopf
 
 from segue import GROUP, PLURAL, VERSION
 from segue.analysis.provider import close_providers
+from segue.api.migration import MIGRATION_KIND, MIGRATION_PLURAL
 from segue.api.provider import PROVIDER_KIND, PROVIDER_PLURAL
 from segue.api.text import MAX_MESSAGE_BYTES, cap
 from segue.controller.gates import GateRunner
@@ -33,6 +34,7 @@ from segue.controller.kube import (
     load_configuration,
 )
 from segue.controller.metrics import OperatorMetrics
+from segue.controller.migrations import MigrationReconciler, migration_needs_work
 from segue.controller.notifications import WebhookTargets
 from segue.controller.reconcile import Reconciler
 from segue.controller.store import Store
@@ -62,6 +64,8 @@ class Operator:
     targets: WebhookTargets
     # Watching named namespaces only: no cluster-wide discovery, so a Role suffices.
     namespaced: bool = False
+    # One worker per Migration with work, woken when a Rollout of its namespace changes.
+    migrations: Supervisor | None = None
 
 
 def post_event(obj: Json, type_: str, reason: str, message: str) -> None:
@@ -121,7 +125,24 @@ def build(
     supervisor = Supervisor(timed_pass)
     supervisor_ref.append(supervisor)
     kube.connectivity.listeners.append(supervisor.wake_all)
-    return Operator(kube, store, supervisor, reconciler, metrics, dispatcher, targets, namespaced)
+    migration_reconciler = MigrationReconciler(
+        store, Rollouts(kube, MIGRATION_PLURAL), Rollouts(kube), post_event
+    )
+    migrations = Supervisor(
+        migration_reconciler.reconcile, has_work=migration_needs_work, kind=MIGRATION_KIND
+    )
+    kube.connectivity.listeners.append(migrations.wake_all)
+    return Operator(
+        kube,
+        store,
+        supervisor,
+        reconciler,
+        metrics,
+        dispatcher,
+        targets,
+        namespaced,
+        migrations,
+    )
 
 
 def configure_settings(settings: kopf.OperatorSettings) -> None:
@@ -162,6 +183,8 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> Non
 async def shutdown(memo: Any, **_: Any) -> None:
     op: Operator = memo[MEMO_KEY]
     await op.supervisor.stop()
+    if op.migrations is not None:
+        await op.migrations.stop()
     await op.dispatcher.stop(deadline=5.0)
     close_providers()  # query pools: threads stuck on a hanging Prometheus must not hold exit
     op.kube.close()
@@ -193,6 +216,29 @@ async def rollout_event(body: kopf.Body, type: str | None, memo: Any, **_: Any) 
     op.supervisor.rollout_event(type, raw)
     # Rollouts that wait for this one (dependsOn) watch it like any referenced object.
     op.supervisor.object_event(("Rollout", namespace, name))
+    if op.migrations is not None:
+        op.migrations.wake_namespace(namespace)
+
+
+# -- Migrations -----------------------------------------------------------------------
+
+
+@kopf.index(GROUP, VERSION, MIGRATION_PLURAL, id="segue_migrations")
+async def index_migration(body: kopf.Body, memo: Any, **_: Any) -> None:
+    op: Operator = memo[MEMO_KEY]
+    op.store.put(MIGRATION_KIND, cast(Json, body))
+
+
+@kopf.on.event(GROUP, VERSION, MIGRATION_PLURAL, id="segue_migration_events")
+async def migration_event(body: kopf.Body, type: str | None, memo: Any, **_: Any) -> None:
+    op: Operator = memo[MEMO_KEY]
+    namespace, name = _key(body)
+    if type == "DELETED":
+        op.store.drop(MIGRATION_KIND, namespace, name)
+    if op.migrations is not None:
+        op.migrations.rollout_event(type, cast(Json, dict(body)))
+    # Members waiting for their wave read the Migration's status.
+    op.supervisor.wake_namespace(namespace)
 
 
 # -- what Rollouts reference -----------------------------------------------------------

@@ -284,10 +284,11 @@ def is_status(e: BaseException, *codes: int) -> bool:
 
 
 class Rollouts:
-    """Writes to Rollout objects."""
+    """Writes to Rollout objects (or, with ``plural="migrations"``, Migrations)."""
 
-    def __init__(self, kube: Kube) -> None:
+    def __init__(self, kube: Kube, plural: str = PLURAL) -> None:
         self._kube = kube
+        self._plural = plural
 
     async def patch_status(
         self, namespace: str, name: str, status: Json, resource_version: str | None
@@ -300,7 +301,7 @@ class Rollouts:
             body["metadata"] = {"resourceVersion": resource_version}
         obj = await self._kube.call(
             lambda api: client.CustomObjectsApi(api).patch_namespaced_custom_object_status(
-                GROUP, VERSION, namespace, PLURAL, name, body, field_manager=FIELD_MANAGER
+                GROUP, VERSION, namespace, self._plural, name, body, field_manager=FIELD_MANAGER
             )
         )
         return obj if isinstance(obj, dict) else {}
@@ -311,7 +312,7 @@ class Rollouts:
         try:
             obj = await self._kube.call(
                 lambda api: client.CustomObjectsApi(api).patch_namespaced_custom_object(
-                    GROUP, VERSION, namespace, PLURAL, name, body, field_manager=FIELD_MANAGER
+                    GROUP, VERSION, namespace, self._plural, name, body, field_manager=FIELD_MANAGER
                 )
             )
         except ApiException as e:
@@ -328,7 +329,7 @@ class Rollouts:
                     GROUP,
                     VERSION,
                     namespace,
-                    PLURAL,
+                    self._plural,
                     name,
                     ops,
                     field_manager=FIELD_MANAGER,
@@ -346,7 +347,7 @@ class Rollouts:
         try:
             obj = await self._kube.call(
                 lambda api: client.CustomObjectsApi(api).get_namespaced_custom_object(
-                    GROUP, VERSION, namespace, PLURAL, name
+                    GROUP, VERSION, namespace, self._plural, name
                 )
             )
         except ApiException as e:

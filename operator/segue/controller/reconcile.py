@@ -28,7 +28,7 @@ from typing import Any, Final, Protocol
 from pydantic import ValidationError
 
 from segue.api.duration import parse_duration
-from segue.api.phases import ANALYSED, STEPPING, TERMINAL, event_type
+from segue.api.phases import ANALYSED, ROLLED_BACK, STEPPING, TERMINAL, event_type
 from segue.api.provider import PROVIDER_KIND
 from segue.api.spec import RolloutSpec, Traffic, Workload
 from segue.api.status import RolloutStatus
@@ -314,6 +314,15 @@ class Reconciler:
                 )
             gates = w.rounds.latest
         deleting_since = _timestamp(meta.get("deletionTimestamp"))
+        dependencies: tuple[tuple[str, ...], tuple[str, ...]] = ((), ())
+        gate = None
+        if phase in (None, "Pending", "Waiting"):
+            if spec is not None:
+                dependencies = self._dependencies(namespace, spec)
+            # A Migration only gates the start, like dependsOn.
+            gate = self.store.migration_gate(namespace, name)
+        if gate is not None and gate.stalled:
+            dependencies = (dependencies[0], (*dependencies[1], gate.message))
         return Observations(
             now=self.clock(),
             generation=int(meta.get("generation", 0)),
@@ -330,12 +339,10 @@ class Reconciler:
             router_missing=router_missing,
             unmanaged=tuple(unmanaged),
             # dependsOn only gates the start: no lookups once the Rollout is under way.
-            dependencies_pending=(
-                self._pending_dependencies(namespace, spec)
-                if spec is not None and phase in (None, "Pending", "Waiting")
-                else ()
-            ),
+            dependencies_pending=dependencies[0],
+            dependencies_rolled_back=dependencies[1],
             gates=gates,
+            migration_waiting=gate.message if gate and not gate.stalled else None,
             deleting=deleting_since is not None,
             deleting_since=deleting_since,
         )
@@ -347,15 +354,21 @@ class Reconciler:
         task.add_done_callback(lambda _: w.wake.set())
         return task
 
-    def _pending_dependencies(self, namespace: str, spec: RolloutSpec) -> tuple[str, ...]:
+    def _dependencies(
+        self, namespace: str, spec: RolloutSpec
+    ) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """dependsOn Rollouts not yet Succeeded, and those that rolled back instead."""
         pending: list[str] = []
+        rolled_back: list[str] = []
         for dep in spec.depends_on or []:
             known, phase = self.store.rollout_phase(namespace, dep.name)
             if not known:
                 pending.append(f"{dep.name} (not found)")
+            elif phase in ROLLED_BACK:
+                rolled_back.append(f"Rollout {dep.name} is {phase}")
             elif phase != "Succeeded":
                 pending.append(f"{dep.name} ({phase or 'Pending'})")
-        return tuple(pending)
+        return tuple(pending), tuple(rolled_back)
 
     # -- applying --------------------------------------------------------------------
 

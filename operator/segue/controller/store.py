@@ -10,13 +10,18 @@ from this store and makes no GET request.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any, Final
 
 from pydantic import ValidationError
 
 from segue import MANAGED_LABEL
+from segue.api.migration import MIGRATION_KIND, MigrationSpec
 from segue.api.provider import PROVIDER_KIND, MetricProviderSpec
+from segue.api.status import HistoryEntry
+from segue.engine.annotations import ABORT
+from segue.engine.migration import MemberView, owners, resolve
 from segue.workloads.deployments import DeploymentState
 
 Json = dict[str, Any]
@@ -59,6 +64,63 @@ def route_summary(body: Json) -> Json:
     }
 
 
+# History entries of a Rollout kept for its Migration (the trigger of a rollback).
+HISTORY_TAIL: Final = 8
+
+
+def _time(value: Any) -> datetime | None:
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def member_view(body: Json) -> MemberView:
+    """What a Migration reads of a Rollout: labels, phase, weight, its rollback and the
+    tail of its history, and a pending ``segue.dev/abort``."""
+    meta = body.get("metadata") or {}
+    status = body.get("status") or {}
+    rollback = status.get("rollback") or {}
+    history: list[HistoryEntry] = []
+    for raw in (status.get("history") or [])[-HISTORY_TAIL:]:
+        try:
+            history.append(HistoryEntry.model_validate(raw))
+        except ValidationError:
+            continue
+    weight = status.get("weight")
+    return MemberView(
+        name=str(meta.get("name", "")),
+        labels=dict(meta.get("labels") or {}),
+        phase=status.get("phase"),
+        weight=weight if isinstance(weight, int) else 0,
+        rollback_reason=rollback.get("reason"),
+        rollback_started_at=_time(rollback.get("startedAt")),
+        history=tuple(history),
+        abort=(meta.get("annotations") or {}).get(ABORT),
+    )
+
+
+@dataclass(frozen=True)
+class MigrationSummary:
+    """A Migration as the Rollouts' reconciler and the other Migrations read it."""
+
+    name: str
+    created: str
+    spec: MigrationSpec | None
+    status: Json
+
+
+@dataclass(frozen=True)
+class MigrationGate:
+    """Why a member Rollout may not start: its wave has not started (``stalled`` False:
+    Waiting), or the Migration is held or rolled back (``stalled`` True)."""
+
+    stalled: bool
+    message: str
+
+
 @dataclass
 class Store:
     deployments: dict[Key, DeploymentState] = field(default_factory=dict)
@@ -66,6 +128,8 @@ class Store:
     rollout_phases: dict[Key, str | None] = field(default_factory=dict)
     # By name (cluster-scoped): the parsed spec, or why it is unusable.
     metric_providers: dict[str, MetricProviderSpec | str] = field(default_factory=dict)
+    rollouts: dict[Key, MemberView] = field(default_factory=dict)
+    migrations: dict[Key, MigrationSummary] = field(default_factory=dict)
 
     # -- ClusterView (what routers and the reconciler read) ---------------------------
 
@@ -96,8 +160,17 @@ class Store:
                 self.httproutes[key] = route_summary(body)
         elif kind == "Rollout":
             self.rollout_phases[key] = (body.get("status") or {}).get("phase")
+            self.rollouts[key] = member_view(body)
         elif kind == PROVIDER_KIND:
             self.metric_providers[key[1]] = _provider_spec(body)
+        elif kind == MIGRATION_KIND:
+            try:
+                spec: MigrationSpec | None = MigrationSpec.model_validate(body.get("spec") or {})
+            except ValidationError:
+                spec = None
+            self.migrations[key] = MigrationSummary(
+                key[1], str(meta.get("creationTimestamp", "")), spec, body.get("status") or {}
+            )
 
     def drop(self, kind: str, namespace: str, name: str) -> None:
         key = (namespace, name)
@@ -107,8 +180,61 @@ class Store:
             self.httproutes.pop(key, None)
         elif kind == "Rollout":
             self.rollout_phases.pop(key, None)
+            self.rollouts.pop(key, None)
         elif kind == PROVIDER_KIND:
             self.metric_providers.pop(name, None)
+        elif kind == MIGRATION_KIND:
+            self.migrations.pop(key, None)
+
+    # -- Migrations -------------------------------------------------------------------
+
+    def owners(self, namespace: str) -> dict[str, str]:
+        """Rollout name -> the Migration that owns it (the oldest naming it)."""
+        found = sorted(
+            (m.created, m.name, m.spec)
+            for (ns, _), m in self.migrations.items()
+            if ns == namespace and m.spec is not None
+        )
+        labels = {n: v.labels for (ns, n), v in self.rollouts.items() if ns == namespace}
+        return owners([(name, spec) for _, name, spec in found if spec is not None], labels)
+
+    def members(self, namespace: str) -> dict[str, MemberView]:
+        """Every Rollout of the namespace as a Migration sees it, with its owner."""
+        owner = self.owners(namespace)
+        return {
+            n: replace(v, owner=owner.get(n))
+            for (ns, n), v in self.rollouts.items()
+            if ns == namespace
+        }
+
+    def migration_gate(self, namespace: str, rollout: str) -> MigrationGate | None:
+        """Whether the Migration owning ``rollout`` keeps it from starting."""
+        owner = self.owners(namespace).get(rollout)
+        summary = self.migrations.get((namespace, owner)) if owner else None
+        if summary is None or summary.spec is None:
+            return None
+        resolved = resolve(summary.name, summary.spec, self.members(namespace))
+        index = resolved.wave_of(rollout)
+        if index is None:
+            return None
+        wave = summary.spec.waves[index].name
+        status = summary.status
+        waves = status.get("waves") or []
+        started = index < len(waves) and bool((waves[index] or {}).get("startedAt"))
+        phase = status.get("phase")
+        if phase in ("Held", "RollingBack", "RolledBack", "Failed") and (
+            not started or phase != "Held"
+        ):
+            return MigrationGate(
+                True,
+                f"Migration {summary.name} is {phase} (this Rollout is in its wave {index}, "
+                f"{wave}; kubectl describe migration {summary.name} says why)",
+            )
+        if not started:
+            return MigrationGate(
+                False, f"waiting for Migration {summary.name} to start wave {index} ({wave})"
+            )
+        return None
 
 
 def _provider_spec(body: Json) -> MetricProviderSpec | str:

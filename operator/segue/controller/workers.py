@@ -90,8 +90,13 @@ class Supervisor:
         reconcile: Pass,
         on_refs: Callable[[Worker], None] | None = None,
         max_idle_s: float = 60.0,
+        has_work: Callable[[Json], bool] = needs_work,
+        kind: str = "Rollout",
     ) -> None:
+        """``has_work`` and ``kind``: a sibling supervisor (Migrations) passes its own."""
         self._reconcile = reconcile
+        self._has_work = has_work
+        self._kind = kind
         self.workers: dict[Key, Worker] = {}
         self._watchers: dict[Ref, set[Key]] = {}
         self._max_idle_s = max_idle_s
@@ -111,7 +116,7 @@ class Supervisor:
             if worker.update(body):
                 worker.wake.set()
             return
-        if needs_work(body) and not self.stopping:
+        if self._has_work(body) and not self.stopping:
             self._start(key, body)
 
     def object_event(self, ref: Ref) -> None:
@@ -119,6 +124,13 @@ class Supervisor:
         for key in self._watchers.get(ref, ()):
             worker = self.workers.get(key)
             if worker is not None:
+                worker.wake.set()
+
+    def wake_namespace(self, namespace: str) -> None:
+        """Something in ``namespace`` changed that every worker there reads (a Migration
+        reads all its namespace's Rollouts; a member reads its Migration)."""
+        for (ns, _), worker in self.workers.items():
+            if ns == namespace:
                 worker.wake.set()
 
     def wake_all(self) -> None:
@@ -141,7 +153,8 @@ class Supervisor:
     def _start(self, key: Key, body: Json) -> Worker:
         worker = Worker(key, body)
         self.workers[key] = worker
-        worker.task = asyncio.create_task(self._run(worker), name=f"rollout {key[0]}/{key[1]}")
+        label = f"{self._kind.lower()} {key[0]}/{key[1]}"
+        worker.task = asyncio.create_task(self._run(worker), name=label)
         return worker
 
     def _stop(self, worker: Worker) -> None:
@@ -179,7 +192,7 @@ class Supervisor:
                 worker.wake.clear()
                 started = loop.time()
                 wait = await self._one_pass(worker, ns, name)
-                if wait is None and not needs_work(worker.obj):
+                if wait is None and not self._has_work(worker.obj):
                     return  # finished: the next watch event with work starts a new worker
                 # A deadline counts from when the pass looked, not from when it finished.
                 wait = self._max_idle_s if wait is None else wait
@@ -198,12 +211,12 @@ class Supervisor:
             worker.failures += 1
             backoff = min(MAX_BACKOFF_S, 2.0 ** (worker.failures - 1))
             if worker.failures == 1:
-                log.exception("Rollout %s/%s: pass failed; retrying", ns, name)
+                log.exception("%s %s/%s: pass failed; retrying", self._kind, ns, name)
             else:
-                log.debug("Rollout %s/%s: pass failed again (%d)", ns, name, worker.failures)
+                log.debug("%s %s/%s: pass failed again (%d)", self._kind, ns, name, worker.failures)
             return backoff
         if worker.failures:
-            log.info("Rollout %s/%s: passes succeed again", ns, name)
+            log.info("%s %s/%s: passes succeed again", self._kind, ns, name)
             worker.failures = 0
         return wait
 

@@ -135,10 +135,31 @@ def _abort(ctx: Context, value: str, who: str) -> str | None:
         ctx.record("Aborted", reason, actor=who)
         rollback.escalate(ctx, reason, actor=who)
         return None
+    if phase == "Succeeded":
+        return _abort_after_success(ctx, reason, who)
     if phase not in ACTIVE:
         return f"the Rollout is {phase}; nothing to abort"
     ctx.event("Normal", "Aborted", reason)
     ctx.record("Aborted", reason, actor=who)
+    rollback.start(ctx, ctx.spec.effective_rollback().mode, reason, actor=who)
+    return None
+
+
+def _abort_after_success(ctx: Context, reason: str, who: str) -> str | None:
+    """A Succeeded Rollout whose legacy Deployment still exists rolls back by its own
+    rollback spec, from where traffic is (100%): weight moves only onto ready legacy pods,
+    and a router that scales grows legacy back before it shrinks the new side."""
+    if ctx.obs.legacy_missing:
+        name = ctx.spec.legacy.deployment
+        return f"the legacy Deployment {name} no longer exists; nothing to roll back to"
+    st = ctx.status
+    st.step = max(0, len(ctx.plan) - 1)
+    st.target_weight = max(st.target_weight, ctx.current_weight())
+    if st.legacy_replicas is None or st.legacy_replicas == 0:
+        st.legacy_replicas = ctx.obs.legacy_desired or st.legacy_replicas
+    text = f"{reason} (after success; traffic returns to the legacy version)"
+    ctx.event("Normal", "Aborted", text)
+    ctx.record("Aborted", text, actor=who)
     rollback.start(ctx, ctx.spec.effective_rollback().mode, reason, actor=who)
     return None
 

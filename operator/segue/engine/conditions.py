@@ -4,7 +4,9 @@
 - Progressing and Reconciling: True while the engine works towards a goal.
 - Stalled: True when a person has to act: missing references (MissingReference), an
   object Segue may not write to (NotManaged: label it ``segue.dev/managed=true``), an
-  invalid spec, or a rollback that ended (retry, or ship a new revision).
+  invalid spec, a dependency that rolled back (DependencyRolledBack: it holds the start
+  until it is retried and succeeds), or a rollback that ended (retry, or ship a new
+  revision).
 - Healthy: the gates: True all pass, False one is failing, Unknown no data or no analysis.
 - Degraded: True when the legacy version carries traffic with fewer ready pods than its
   share needs (reason LegacyCapacityLost; see ``references.legacy_capacity``).
@@ -31,6 +33,7 @@ def update(
     unmanaged: str | None = None,
     invalid: str | None = None,
     degraded: str | None = None,
+    dependency: str | None = None,
 ) -> None:
     phase = status.phase or "Pending"
     message = status.message or ""
@@ -51,16 +54,19 @@ def update(
         )
 
     put("Ready", _b(phase == "Succeeded"), phase, message)
-    working = phase in ACTIVE and missing is None and unmanaged is None
+    working = phase in ACTIVE and missing is None and unmanaged is None and dependency is None
     reason = progress_reason or phase
-    put("Progressing", _b(working), reason if working else phase, message)
-    put("Reconciling", _b(working), reason if working else phase, message)
+    idle = "DependencyRolledBack" if dependency is not None else phase
+    put("Progressing", _b(working), reason if working else idle, message)
+    put("Reconciling", _b(working), reason if working else idle, message)
     if missing is not None:
         put("Stalled", "True", "MissingReference", missing)
     elif unmanaged is not None:
         put("Stalled", "True", "NotManaged", unmanaged)
     elif invalid is not None:
         put("Stalled", "True", "InvalidSpec", invalid)
+    elif dependency is not None:
+        put("Stalled", "True", "DependencyRolledBack", dependency)
     elif phase in ("Failed", "RolledBack"):
         put("Stalled", "True", phase, message)
     else:

@@ -16,10 +16,10 @@ from segue.api.phases import ANALYSED, STEPPING
 from segue.api.spec import RolloutSpec
 from segue.api.status import RollbackStatus, RolloutStatus
 from segue.api.text import MAX_NOTE_BYTES, annotation_mark, cap
-from segue.engine import conditions, deletion, plan_edits, references, rollback
+from segue.engine import conditions, deletion, dependencies, plan_edits, references, rollback
 from segue.engine.annotations import ABORT, actor, clear_companions
 from segue.engine.annotations import handle as handle_annotations
-from segue.engine.context import Context, Outcome, Recorder
+from segue.engine.context import Context, Recorder
 from segue.engine.gates import Trigger, count_round
 from segue.engine.restart import restart
 from segue.engine.steps import active
@@ -46,6 +46,9 @@ def decide(spec: RolloutSpec, status: RolloutStatus | None, obs: Observations) -
         st.step = 0
         st.new_revision = obs.new_revision
         ctx.enter("Pending", "new Rollout")
+    elif st.bake_until is not None and st.phase in STEPPING:
+        if st.step < len(ctx.plan):
+            st.bake_until = None  # the plan grew during the bake: walk it, then bake anew
     elif st.phase in ANALYSED and st.step >= len(ctx.plan):
         st.step = len(ctx.plan) - 1  # the plan was shortened under a running Rollout
 
@@ -70,6 +73,8 @@ def decide(spec: RolloutSpec, status: RolloutStatus | None, obs: Observations) -
         references.stall(ctx, unmanaged, reason=references.NOT_MANAGED)
     else:
         _run(ctx)
+    blocked = dependencies.stalled(ctx)
+    dependencies.announce(ctx, blocked)
     degraded = references.legacy_capacity(ctx)
     references.announce_capacity(ctx, degraded)
     conditions.update(
@@ -81,6 +86,7 @@ def decide(spec: RolloutSpec, status: RolloutStatus | None, obs: Observations) -
         missing=missing,
         unmanaged=unmanaged,
         degraded=degraded,
+        dependency=blocked,
     )
     return ctx.decision()
 
@@ -256,16 +262,9 @@ def _run(ctx: Context) -> None:
 
 
 def _start(ctx: Context) -> None:
-    pending = ctx.obs.dependencies_pending
-    if pending:
-        # A dependency's success is a watch event: no timed wake-up.
-        ctx.settle(
-            Outcome(
-                "Waiting",
-                f"waiting for Rollouts to succeed first: {', '.join(pending)}",
-                reason="WaitingForDependencies",
-            )
-        )
+    waiting = dependencies.blocker(ctx)
+    if waiting is not None:
+        ctx.settle(waiting)
         return
     ctx.status.legacy_replicas = ctx.obs.legacy_desired
     ctx.enter("Progressing", f"starting the plan ({len(ctx.plan)} steps)")

@@ -38,9 +38,22 @@ def routing_object(spec: RolloutSpec) -> str:
 
 
 def describe_missing(ctx: Context) -> str | None:
-    """``missing: ...`` naming every missing object, or None when nothing is missing."""
+    """``missing: ...`` naming every missing object, or None when nothing is missing.
+
+    After success the legacy Deployment may go (that is the cleanup): a Succeeded Rollout
+    whose only missing object is legacy is not stalled (an abort then says there is
+    nothing to roll back to). With a router that scales, the Deployments are its routing
+    objects, so its "not found" is the same legacy Deployment."""
     obs, spec = ctx.obs, ctx.spec
     if not obs.any_missing:
+        return None
+    if (
+        ctx.status.phase == "Succeeded"
+        and obs.legacy_missing
+        and not obs.new_missing
+        and (not obs.router_missing or obs.router_manages_capacity)
+        and not obs.deleting
+    ):
         return None
     parts = list(obs.missing)
     if not parts:  # flags without descriptions: name the objects from the spec

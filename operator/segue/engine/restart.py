@@ -13,6 +13,7 @@ def restart(ctx: Context, event: str, reason: str, actor: str) -> None:
     st.target_weight = 0
     st.step_started_at = None
     st.approved_step = None
+    st.bake_until = None
     st.rollback = None
     st.promoting = None
     st.analysis_unreachable_since = None

@@ -35,6 +35,7 @@ def start(
     st.target_weight = min(current, st.target_weight)
     st.promoting = None
     st.approved_step = None
+    st.bake_until = None
     ctx.enter(
         "RollingBack",
         f"rolling back ({mode}) from {current}%: {reason}",

@@ -170,4 +170,29 @@ def _finish(ctx: Context) -> Outcome:
     st.step = len(ctx.plan)
     st.promoting = None
     st.approved_step = None
+    baking = _bake(ctx)
+    if baking is not None:
+        return baking
     return Outcome("Succeeded", "all traffic on the new version")
+
+
+def _bake(ctx: Context) -> Outcome | None:
+    """With ``spec.bakeTime``: stay Progressing at 100% until ``status.bakeUntil`` (set
+    once, so a restart neither shortens nor restarts the bake) while the gates keep
+    running; a failing gate rolls back like at any step. None once the bake is over."""
+    st, bake_time = ctx.status, ctx.spec.bake_time
+    if bake_time is None:
+        return None
+    if st.bake_until is None:
+        st.bake_until = ctx.now + parse_duration(bake_time)
+        text = f"weight 100% reached; baking until {format_time(st.bake_until)}"
+        ctx.event("Normal", "Baking", text)
+        ctx.record("Baking", text)
+    if ctx.now < st.bake_until:
+        return Outcome(
+            "Progressing",
+            f"baking at 100% until {format_time(st.bake_until)}",
+            reason="Baking",
+            requeue=seconds(st.bake_until - ctx.now),
+        )
+    return None

@@ -57,6 +57,13 @@ class Observations:
       exists but lacks the ``segue.dev/managed=true`` label the operator requires (empty
       unless it requires it). No weight moves while there is one.
     - ``dependencies_pending``: dependsOn Rollouts not yet Succeeded.
+    - ``dependencies_rolled_back``: what holds the start because it rolled back, each a
+      description naming it and its phase (``Rollout catalog is RolledBack``); a dependsOn
+      Rollout that is RolledBack or Failed, or whatever else orders this Rollout (a
+      Migration's rolled-back wave). Until it is retried and succeeds the Rollout is
+      Stalled (reason ``DependencyRolledBack``), not merely Waiting.
+    - ``migration_waiting``: the Rollout is a member of a Migration whose wave has not
+      started (a message naming both): it stays Waiting (``WaitingForMigration``).
     - ``gates``: the latest analysis round (None: no analysis, or no round yet).
     - ``deleting``: the Rollout has a ``deletionTimestamp`` (``deleting_since``); the
       engine decides when its finalizer is released (``ReleaseFinalizer``).
@@ -77,6 +84,8 @@ class Observations:
     legacy_desired: int = 0
     unmanaged: tuple[ObjectRef, ...] = ()
     dependencies_pending: tuple[str, ...] = ()
+    dependencies_rolled_back: tuple[str, ...] = ()
+    migration_waiting: str | None = None
     gates: GateRound | None = None
     deleting: bool = False
     deleting_since: datetime | None = None
