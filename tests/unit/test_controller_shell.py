@@ -610,7 +610,7 @@ def test_a_second_approval_set_while_the_first_is_handled_is_not_removed():
             shell.rollouts._bump()
             return updated
 
-        shell.rollouts.patch_status = patch_then_approve_again  # type: ignore[method-assign]
+        shell.rollouts.patch_status = patch_then_approve_again  # type: ignore[method-assign,assignment]
         await shell.run()
         assert not [e for e in shell.log if e[0] == "annotations"]
         assert shell.rollouts.obj["metadata"]["annotations"] == {"segue.dev/approve": "2"}
