@@ -108,3 +108,21 @@ def test_a_rollout_waiting_for_its_wave_moves_nothing_then_starts() -> None:
     assert not [a for a in d.actions if type(a).__name__ == "SetWeight"]
     started = decide(spec, d.status, replace(observe(), migration_waiting=None))
     assert started.status.phase == "Progressing"
+
+
+def test_an_older_rollout_event_never_replaces_a_newer_summary() -> None:
+    store = Store()
+    newer_body = {
+        "metadata": {"namespace": "ns", "name": "orders", "resourceVersion": "20"},
+        "status": {"phase": "Succeeded", "weight": 100},
+    }
+    older_body = {
+        "metadata": {"namespace": "ns", "name": "orders", "resourceVersion": "12"},
+        "status": {"phase": "Progressing", "weight": 50},
+    }
+    store.put("Rollout", newer_body)
+    store.put("Rollout", older_body)
+    assert store.rollout_phase("ns", "orders") == (True, "Succeeded")
+    store.drop("Rollout", "ns", "orders")
+    store.put("Rollout", older_body)  # recreated: a fresh object starts over
+    assert store.rollout_phase("ns", "orders") == (True, "Progressing")

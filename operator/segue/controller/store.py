@@ -130,6 +130,8 @@ class Store:
     metric_providers: dict[str, MetricProviderSpec | str] = field(default_factory=dict)
     rollouts: dict[Key, MemberView] = field(default_factory=dict)
     migrations: dict[Key, MigrationSummary] = field(default_factory=dict)
+    # The resourceVersion of each Rollout summary, so an older event never replaces it.
+    rollout_versions: dict[Key, int] = field(default_factory=dict)
 
     # -- ClusterView (what routers and the reconciler read) ---------------------------
 
@@ -159,6 +161,11 @@ class Store:
             if newer(body, self.httproutes.get(key)):
                 self.httproutes[key] = route_summary(body)
         elif kind == "Rollout":
+            version = resource_version(body)
+            if version is not None:
+                if version < self.rollout_versions.get(key, -1):
+                    return
+                self.rollout_versions[key] = version
             self.rollout_phases[key] = (body.get("status") or {}).get("phase")
             self.rollouts[key] = member_view(body)
         elif kind == PROVIDER_KIND:
@@ -181,6 +188,7 @@ class Store:
         elif kind == "Rollout":
             self.rollout_phases.pop(key, None)
             self.rollouts.pop(key, None)
+            self.rollout_versions.pop(key, None)
         elif kind == PROVIDER_KIND:
             self.metric_providers.pop(name, None)
         elif kind == MIGRATION_KIND:
