@@ -351,7 +351,7 @@ def main() -> int:
             sims[app] = scenario.start_sim(env, NAMESPACE, app, logs)
             print(f"  {app}: metrics on http://{sims[app].host_port}/metrics, scraped every 1s")
 
-        say("1/3 checkout: low-risk preset (10 → 25 → 50 → 75 → 100 %), holds of 3s, gated")
+        say("1/4 checkout: low-risk preset (10 → 25 → 50 → 75 → 100 %), holds of 3s, gated")
         env.apply(
             NAMESPACE,
             scenario.rollout("checkout", risk="low", hold="3s", analysis=gates("checkout")),
@@ -359,7 +359,7 @@ def main() -> int:
         done = follow(env, "checkout", {"Succeeded", "RolledBack", "Failed"})
         history(done, last=4)
 
-        say("2/3 payments: 20 % errors appear in the new version at 25 % of traffic")
+        say("2/4 payments: 20 % errors appear in the new version at 25 % of traffic")
         steps = [{"setWeight": 10}, {"pause": {"duration": "4s"}}, {"setWeight": 25},
                  {"pause": {"duration": "1m"}}, {"setWeight": 50}]  # fmt: skip
         env.apply(NAMESPACE, scenario.rollout("payments", steps=steps, analysis=gates("payments")))
@@ -377,7 +377,7 @@ def main() -> int:
         weight = scenario.route_weight(env, NAMESPACE, "payments")
         print(f"  HTTPRoute payments now sends {weight}% to v2")
 
-        say("3/3 search: only an approver approves; a person aborts at 30 %")
+        say("3/4 search: only an approver approves; a person aborts at 30 %")
         steps = [{"setWeight": 30}, {"approval": {}}, {"setWeight": 100}]
         env.apply(NAMESPACE, scenario.rollout("search", steps=steps, analysis=gates("search")))
         follow(env, "search", {"AwaitingApproval"})
