@@ -49,7 +49,8 @@ def test_every_broken_field_is_named(capsys: pytest.CaptureFixture[str]) -> None
         "1: metadata.name: required field missing",
         "1: spec.risk: Input should be 'low', 'medium' or 'critical' (got 'extreme')",
         "2: apiVersion: unknown version segue.dev/v1beta1 (use segue.dev/v1alpha1) (line 29)",
-        "3: kind: unknown kind 'Canary' in segue.dev/v1alpha1 (known: Rollout, MetricProvider)",
+        "3: kind: unknown kind 'Canary' in segue.dev/v1alpha1"
+        " (known: Rollout, MetricProvider, Migration)",
     }
     for text in expected:
         assert any(line.startswith(prefix + text) for line in out), (text, out)
@@ -275,3 +276,29 @@ def test_a_rollout_name_too_long_for_a_placeholder_is_named(
     code, out = _run(str(path), capsys=capsys)
     assert code == 1
     assert out[0].startswith(f"{path}:0: metadata.name: cannot build the query for the new"), out
+
+
+MIGRATION = """\
+apiVersion: segue.dev/v1alpha1
+kind: Migration
+metadata: {name: shop-v2}
+spec:
+  rollbackScope: wave
+  waves:
+    - {name: low, rollouts: [catalog], bakeTime: 5m}
+    - {name: medium, rollouts: [cart], approval: true}
+"""
+
+
+def test_migrations_are_linted_with_the_operator_s_model(tmp_path: Path) -> None:
+    path = tmp_path / "migration.yaml"
+    path.write_text(MIGRATION)
+    assert lint.lint_paths([str(path)]).ok
+    path.write_text(MIGRATION.replace("rollouts: [cart]", "rollouts: [cart, catalog]"))
+    assert [str(p) for p in lint.lint_paths([str(path)]).problems] == [
+        f"{path}:0: spec.waves: a Rollout may be named once in a Migration "
+        "(it belongs to one wave) (line 7)"
+    ]
+    path.write_text(MIGRATION.replace("rollbackScope: wave", "rollbackScope: everything"))
+    (problem,) = lint.lint_paths([str(path)]).problems
+    assert problem.path == "spec.rollbackScope" and problem.line == 5

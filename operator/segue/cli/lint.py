@@ -1,5 +1,5 @@
-"""``segue lint``: offline validation of Rollout (and MetricProvider) manifests, for editors
-and GitOps CI.
+"""``segue lint``: offline validation of Rollout (and MetricProvider and Migration)
+manifests, for editors and GitOps CI.
 
 Every Rollout document is validated with the same pydantic model the operator uses
 (:class:`segue.api.RolloutSpec`), so a manifest that lints clean is one the operator accepts.
@@ -26,6 +26,7 @@ from pydantic_core import ErrorDetails
 from segue import GROUP, KIND, VERSION
 from segue.api import DURATION_PATTERN, RolloutSpec, parse_duration
 from segue.api.base import LABEL_PATTERN, LABEL_VALUE_PATTERN, NAME_PATTERN
+from segue.api.migration import MIGRATION_KIND, MigrationSpec
 from segue.api.provider import PROVIDER_KIND, MetricProviderSpec
 from segue.controller.resolution import unresolvable_gates
 
@@ -38,6 +39,7 @@ LINT_NAMESPACE: Final = "default"
 LINT_NAME: Final = "rollout"  # stands in for a name already reported as invalid
 _IDENTIFIER: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _INDEX: Final = re.compile(r"\[[0-9]+\]")
+_FIELD: Final = re.compile(r"spec(\.[A-Za-z]+)+")
 _PATTERN_HINTS: Final = {
     NAME_PATTERN: "must be a DNS-1123 name: lowercase letters, digits, '-' and '.'",
     LABEL_PATTERN: "must be a DNS-1123 label: lowercase letters, digits and '-'",
@@ -167,13 +169,14 @@ def lint_document(source: str, index: int, data: Any, node: yaml.Node | None) ->
 
     if api_version != API_VERSION:
         return [problem(["apiVersion"], f"unknown version {api_version} (use {API_VERSION})")]
-    models: dict[str, type[RolloutSpec] | type[MetricProviderSpec]] = {
+    models: dict[str, type[RolloutSpec] | type[MetricProviderSpec] | type[MigrationSpec]] = {
         KIND: RolloutSpec,
         PROVIDER_KIND: MetricProviderSpec,
+        MIGRATION_KIND: MigrationSpec,
     }
     model = models.get(kind) if isinstance(kind, str) else None
     if model is None:
-        known = f"{KIND}, {PROVIDER_KIND}"
+        known = ", ".join(models)
         return [problem(["kind"], f"unknown kind {kind!r} in {API_VERSION} (known: {known})")]
     problems = []
     meta = data.get("metadata")
@@ -189,8 +192,13 @@ def lint_document(source: str, index: int, data: Any, node: yaml.Node | None) ->
         spec = model.model_validate(data["spec"], strict=True)
     except ValidationError as e:
         for err in e.errors():
-            loc = ["spec", *err["loc"]]
-            problems.append(problem(loc, _without_path(error_message(err), field_path(loc, ""))))
+            loc: list[int | str] = ["spec", *err["loc"]]
+            message = error_message(err)
+            head, sep, rest = message.partition(": ")
+            if sep and not err["loc"] and _FIELD.fullmatch(head):
+                # A rule over the whole spec that names its field: report it at that field.
+                loc, message = [*head.split(".")], rest
+            problems.append(problem(loc, _without_path(message, field_path(loc, ""))))
         return problems
     except Exception as e:  # a bug in a validator; report it as a problem, not a traceback
         return [*problems, problem(["spec"], f"cannot be validated: {type(e).__name__}: {e}")]
