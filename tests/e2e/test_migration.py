@@ -308,11 +308,14 @@ def test_kill_9_in_a_wave_rollback_resumes_without_repeating_or_skipping(
             st = c.rollouts.status(n)
             assert st["phase"] == "RolledBack", n
             assert len(aborted(st)) == 1, (n, aborted(st))
+            started = [h for h in st["history"] if h["event"] == "RollingBack"]
+            assert len(started) == 1, (n, started)
+            # Events follow the writes they describe: one lost with the killed process (the
+            # member whose status was written just before the kill) is not posted again,
+            # and none is posted twice. History, written with the status, has each once.
             events = [r for _, r, _ in c.rollouts.events(n)]
-            assert events.count("Aborted") == 1, (n, events)
-            assert events.count("RollingBack") == 1, (n, events)
-        # Events follow the writes they describe: one lost with the killed process is
-        # not posted again, and none is posted twice.
+            assert events.count("Aborted") <= 1, (n, events)
+            assert events.count("RollingBack") <= 1, (n, events)
         assert [r for _, r, _ in c.migration_events()].count("RollbackStarted") <= 1
     finally:
         op.stop()
