@@ -140,186 +140,133 @@ def model_schema(model: type[BaseModel]) -> dict[str, Any]:
     return schema
 
 
-def crd() -> dict[str, Any]:
-    spec = model_schema(RolloutSpec)
-    status = model_schema(RolloutStatus)
-    # kopf keeps its own bookkeeping under status; only the root of status keeps unknowns.
-    status = {
-        "type": "object",
-        "description": "Observed state, written by the operator.",
-        "x-kubernetes-preserve-unknown-fields": True,
-        **{k: v for k, v in status.items() if k not in ("type", "description")},
+def _definition(
+    *,
+    name: str,
+    kind: str,
+    plural: str,
+    scope: str,
+    short_names: list[str] | None,
+    columns: list[dict[str, Any]],
+    description: str,
+    spec: dict[str, Any],
+    status: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """A CustomResourceDefinition of Segue's group: one served, stored version; a status
+    subresource when the kind has a status."""
+    names: dict[str, Any] = {
+        "kind": kind,
+        "listKind": f"{kind}List",
+        "plural": plural,
+        "singular": kind.lower(),
+    }
+    if short_names:
+        names["shortNames"] = short_names
+    names["categories"] = CATEGORIES
+    properties: dict[str, Any] = {
+        "apiVersion": {"type": "string"},
+        "kind": {"type": "string"},
+        "metadata": {"type": "object"},
+        "spec": spec,
+    }
+    version: dict[str, Any] = {"name": VERSION, "served": True, "storage": True}
+    if status is not None:
+        properties["status"] = status
+        version["subresources"] = {"status": {}}
+    version["additionalPrinterColumns"] = columns
+    version["schema"] = {
+        "openAPIV3Schema": {
+            "description": description,
+            "type": "object",
+            "required": ["spec"],
+            "properties": properties,
+        }
     }
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
         "metadata": {
-            "name": CRD_NAME,
+            "name": name,
             "labels": {"app.kubernetes.io/name": "segue", "app.kubernetes.io/part-of": "segue"},
         },
-        "spec": {
-            "group": GROUP,
-            "scope": "Namespaced",
-            "names": {
-                "kind": KIND,
-                "listKind": f"{KIND}List",
-                "plural": PLURAL,
-                "singular": KIND.lower(),
-                "shortNames": SHORT_NAMES,
-                "categories": CATEGORIES,
-            },
-            "versions": [
-                {
-                    "name": VERSION,
-                    "served": True,
-                    "storage": True,
-                    "subresources": {"status": {}},
-                    "additionalPrinterColumns": _printer_columns(),
-                    "schema": {
-                        "openAPIV3Schema": {
-                            "description": "A progressive move of traffic from a legacy to a "
-                            "new version, in gated steps.",
-                            "type": "object",
-                            "required": ["spec"],
-                            "properties": {
-                                "apiVersion": {"type": "string"},
-                                "kind": {"type": "string"},
-                                "metadata": {"type": "object"},
-                                "spec": spec,
-                                "status": status,
-                            },
-                        }
-                    },
-                }
-            ],
-        },
+        "spec": {"group": GROUP, "scope": scope, "names": names, "versions": [version]},
     }
+
+
+_AGE: Final = {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}
+
+
+def crd() -> dict[str, Any]:
+    status = model_schema(RolloutStatus)
+    return _definition(
+        name=CRD_NAME,
+        kind=KIND,
+        plural=PLURAL,
+        scope="Namespaced",
+        short_names=SHORT_NAMES,
+        columns=_printer_columns(),
+        description="A progressive move of traffic from a legacy to a new version, in gated steps.",
+        spec=model_schema(RolloutSpec),
+        # kopf keeps its own bookkeeping under status; only the root of status keeps unknowns.
+        status={
+            "type": "object",
+            "description": "Observed state, written by the operator.",
+            "x-kubernetes-preserve-unknown-fields": True,
+            **{k: v for k, v in status.items() if k not in ("type", "description")},
+        },
+    )
 
 
 def provider_crd() -> dict[str, Any]:
     """The cluster-scoped MetricProvider: only a cluster-wide grant lets anyone write one."""
-    return {
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {
-            "name": PROVIDER_CRD_NAME,
-            "labels": {"app.kubernetes.io/name": "segue", "app.kubernetes.io/part-of": "segue"},
-        },
-        "spec": {
-            "group": GROUP,
-            "scope": "Cluster",
-            "names": {
-                "kind": PROVIDER_KIND,
-                "listKind": f"{PROVIDER_KIND}List",
-                "plural": PROVIDER_PLURAL,
-                "singular": PROVIDER_KIND.lower(),
-                "categories": CATEGORIES,
+    return _definition(
+        name=PROVIDER_CRD_NAME,
+        kind=PROVIDER_KIND,
+        plural=PROVIDER_PLURAL,
+        scope="Cluster",
+        short_names=None,
+        columns=[
+            {"name": "Address", "type": "string", "jsonPath": ".spec.prometheus.address"},
+            {"name": "Timeout", "type": "string", "jsonPath": ".spec.prometheus.timeout"},
+            {
+                "name": "Secret",
+                "type": "string",
+                "jsonPath": ".spec.prometheus.secretRef.name",
+                "priority": 1,
             },
-            "versions": [
-                {
-                    "name": VERSION,
-                    "served": True,
-                    "storage": True,
-                    "additionalPrinterColumns": [
-                        {
-                            "name": "Address",
-                            "type": "string",
-                            "jsonPath": ".spec.prometheus.address",
-                        },
-                        {
-                            "name": "Timeout",
-                            "type": "string",
-                            "jsonPath": ".spec.prometheus.timeout",
-                        },
-                        {
-                            "name": "Secret",
-                            "type": "string",
-                            "jsonPath": ".spec.prometheus.secretRef.name",
-                            "priority": 1,
-                        },
-                        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
-                    ],
-                    "schema": {
-                        "openAPIV3Schema": {
-                            "description": "A metric provider declared by the platform team: "
-                            "Rollouts name it in spec.analysis.providerRef.",
-                            "type": "object",
-                            "required": ["spec"],
-                            "properties": {
-                                "apiVersion": {"type": "string"},
-                                "kind": {"type": "string"},
-                                "metadata": {"type": "object"},
-                                "spec": model_schema(MetricProviderSpec),
-                            },
-                        }
-                    },
-                }
-            ],
-        },
-    }
+            _AGE,
+        ],
+        description="A metric provider declared by the platform team: Rollouts name it in "
+        "spec.analysis.providerRef.",
+        spec=model_schema(MetricProviderSpec),
+        status=None,
+    )
 
 
 def migration_crd() -> dict[str, Any]:
     """The namespaced Migration: waves of Rollouts and a rollback scope."""
     status = model_schema(MigrationStatus)
-    return {
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {
-            "name": MIGRATION_CRD_NAME,
-            "labels": {"app.kubernetes.io/name": "segue", "app.kubernetes.io/part-of": "segue"},
+    return _definition(
+        name=MIGRATION_CRD_NAME,
+        kind=MIGRATION_KIND,
+        plural=MIGRATION_PLURAL,
+        scope="Namespaced",
+        short_names=MIGRATION_SHORT_NAMES,
+        columns=[
+            {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+            {"name": "Wave", "type": "integer", "jsonPath": ".status.wave"},
+            {"name": "Scope", "type": "string", "jsonPath": ".spec.rollbackScope"},
+            {"name": "Message", "type": "string", "jsonPath": ".status.message", "priority": 1},
+            _AGE,
+        ],
+        description="Many Rollouts moved in ordered waves, rolled back by scope, with an audit "
+        "log of rollbacks.",
+        spec=model_schema(MigrationSpec),
+        status={
+            "description": "Observed state, written by the operator.",
+            **{k: v for k, v in status.items() if k != "description"},
         },
-        "spec": {
-            "group": GROUP,
-            "scope": "Namespaced",
-            "names": {
-                "kind": MIGRATION_KIND,
-                "listKind": f"{MIGRATION_KIND}List",
-                "plural": MIGRATION_PLURAL,
-                "singular": MIGRATION_KIND.lower(),
-                "shortNames": MIGRATION_SHORT_NAMES,
-                "categories": CATEGORIES,
-            },
-            "versions": [
-                {
-                    "name": VERSION,
-                    "served": True,
-                    "storage": True,
-                    "subresources": {"status": {}},
-                    "additionalPrinterColumns": [
-                        {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
-                        {"name": "Wave", "type": "integer", "jsonPath": ".status.wave"},
-                        {"name": "Scope", "type": "string", "jsonPath": ".spec.rollbackScope"},
-                        {
-                            "name": "Message",
-                            "type": "string",
-                            "jsonPath": ".status.message",
-                            "priority": 1,
-                        },
-                        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
-                    ],
-                    "schema": {
-                        "openAPIV3Schema": {
-                            "description": "Many Rollouts moved in ordered waves, rolled back "
-                            "by scope, with an audit log of rollbacks.",
-                            "type": "object",
-                            "required": ["spec"],
-                            "properties": {
-                                "apiVersion": {"type": "string"},
-                                "kind": {"type": "string"},
-                                "metadata": {"type": "object"},
-                                "spec": model_schema(MigrationSpec),
-                                "status": {
-                                    "description": "Observed state, written by the operator.",
-                                    **{k: v for k, v in status.items() if k != "description"},
-                                },
-                            },
-                        }
-                    },
-                }
-            ],
-        },
-    }
+    )
 
 
 def _printer_columns() -> list[dict[str, Any]]:
@@ -328,7 +275,7 @@ def _printer_columns() -> list[dict[str, Any]]:
         {"name": "Step", "type": "integer", "jsonPath": ".status.step"},
         {"name": "Weight", "type": "integer", "jsonPath": ".status.weight"},
         {"name": "Message", "type": "string", "jsonPath": ".status.message", "priority": 1},
-        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+        _AGE,
     ]
 
 
