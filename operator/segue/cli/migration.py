@@ -9,14 +9,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Final, TypeVar
+from typing import Any, Final
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from segue.api.migration import MigrationSpec, MigrationStatus, Wave, WaveStatus
-from segue.cli.rollout import first_error, parse_time
-
-M = TypeVar("M", bound=BaseModel)
+from segue.cli.rollout import first_error, parse_leniently, parse_time
 
 # Migration phases in which a wave is still to start.
 _MOVING: Final = frozenset({"Pending", "Progressing", "AwaitingApproval", "Baking"})
@@ -130,34 +128,3 @@ class MigrationView:
         """Members Succeeded, and members known (from the status)."""
         members = [m for w in self.status.waves for m in w.members]
         return sum(1 for m in members if m.phase == "Succeeded"), len(members)
-
-
-def parse_leniently(model: type[M], raw: Mapping[str, Any]) -> tuple[M, str | None]:
-    """Validate ``raw``; on failure leave out what does not parse (an entry of a list, else a
-    top-level field) and say what was left out. Never raises."""
-    try:
-        return model.model_validate(raw), None
-    except ValidationError as e:
-        errors = e.errors()
-    data = dict(raw)
-    bad_items: dict[str, set[int]] = {}
-    bad_fields: set[str] = set()
-    for err in errors:
-        loc = err["loc"]
-        if not loc:
-            continue
-        key = str(loc[0])
-        if len(loc) > 1 and isinstance(loc[1], int) and isinstance(data.get(key), list):
-            bad_items.setdefault(key, set()).add(loc[1])
-        else:
-            bad_fields.add(key)
-    for key, indexes in bad_items.items():
-        data[key] = [item for i, item in enumerate(data[key]) if i not in indexes]
-    for key in bad_fields:
-        data.pop(key, None)
-    left_out = sorted(bad_fields | {f"{k}[{i}]" for k, ix in bad_items.items() for i in ix})
-    note = f"status fields not understood by this CLI: {', '.join(left_out)}"
-    try:
-        return model.model_validate(data), note
-    except ValidationError:
-        return model.model_validate({}), "status not understood by this CLI"

@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from segue.api import RolloutSpec, RolloutStatus, Step, parse_duration
 from segue.api import plan as expand_plan
@@ -43,7 +43,7 @@ class RolloutView:
         except ValidationError as e:
             spec_error = first_error(e)
         raw_status: Mapping[str, Any] = obj.get("status") or {}
-        status, status_error = _parse_status(raw_status)
+        status, status_error = parse_leniently(RolloutStatus, raw_status)
         raw_phase = raw_status.get("phase")
         created = meta.get("creationTimestamp")
         return cls(
@@ -134,18 +134,38 @@ def parse_time(text: str) -> datetime | None:
         return None
 
 
-def _parse_status(raw: Mapping[str, Any]) -> tuple[RolloutStatus, str | None]:
-    """Validate the status; on failure drop the offending top-level fields and say so."""
+M = TypeVar("M", bound=BaseModel)
+
+
+def parse_leniently(model: type[M], raw: Mapping[str, Any]) -> tuple[M, str | None]:
+    """Validate ``raw``; on failure leave out what does not parse (an entry of a list, else a
+    top-level field) and say what was left out. Never raises."""
     try:
-        return RolloutStatus.model_validate(raw), None
+        return model.model_validate(raw), None
     except ValidationError as e:
-        bad = {str(err["loc"][0]) for err in e.errors() if err["loc"]}
-        kept = {k: v for k, v in raw.items() if k not in bad}
-        note = f"status fields not understood by this CLI: {', '.join(sorted(bad))}"
-        try:
-            return RolloutStatus.model_validate(kept), note
-        except ValidationError:
-            return RolloutStatus(), "status not understood by this CLI"
+        errors = e.errors()
+    data = dict(raw)
+    bad_items: dict[str, set[int]] = {}
+    bad_fields: set[str] = set()
+    for err in errors:
+        loc = err["loc"]
+        if not loc:
+            continue
+        key = str(loc[0])
+        if len(loc) > 1 and isinstance(loc[1], int) and isinstance(data.get(key), list):
+            bad_items.setdefault(key, set()).add(loc[1])
+        else:
+            bad_fields.add(key)
+    for key, indexes in bad_items.items():
+        data[key] = [item for i, item in enumerate(data[key]) if i not in indexes]
+    for key in bad_fields:
+        data.pop(key, None)
+    left_out = sorted(bad_fields | {f"{k}[{i}]" for k, ix in bad_items.items() for i in ix})
+    note = f"status fields not understood by this CLI: {', '.join(left_out)}"
+    try:
+        return model.model_validate(data), note
+    except ValidationError:
+        return model.model_validate({}), "status not understood by this CLI"
 
 
 def first_error(e: ValidationError) -> str:
