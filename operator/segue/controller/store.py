@@ -10,6 +10,7 @@ from this store and makes no GET request.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Final
@@ -206,9 +207,13 @@ class Store:
         labels = {n: v.labels for (ns, n), v in self.rollouts.items() if ns == namespace}
         return owners([(name, spec) for _, name, spec in found if spec is not None], labels)
 
-    def members(self, namespace: str) -> dict[str, MemberView]:
-        """Every Rollout of the namespace as a Migration sees it, with its owner."""
-        owner = self.owners(namespace)
+    def members(
+        self, namespace: str, owner: Mapping[str, str] | None = None
+    ) -> dict[str, MemberView]:
+        """Every Rollout of the namespace as a Migration sees it, with its owner (``owner``:
+        ``owners(namespace)`` when the caller has it already)."""
+        if owner is None:
+            owner = self.owners(namespace)
         return {
             n: replace(v, owner=owner.get(n))
             for (ns, n), v in self.rollouts.items()
@@ -217,11 +222,14 @@ class Store:
 
     def migration_gate(self, namespace: str, rollout: str) -> MigrationGate | None:
         """Whether the Migration owning ``rollout`` keeps it from starting."""
-        owner = self.owners(namespace).get(rollout)
+        if not any(ns == namespace for ns, _ in self.migrations):
+            return None  # the common case: no Migration in the namespace, nothing to scan
+        owners = self.owners(namespace)
+        owner = owners.get(rollout)
         summary = self.migrations.get((namespace, owner)) if owner else None
         if summary is None or summary.spec is None:
             return None
-        resolved = resolve(summary.name, summary.spec, self.members(namespace))
+        resolved = resolve(summary.name, summary.spec, self.members(namespace, owners))
         index = resolved.wave_of(rollout)
         if index is None:
             return None
