@@ -51,6 +51,7 @@ cluster-down: $(VENV)/.installed
 
 crds: $(VENV)/.installed
 	$(PY) -m segue.api.crd --write
+	$(PY) -m segue.traffic.chart
 	cp crds/rollouts.segue.dev.yaml charts/segue/crds/rollouts.segue.dev.yaml
 	cp crds/metricproviders.segue.dev.yaml charts/segue/crds/metricproviders.segue.dev.yaml
 	cp crds/migrations.segue.dev.yaml charts/segue/crds/migrations.segue.dev.yaml

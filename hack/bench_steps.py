@@ -34,7 +34,7 @@ import scenario
 from scenario import ObjectWatch, Seen, parse_time, spread
 from segue import GROUP, PLURAL, VERSION
 from segue.traffic.base import Json
-from segue.traffic.replicas import WEIGHT, ReplicasRouter, targets
+from segue.traffic.replicas.router import WEIGHT, ReplicasRouter, targets
 from segue.workloads.deployments import DeploymentState
 
 WEIGHTS: Final = (25, 50, 75, 100)
@@ -65,7 +65,7 @@ class _View:
         body = self._deployments.get(name)
         return DeploymentState.from_body(body) if body else None
 
-    def httproute(self, namespace: str, name: str) -> Json | None:
+    def get(self, kind: str, namespace: str, name: str) -> Json | None:
         return None
 
 

@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from segue.api import RolloutSpec, spec
+from segue.api import RolloutSpec
+from segue.traffic.gatewayapi.plugin import MSG_DISTINCT_BACKENDS, GatewayAPISettings
 from tests.unit.conftest import spec_dict
 
 # Manifests a user would apply; each must parse.
@@ -119,8 +120,9 @@ def test_defaults_are_filled() -> None:
     assert spec.analysis.unreachable_limit == "1m"
     assert spec.analysis.no_data == "pause"
     assert spec.analysis.gates[0].failure_limit is None  # the analysis package decides
-    assert spec.traffic.gateway_api is not None
-    assert spec.traffic.gateway_api.rule_index == 0
+    gateway = spec.traffic.settings()
+    assert isinstance(gateway, GatewayAPISettings)
+    assert gateway.rule_index == 0
     assert spec.effective_rollback().mode == "graceful"
     assert RolloutSpec.model_validate(VALID_SPECS[0]).effective_rollback().duration == "5m"
 
@@ -245,4 +247,4 @@ def test_gateway_backends_must_differ() -> None:
         RolloutSpec.model_validate(raw)
     (err,) = e.value.errors()
     assert err["loc"] == ("traffic", "gatewayAPI", "newBackend")
-    assert spec.MSG_DISTINCT_BACKENDS in err["msg"]
+    assert MSG_DISTINCT_BACKENDS in err["msg"]

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from kubernetes.client.exceptions import ApiException
 
+from segue.api.routing import Segment
 from segue.api.spec import RolloutSpec, Traffic, Workload
 from segue.controller import kube
 from segue.controller.gates import GateRunner
@@ -48,7 +49,10 @@ class FakeRouter:
             raise RouterError("HTTPRoute ns/route not found")
         return self.weight
 
-    async def set_weight(self, weight: int) -> None:
+    def read_segment(self) -> Segment | None:
+        return None
+
+    async def set_weight(self, weight: int, segment: Segment | None = None) -> None:
         if self.weight is None:
             raise RouterError("HTTPRoute ns/route not found")
         self.lanes.append(kube.is_urgent())

@@ -13,6 +13,7 @@ import yaml
 from segue.api import DURATION_PATTERN, RolloutSpec, gate_labels, spec
 from segue.api.crd import CRD_PATH, crd, main, render
 from segue.api.duration import SAFE_DURATION_PATTERN, DurationBounds
+from segue.traffic.gatewayapi.plugin import MSG_DISTINCT_BACKENDS
 
 
 def _schema() -> dict[str, Any]:
@@ -223,7 +224,7 @@ def test_backends_must_differ_in_the_crd() -> None:
     assert rules == [
         {
             "rule": "self.legacyBackend != self.newBackend",
-            "message": spec.MSG_DISTINCT_BACKENDS,
+            "message": MSG_DISTINCT_BACKENDS,
             "fieldPath": ".newBackend",
         }
     ]

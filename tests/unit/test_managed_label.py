@@ -16,8 +16,8 @@ from segue.controller import main
 from segue.controller.store import Store
 from segue.engine import EmitEvent, SetWeight
 from segue.traffic.base import RouterError
-from segue.traffic.gatewayapi import GatewayAPIRouter
-from segue.traffic.replicas import ReplicasRouter
+from segue.traffic.gatewayapi.router import GatewayAPIRouter
+from segue.traffic.replicas.router import ReplicasRouter
 from segue.workloads.deployments import DeploymentState
 from tests.unit.conftest import Sim, actions_of, make_spec, warnings_of, weights_of
 
@@ -179,10 +179,12 @@ def test_the_store_knows_whether_each_object_is_labelled() -> None:
     assert state == DeploymentState.from_body(_deployment(None))
     assert state is not None and not state.managed
     store.put("HTTPRoute", _route({**LABELLED, "team": "a"}, "1"))
-    assert store.httproute("ns", "checkout") is not None
-    assert store.httproutes[("ns", "checkout")]["metadata"]["labels"] == LABELLED  # no others
+    route = store.get("HTTPRoute", "ns", "checkout")
+    assert route is not None
+    assert route["metadata"]["labels"] == LABELLED  # no others
     store.put("HTTPRoute", _route(None, "2"))
-    assert store.httproutes[("ns", "checkout")]["metadata"]["labels"] == {}
+    route = store.get("HTTPRoute", "ns", "checkout")
+    assert route is not None and route["metadata"]["labels"] == {}
 
 
 # --- the routers -----------------------------------------------------------------------

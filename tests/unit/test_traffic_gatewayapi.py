@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from segue.traffic.base import RouterError
-from segue.traffic.gatewayapi import GatewayAPIRouter
+from segue.traffic.gatewayapi.router import GatewayAPIRouter
 from segue.workloads.deployments import DeploymentState
 
 
@@ -20,7 +20,7 @@ class View:
     def deployment(self, namespace: str, name: str) -> DeploymentState | None:
         return None
 
-    def httproute(self, namespace: str, name: str) -> dict[str, Any] | None:
+    def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         return self.route
 
     def put(self, kind: str, body: dict[str, Any]) -> None:

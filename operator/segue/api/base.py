@@ -5,7 +5,14 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Final
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, PlainSerializer, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    JsonValue,
+    PlainSerializer,
+    StringConstraints,
+)
 from pydantic.alias_generators import to_camel
 
 # DNS-1123 subdomain: what Kubernetes accepts as the name of most objects.
@@ -55,3 +62,18 @@ Timestamp = Annotated[
     AfterValidator(_to_utc),
     PlainSerializer(format_timestamp, return_type=str, when_used="json"),
 ]
+
+
+def cel_rules(*rules: tuple[str, str] | dict[str, str]) -> ConfigDict:
+    """CEL rules for the API server (``x-kubernetes-validations``), each with a message naming
+    the field and the fix. A rule is ``(rule, message)``, or a dict with more keys
+    (``fieldPath``, ...)."""
+    cel: list[JsonValue] = [
+        dict(r) if isinstance(r, dict) else {"rule": r[0], "message": r[1]} for r in rules
+    ]
+    return ConfigDict(json_schema_extra={"x-kubernetes-validations": cel})
+
+
+def exactly_one(*fields: str) -> str:
+    """A CEL expression: exactly one of ``fields`` is set."""
+    return " + ".join(f"(has(self.{f}) ? 1 : 0)" for f in fields) + " == 1"

@@ -7,23 +7,22 @@ Rules the structural schema cannot express are written twice, once as a pydantic
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Final, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Final, Literal, cast
 
 from pydantic import (
     AfterValidator,
-    ConfigDict,
     Field,
-    JsonValue,
     StringConstraints,
-    ValidationInfo,
-    field_validator,
     model_validator,
 )
+from pydantic.alias_generators import to_snake
 
 from segue.api.address import MAX_ADDRESS_LENGTH, AddressRule
-from segue.api.base import LabelName, LabelValue, ObjectName, SpecModel
+from segue.api.base import LabelName, LabelValue, ObjectName, SpecModel, cel_rules, exactly_one
 from segue.api.duration import DurationBounds, DurationText
 from segue.api.gate_labels import TEMPLATE_LABEL_RULES
+from segue.api.routing import RouterSettings
+from segue.traffic.catalog import ROUTERS
 
 Risk = Literal["low", "medium", "critical"]
 RollbackMode = Literal["immediate", "graceful"]
@@ -52,7 +51,10 @@ MSG_DISTINCT: Final = "spec.new.deployment must differ from spec.legacy.deployme
 MSG_HOLD_WITH_STEPS: Final = (
     "spec.hold only applies to a risk preset; with explicit steps, write pause steps instead"
 )
-MSG_ONE_ROUTER: Final = "spec.traffic: set exactly one router (gatewayAPI or replicas)"
+ROUTER_KEYS: Final = tuple(p.key for p in ROUTERS)
+MSG_ONE_ROUTER: Final = (
+    f"spec.traffic: set exactly one router ({', '.join(ROUTER_KEYS[:-1])} or {ROUTER_KEYS[-1]})"
+)
 MSG_ONE_STEP_KIND: Final = "each step must have exactly one of setWeight, pause or approval"
 MSG_QUERY_XOR_TEMPLATE: Final = "spec.analysis.gates: set exactly one of query or template"
 MSG_QUERY_NEEDS_BOUND: Final = (
@@ -61,10 +63,6 @@ MSG_QUERY_NEEDS_BOUND: Final = (
 )
 MSG_LABELS_NEED_TEMPLATE: Final = (
     "spec.analysis.gates: labels only apply to a template; write them into the query"
-)
-MSG_DISTINCT_BACKENDS: Final = (
-    "spec.traffic.gatewayAPI.newBackend: must differ from legacyBackend "
-    "(each version needs a backendRef of its own in the rule)"
 )
 MSG_UNIQUE_GATES: Final = "spec.analysis.gates: gate names must be unique"
 MSG_UNIQUE_DEPENDENCIES: Final = "spec.dependsOn: names must be unique"
@@ -101,17 +99,8 @@ RollbackDuration = Annotated[DurationText, AfterValidator(ROLLBACK_BOUNDS.check)
 BakeDuration = Annotated[DurationText, AfterValidator(BAKE_BOUNDS.check)]
 
 
-def _validations(*rules: tuple[str, str] | dict[str, str]) -> ConfigDict:
-    """CEL rules for the API server, each with a message naming the field and the fix.
-    A rule is ``(rule, message)``, or a dict with more keys (``fieldPath``, ...)."""
-    cel: list[JsonValue] = [
-        dict(r) if isinstance(r, dict) else {"rule": r[0], "message": r[1]} for r in rules
-    ]
-    return ConfigDict(json_schema_extra={"x-kubernetes-validations": cel})
-
-
-def _exactly_one(*fields: str) -> str:
-    return " + ".join(f"(has(self.{f}) ? 1 : 0)" for f in fields) + " == 1"
+_validations = cel_rules
+_exactly_one = exactly_one
 
 
 class Workload(SpecModel):
@@ -127,49 +116,52 @@ class Workload(SpecModel):
         return self.version or self.deployment
 
 
-class GatewayAPIRouter(SpecModel):
-    """Weights on the backendRefs of a Gateway API HTTPRoute rule."""
+class TrafficBase(SpecModel):
+    """How traffic is split: exactly one router, each under its own key (see
+    ``segue/traffic/catalog.py``)."""
 
-    model_config = _validations(
-        {
-            "rule": "self.legacyBackend != self.newBackend",
-            "message": MSG_DISTINCT_BACKENDS,
-            "fieldPath": ".newBackend",
-        }
-    )
+    def chosen(self) -> tuple[str, RouterSettings]:
+        """The router's key under spec.traffic and its settings."""
+        for name, field in type(self).model_fields.items():
+            value = getattr(self, name)
+            if value is not None:
+                return str(field.alias or name), value
+        raise ValueError(MSG_ONE_ROUTER)  # the validator guarantees one
 
-    http_route: ObjectName = Field(description="Name of the HTTPRoute in the same namespace.")
-    legacy_backend: ObjectName = Field(description="Service of the legacy version in the rule.")
-    new_backend: ObjectName = Field(description="Service of the new version in the rule.")
-    rule_index: int = Field(0, ge=0, le=63, description="Index of the rule in spec.rules.")
+    def settings(self) -> RouterSettings:
+        return self.chosen()[1]
 
-    @field_validator("new_backend")
-    @classmethod
-    def _distinct(cls, value: str, info: ValidationInfo) -> str:
-        if value == info.data.get("legacy_backend"):
-            raise ValueError(MSG_DISTINCT_BACKENDS)
-        return value
+    def key(self) -> str:
+        return self.chosen()[0]
 
 
-class ReplicasRouter(SpecModel):
-    """No mesh: the weight is realised by the ratio of ready pods behind one Service."""
+def _one_router(self: TrafficBase) -> TrafficBase:
+    if sum(getattr(self, n) is not None for n in type(self).model_fields) != 1:
+        raise ValueError(MSG_ONE_ROUTER)
+    return self
 
-    service: ObjectName | None = Field(None, description="Service selecting both versions.")
+
+def _traffic_model() -> type[TrafficBase]:
+    """``spec.traffic``: one optional field per router in the catalog, exactly one set."""
+    annotations: dict[str, Any] = {}
+    namespace: dict[str, Any] = {
+        "__module__": __name__,
+        "__doc__": "How traffic is split: exactly one router.",
+        "__annotations__": annotations,
+        "model_config": cel_rules((exactly_one(*ROUTER_KEYS), MSG_ONE_ROUTER)),
+        "_one_router": model_validator(mode="after")(_one_router),
+    }
+    for p in ROUTERS:
+        name = to_snake(p.key)
+        annotations[name] = p.settings | None
+        namespace[name] = Field(None, alias=p.key, description=p.description)
+    return cast(type[TrafficBase], type("Traffic", (TrafficBase,), namespace))
 
 
-class Traffic(SpecModel):
-    """How traffic is split. Exactly one router."""
-
-    model_config = _validations((_exactly_one("gatewayAPI", "replicas"), MSG_ONE_ROUTER))
-
-    gateway_api: GatewayAPIRouter | None = Field(None, alias="gatewayAPI")
-    replicas: ReplicasRouter | None = None
-
-    @model_validator(mode="after")
-    def _one_router(self) -> Traffic:
-        if (self.gateway_api is None) == (self.replicas is None):
-            raise ValueError(MSG_ONE_ROUTER)
-        return self
+if TYPE_CHECKING:
+    Traffic = TrafficBase
+else:
+    Traffic = _traffic_model()
 
 
 class Pause(SpecModel):

@@ -1,6 +1,7 @@
 """kopf wiring: watch streams in, workers out.
 
-kopf watches Rollouts and the kinds they reference (Deployments, HTTPRoutes, and the
+kopf watches Rollouts and the kinds they reference (Deployments, the kinds of the enabled
+routers such as HTTPRoutes, and the
 cluster-scoped MetricProviders, which kopf watches cluster-wide even when the operator is
 limited to namespaces). An index
 handler per kind keeps a summary of each object in the store and makes kopf finish every
@@ -41,10 +42,9 @@ from segue.controller.store import Store
 from segue.controller.workers import Supervisor, Worker
 from segue.notify import Dispatcher, NotificationHook
 from segue.notify.destinations import Destinations
-from segue.traffic.gatewayapi import GROUP as ROUTE_GROUP
-from segue.traffic.gatewayapi import PLURAL as ROUTE_PLURAL
-from segue.traffic.gatewayapi import VERSION as ROUTE_VERSION
-from segue.traffic.registry import router_for
+from segue.traffic.catalog import plugin
+from segue.traffic.plugin import WatchedKind
+from segue.traffic.registry import DEFAULT_ROUTERS, check_routers, router_for
 
 log = logging.getLogger(__name__)
 
@@ -81,11 +81,17 @@ def build(
     webhook_proxy: str | None = None,
     require_managed_label: bool = False,
     allowed_addresses: Sequence[str] = (),
+    routers: Sequence[str] = DEFAULT_ROUTERS,
 ) -> Operator:
     """``require_managed_label``: write only to Deployments and routing objects labelled
     ``segue.dev/managed=true`` (a Rollout naming another is Stalled, ``NotManaged``).
     ``allowed_addresses``: inline Prometheus addresses Rollouts may name, besides
-    ``prometheus_address``."""
+    ``prometheus_address``. ``routers``: the routers this operator runs; it watches their
+    kinds, and a Rollout naming another router is Failed before any traffic moves."""
+    enabled = check_routers(routers)
+    for key in enabled:
+        for watched in plugin(key).watches:
+            _watch_router_kind(watched)
     kube = Kube(load_configuration())
     secrets = Secrets(kube)
     metrics = OperatorMetrics()
@@ -104,7 +110,14 @@ def build(
         store,
         Rollouts(kube),
         lambda namespace, traffic, legacy, new: router_for(
-            store, kube, namespace, traffic, legacy, new, require_managed=require_managed_label
+            store,
+            kube,
+            namespace,
+            traffic,
+            legacy,
+            new,
+            require_managed=require_managed_label,
+            enabled=enabled,
         ),
         GateRunner(
             secrets,
@@ -243,16 +256,33 @@ async def migration_event(body: kopf.Body, type: str | None, memo: Any, **_: Any
 
 # -- what Rollouts reference -----------------------------------------------------------
 
-# kind -> (group, version, plural) of every kind a Rollout references.
+# kind -> (group, version, plural) of every kind any Rollout references; the routers add
+# theirs (``_watch_router_kind``) when the operator is built with them.
 REFERENCED: Final = {
     "Deployment": ("apps", "v1", "deployments"),
-    "HTTPRoute": (ROUTE_GROUP, ROUTE_VERSION, ROUTE_PLURAL),
     # Cluster-scoped: its key has an empty namespace.
     PROVIDER_KIND: (GROUP, VERSION, PROVIDER_PLURAL),
 }
+_ROUTER_KINDS: set[str] = set()
 
 
-def _watch_referenced(kind: str, group: str, version: str, plural: str) -> None:
+def _watch_router_kind(watched: WatchedKind) -> None:
+    """Watch a kind an enabled router reads (once per process, whichever routers share it),
+    keeping the router's summary of each object in the store."""
+    if watched.kind in _ROUTER_KINDS:
+        return
+    _ROUTER_KINDS.add(watched.kind)
+    labels = dict(watched.labels) or None
+    _watch_referenced(watched.kind, watched.group, watched.version, watched.plural, labels)
+
+
+def _watch_referenced(
+    kind: str,
+    group: str,
+    version: str,
+    plural: str,
+    labels: dict[str, str] | None = None,
+) -> None:
     """An index handler keeps the object's summary in the store (and makes kopf list the
     kind before any Rollout is handled); an event handler wakes the Rollouts that reference
     the object, deletions included."""
@@ -268,8 +298,8 @@ def _watch_referenced(kind: str, group: str, version: str, plural: str) -> None:
             op.store.drop(kind, namespace, name)
         op.supervisor.object_event((kind, namespace, name))
 
-    kopf.index(group, version, plural, id=f"segue_{plural}")(index)
-    kopf.on.event(group, version, plural, id=f"segue_{plural}_events")(event)
+    kopf.index(group, version, plural, id=f"segue_{plural}", labels=labels)(index)
+    kopf.on.event(group, version, plural, id=f"segue_{plural}_events", labels=labels)(event)
 
 
 for _kind, (_group, _version, _plural) in REFERENCED.items():

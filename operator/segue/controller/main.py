@@ -14,6 +14,8 @@ import kopf
 from segue import MANAGED_LABEL, MANAGED_VALUE, __version__
 from segue.controller import leader
 from segue.notify.destinations import ALLOW_HOST_FLAG, ALLOW_INTERNAL_FLAG, Destinations
+from segue.traffic.catalog import ROUTERS
+from segue.traffic.registry import DEFAULT_ROUTERS, check_routers
 
 log = logging.getLogger("segue")
 
@@ -116,11 +118,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="send webhook notifications through this HTTP proxy (default: none; proxy "
         "variables of the environment are never used; env SEGUE_WEBHOOK_PROXY)",
     )
+    parser.add_argument(
+        "--routers",
+        default=os.environ.get("SEGUE_ROUTERS") or ",".join(DEFAULT_ROUTERS),
+        metavar="KEY,...",
+        help="the routers this operator runs, comma-separated: it watches their kinds, and "
+        "a Rollout naming another router is Failed before any traffic moves (default: "
+        f"{','.join(DEFAULT_ROUTERS)}; known: {', '.join(p.key for p in ROUTERS)}; env "
+        "SEGUE_ROUTERS)",
+    )
     parser.add_argument("--verbose", "-v", action="store_true", help="debug logging")
     args = parser.parse_args(argv)
     proxy = args.webhook_proxy
     if proxy is not None and not proxy.startswith(("http://", "https://")):
         parser.error(f"--webhook-proxy must be an http(s):// URL, not {proxy!r}")
+    try:
+        args.routers = check_routers(_split(args.routers))
+    except ValueError as e:
+        parser.error(f"--routers: {e}")
+    if not args.routers:
+        parser.error("--routers: name at least one router")
     return args
 
 
@@ -146,7 +163,9 @@ def main(argv: list[str] | None = None) -> int:
         webhook_proxy=args.webhook_proxy,
         require_managed_label=args.require_managed_label,
         allowed_addresses=args.allow_prometheus_address,
+        routers=args.routers,
     )
+    log.info("routers: %s", ", ".join(args.routers))
     if args.allow_prometheus_address:
         log.info(
             "Rollouts may name these Prometheus addresses: %s",

@@ -53,6 +53,7 @@ from segue.engine.types import (
     SetWeight,
 )
 from segue.traffic.base import Ref, Router, RouterError
+from segue.traffic.registry import RouterDisabled
 from segue.workloads.deployments import DeploymentState
 
 log = logging.getLogger(__name__)
@@ -218,10 +219,13 @@ class Reconciler:
         if problems:
             return await self._invalid(w, obj, raw_status, status, routing, describe(problems))
 
+        try:
+            router = self.routers(namespace, spec.traffic, spec.legacy, spec.new)
+        except RouterDisabled as e:
+            return await self._invalid(w, obj, raw_status, status, None, str(e))
         if self.targets is not None:
             for problem in await self.targets.refresh(namespace, name, spec, obj):
                 self.post_event(obj, "Warning", "NotificationConfig", problem)
-        router = self.routers(namespace, spec.traffic, spec.legacy, spec.new)
         refs = _refs(namespace, spec.legacy, spec.new, router)
         refs += [("Rollout", namespace, dep.name) for dep in spec.depends_on or []]
         if spec.analysis is not None and spec.analysis.provider_ref is not None:
@@ -248,8 +252,12 @@ class Reconciler:
         namespace = w.key[0]
         router = None
         if routing is not None:
-            router = self.routers(namespace, routing.traffic, routing.legacy, routing.new)
-            self.watch(w, _refs(namespace, routing.legacy, routing.new, router))
+            try:
+                router = self.routers(namespace, routing.traffic, routing.legacy, routing.new)
+            except RouterDisabled:
+                routing = None
+            else:
+                self.watch(w, _refs(namespace, routing.legacy, routing.new, router))
         obs = self._observations(obj, routing, router, None, status, w)
         decision = invalid_spec(status, obs, message=message, routable=router is not None)
         if not await self._apply(w, raw_status, status, decision, router):

@@ -1,6 +1,7 @@
 """What the operator knows of the cluster, kept current by watch streams.
 
-kopf watches Rollouts, Deployments and HTTPRoutes in the operator's scope, and
+kopf watches Rollouts, Deployments and the kinds of the enabled routers (HTTPRoutes, ...;
+each router says what to keep of them) in the operator's scope, and
 MetricProviders (cluster-scoped) cluster-wide. Each kind has a
 kopf index handler, so kopf finishes the initial listing of every kind before any Rollout
 is handled (a Rollout is never judged against a Deployment that merely has not been listed
@@ -10,19 +11,19 @@ from this store and makes no GET request.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Final
 
 from pydantic import ValidationError
 
-from segue import MANAGED_LABEL
 from segue.api.migration import MIGRATION_KIND, MigrationSpec
 from segue.api.provider import PROVIDER_KIND, MetricProviderSpec
 from segue.api.status import HistoryEntry
 from segue.engine.annotations import ABORT
 from segue.engine.migration import MemberView, owners, resolve
+from segue.traffic.catalog import ROUTERS
 from segue.workloads.deployments import DeploymentState
 
 Json = dict[str, Any]
@@ -48,21 +49,6 @@ def newer(candidate: Json, current: Json | None) -> bool:
     if a is None or b is None:
         return True
     return a >= b
-
-
-def route_summary(body: Json) -> Json:
-    """The parts of an HTTPRoute a router reads: each rule's backendRefs, and the one label
-    that opts the route in to Segue's writes (``segue.dev/managed``)."""
-    rules = (body.get("spec") or {}).get("rules") or []
-    meta = body.get("metadata") or {}
-    labels = meta.get("labels") or {}
-    return {
-        "metadata": {
-            "resourceVersion": meta.get("resourceVersion"),
-            "labels": {k: v for k, v in labels.items() if k == MANAGED_LABEL},
-        },
-        "spec": {"rules": [{"backendRefs": list(r.get("backendRefs") or [])} for r in rules]},
-    }
 
 
 # History entries of a Rollout kept for its Migration (the trigger of a rollback).
@@ -122,10 +108,15 @@ class MigrationGate:
     message: str
 
 
+def _router_summaries() -> dict[str, Callable[[Json], Json]]:
+    return {w.kind: w.summary for p in ROUTERS for w in p.watches}
+
+
 @dataclass
 class Store:
     deployments: dict[Key, DeploymentState] = field(default_factory=dict)
-    httproutes: dict[Key, Json] = field(default_factory=dict)
+    # Summaries of the routers' kinds (HTTPRoutes, ...), by kind, as each router keeps them.
+    objects: dict[str, dict[Key, Json]] = field(default_factory=dict)
     rollout_phases: dict[Key, str | None] = field(default_factory=dict)
     # By name (cluster-scoped): the parsed spec, or why it is unusable.
     metric_providers: dict[str, MetricProviderSpec | str] = field(default_factory=dict)
@@ -133,14 +124,16 @@ class Store:
     migrations: dict[Key, MigrationSummary] = field(default_factory=dict)
     # The resourceVersion of each Rollout summary, so an older event never replaces it.
     rollout_versions: dict[Key, int] = field(default_factory=dict)
+    # How the routers' kinds are summarised: what a write's response goes through (put).
+    summaries: dict[str, Callable[[Json], Json]] = field(default_factory=_router_summaries)
 
     # -- ClusterView (what routers and the reconciler read) ---------------------------
 
     def deployment(self, namespace: str, name: str) -> DeploymentState | None:
         return self.deployments.get((namespace, name))
 
-    def httproute(self, namespace: str, name: str) -> Json | None:
-        return self.httproutes.get((namespace, name))
+    def get(self, kind: str, namespace: str, name: str) -> Json | None:
+        return self.objects.get(kind, {}).get((namespace, name))
 
     def rollout_phase(self, namespace: str, name: str) -> tuple[bool, str | None]:
         key = (namespace, name)
@@ -153,14 +146,22 @@ class Store:
 
     # -- fed by the watch handlers ----------------------------------------------------
 
+    def put_summary(self, kind: str, body: Json, summary: Callable[[Json], Json]) -> None:
+        """Keep ``summary(body)`` of an object of a router's kind, unless an at least as new
+        copy is already kept (a write's response arrives before its watch event)."""
+        meta = body.get("metadata") or {}
+        key = (str(meta.get("namespace", "")), str(meta.get("name", "")))
+        kept = self.objects.setdefault(kind, {})
+        if newer(body, kept.get(key)):
+            kept[key] = summary(body)
+
     def put(self, kind: str, body: Json) -> None:
         meta = body.get("metadata") or {}
         key = (str(meta.get("namespace", "")), str(meta.get("name", "")))
-        if kind == "Deployment":
+        if kind in self.summaries:
+            self.put_summary(kind, body, self.summaries[kind])
+        elif kind == "Deployment":
             self.deployments[key] = DeploymentState.from_body(body, self.deployments.get(key))
-        elif kind == "HTTPRoute":
-            if newer(body, self.httproutes.get(key)):
-                self.httproutes[key] = route_summary(body)
         elif kind == "Rollout":
             version = resource_version(body)
             if version is not None:
@@ -182,10 +183,10 @@ class Store:
 
     def drop(self, kind: str, namespace: str, name: str) -> None:
         key = (namespace, name)
+        if kind in self.objects:
+            self.objects[kind].pop(key, None)
         if kind == "Deployment":
             self.deployments.pop(key, None)
-        elif kind == "HTTPRoute":
-            self.httproutes.pop(key, None)
         elif kind == "Rollout":
             self.rollout_phases.pop(key, None)
             self.rollouts.pop(key, None)

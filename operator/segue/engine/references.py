@@ -31,10 +31,7 @@ NOT_MANAGED: Final = "NotManaged"
 
 
 def routing_object(spec: RolloutSpec) -> str:
-    gateway = spec.traffic.gateway_api
-    if gateway is not None:
-        return f"HTTPRoute {gateway.http_route}"
-    return "the routing object"
+    return spec.traffic.settings().routing_object()
 
 
 def describe_missing(ctx: Context) -> str | None:

@@ -1,5 +1,9 @@
-"""Routers: one module each behind the `Router` protocol, chosen by `spec.traffic`."""
+"""Routers: one folder each (``plugin.py`` declares it, ``router.py`` moves traffic), listed
+in ``catalog.py`` and built by ``registry.py``.
 
-from segue.traffic.base import FIELD_MANAGER, Router, RouterError
+``spec.traffic`` is assembled from the catalog, so the API package is imported first: that
+way importing a router declaration before the API (the chart generator does) cannot meet a
+half-built ``segue.api.spec``.
+"""
 
-__all__ = ["FIELD_MANAGER", "Router", "RouterError"]
+import segue.api  # noqa: F401

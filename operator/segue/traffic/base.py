@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from kubernetes import client
 
 from segue import FIELD_MANAGER as FIELD_MANAGER
 from segue import MANAGED_LABEL, MANAGED_VALUE
+from segue.api.routing import Segment
+from segue.api.spec import Workload
 from segue.workloads.deployments import DeploymentState
 
 Json = dict[str, Any]
@@ -24,7 +27,9 @@ class ClusterView(Protocol):
 
     def deployment(self, namespace: str, name: str) -> DeploymentState | None: ...
 
-    def httproute(self, namespace: str, name: str) -> Json | None: ...
+    def get(self, kind: str, namespace: str, name: str) -> Json | None:
+        """The summary of a watched object of a router's kind (see ``WatchedKind``)."""
+        ...
 
     def put(self, kind: str, body: Json) -> None:
         """A write's response: the object as it is now, ahead of its watch event."""
@@ -78,6 +83,26 @@ class Router(Protocol):
         not match the spec."""
         ...
 
-    async def set_weight(self, weight: int) -> None:
-        """Ask for `weight`; read_weight tells when it has taken effect."""
+    def read_segment(self) -> Segment | None:
+        """The segment sent to the new version right now (None: none); RouterError like
+        read_weight. A router without segment support always returns None."""
         ...
+
+    async def set_weight(self, weight: int, segment: Segment | None = None) -> None:
+        """Ask for `weight` and `segment` (None: no segment rule) in one write; read_weight
+        and read_segment tell when it has taken effect. A rollback clears the segment in
+        the same write that moves the weight."""
+        ...
+
+
+@dataclass(frozen=True)
+class RouterContext:
+    """What every router is built with: the watched state, the Kubernetes pool, the
+    Rollout's namespace and Deployments, and whether only opted-in objects may be written."""
+
+    view: ClusterView
+    calls: Calls
+    namespace: str
+    legacy: Workload
+    new: Workload
+    require_managed: bool = False

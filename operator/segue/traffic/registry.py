@@ -1,60 +1,48 @@
-"""Which router a Rollout's ``spec.traffic`` asks for. Adding a router is one module plus
-one entry here."""
+"""Builds the router a Rollout's ``spec.traffic`` names, from the plugin the catalog lists
+for that key. Adding a router is its folder plus one line in ``catalog.py``."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Final
+import importlib
+from collections.abc import Callable, Collection
+from functools import cache
+from typing import Any
 
 from segue.api.spec import RolloutSpec, Traffic, Workload
-from segue.traffic.base import Calls, ClusterView, Router
-from segue.traffic.gatewayapi import GatewayAPIRouter
-from segue.traffic.replicas import ReplicasRouter
+from segue.traffic.base import Calls, ClusterView, Router, RouterContext
+from segue.traffic.catalog import ROUTERS, plugin
 
-_Factory = Callable[[ClusterView, Calls, str, Traffic, Workload, Workload, bool], Router | None]
+Builder = Callable[[RouterContext, Any], Router]
+DEFAULT_ROUTERS = ("gatewayAPI", "replicas")
 
 
-def _gateway_api(
-    view: ClusterView,
-    calls: Calls,
-    ns: str,
-    traffic: Traffic,
-    legacy: Workload,
-    new: Workload,
-    require_managed: bool,
-) -> Router | None:
-    gw = traffic.gateway_api
-    if gw is None:
-        return None
-    return GatewayAPIRouter(
-        view,
-        calls,
-        ns,
-        gw.http_route,
-        gw.legacy_backend,
-        gw.new_backend,
-        gw.rule_index,
-        require_managed=require_managed,
+class RouterDisabled(Exception):
+    """The spec names a router this operator does not run."""
+
+
+def disabled_message(key: str, enabled: Collection[str]) -> str:
+    return (
+        f"spec.traffic.{key}: this operator does not run the {key} router (it runs "
+        f"{', '.join(sorted(enabled)) or 'none'}); enable it with --routers "
+        "(chart value routers), or use one of those"
     )
 
 
-def _replicas(
-    view: ClusterView,
-    calls: Calls,
-    ns: str,
-    traffic: Traffic,
-    legacy: Workload,
-    new: Workload,
-    require_managed: bool,
-) -> Router | None:
-    if traffic.replicas is None:
-        return None
-    return ReplicasRouter(
-        view, calls, ns, legacy.deployment, new.deployment, require_managed=require_managed
-    )
+@cache
+def builder(key: str) -> Builder:
+    """The function that builds the router for ``spec.traffic.<key>``."""
+    module, _, name = plugin(key).router.partition(":")
+    fn: Builder = getattr(importlib.import_module(module), name)
+    return fn
 
 
-ROUTERS: Final[dict[str, _Factory]] = {"gatewayAPI": _gateway_api, "replicas": _replicas}
+def check_routers(keys: Collection[str]) -> list[str]:
+    """``keys`` as given to --routers: every one must be a known router."""
+    known = [p.key for p in ROUTERS]
+    unknown = [k for k in keys if k not in known]
+    if unknown:
+        raise ValueError(f"unknown router(s) {', '.join(unknown)}; known: {', '.join(known)}")
+    return list(dict.fromkeys(keys))
 
 
 def router_for(
@@ -66,16 +54,17 @@ def router_for(
     new: Workload,
     *,
     require_managed: bool = False,
+    enabled: Collection[str] | None = None,
 ) -> Router:
     """The router for these parts of a spec. Taking the parts rather than the whole spec
     lets an abort move traffic even when another part of the spec does not parse.
-    ``require_managed``: write only to objects labelled ``segue.dev/managed=true``."""
-    for factory in ROUTERS.values():
-        router = factory(view, calls, namespace, traffic, legacy, new, require_managed)
-        if router is not None:
-            return router
-    # The spec model guarantees exactly one router; reaching here is a programming error.
-    raise ValueError("spec.traffic names no known router")
+    ``require_managed``: write only to objects labelled ``segue.dev/managed=true``;
+    ``enabled``: the routers this operator runs (RouterDisabled for any other)."""
+    key, settings = traffic.chosen()
+    if enabled is not None and key not in enabled:
+        raise RouterDisabled(disabled_message(key, enabled))
+    ctx = RouterContext(view, calls, namespace, legacy, new, require_managed)
+    return builder(key)(ctx, settings)
 
 
 def router_for_spec(

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import math
 
-from segue.traffic.base import Calls, ClusterView, Ref, RouterError, not_managed
+from segue.api.routing import Segment
+from segue.traffic.base import Calls, ClusterView, Ref, RouterContext, RouterError, not_managed
+from segue.traffic.replicas.plugin import ReplicasSettings
 from segue.workloads.deployments import Deployments, DeploymentState
 
 BASELINE = "segue.dev/baseline-replicas"
@@ -28,6 +30,17 @@ def targets(total: int, weight: int) -> tuple[int, int]:
     if weight < 100:
         legacy = max(legacy, 1)
     return legacy, new
+
+
+def build(ctx: RouterContext, settings: ReplicasSettings) -> ReplicasRouter:
+    return ReplicasRouter(
+        ctx.view,
+        ctx.calls,
+        ctx.namespace,
+        ctx.legacy.deployment,
+        ctx.new.deployment,
+        require_managed=ctx.require_managed,
+    )
 
 
 class ReplicasRouter:
@@ -96,7 +109,12 @@ class ReplicasRouter:
             return 0
         return round(100 * new.ready / (legacy.ready + new.ready))
 
-    async def set_weight(self, weight: int) -> None:
+    def read_segment(self) -> Segment | None:
+        return None  # pods are picked by the Service: there is no per-request rule
+
+    async def set_weight(self, weight: int, segment: Segment | None = None) -> None:
+        if segment is not None:
+            raise RouterError("the replicas router cannot send a segment to the new version")
         if not 0 <= weight <= 100:
             raise ValueError(f"weight {weight} outside 0..100")
         unmanaged = self.unmanaged()

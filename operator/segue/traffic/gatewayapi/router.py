@@ -1,34 +1,56 @@
-"""Gateway API router: the weights of two backendRefs in one rule of an HTTPRoute.
+"""Gateway API router: the weights of two backendRefs in one rule of an HTTPRoute, and a
+segment rule of Segue's own.
 
 The route is read from the watch stream. Only the two `weight` fields are written, by JSON
 patch with the field manager "segue", guarded by `test` operations so a concurrent edit
 that reorders the backends fails instead of moving the wrong weight. Everything else in the
-route stays with whoever applied it. With ``require_managed`` the route must be labelled
+route stays with whoever applied it. A segment is one more rule, named ``segue-segment``
+and appended after the others: a copy of the routed rule whose matches also require the
+segment's header (one Exact header match per value, Gateway API's core support) and whose
+only backend is the new version. Gateway API prefers the match with more header matches,
+so those requests go to the new version whatever the weights; the rule is added, changed
+and removed in the same patch as the weights. With ``require_managed`` the route must be labelled
 ``segue.dev/managed=true``, checked on the watched route and again by a `test` operation in
 the same patch, so a label removed a moment ago still stops the write.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import copy
+from typing import Any, Final
 
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from segue import MANAGED_LABEL, MANAGED_VALUE, is_managed
+from segue.api.routing import Segment
 from segue.traffic.base import (
     FIELD_MANAGER,
     Calls,
     ClusterView,
     Ref,
+    RouterContext,
     RouterError,
     not_managed,
 )
+from segue.traffic.gatewayapi.plugin import GROUP, KIND, PLURAL, VERSION, GatewayAPISettings
 
-GROUP = "gateway.networking.k8s.io"
-VERSION = "v1"
-PLURAL = "httproutes"
-KIND = "HTTPRoute"
+SEGMENT_RULE: Final = "segue-segment"
+# Gateway API allows at most 64 matches in a rule.
+MAX_MATCHES: Final = 64
+
+
+def build(ctx: RouterContext, settings: GatewayAPISettings) -> GatewayAPIRouter:
+    return GatewayAPIRouter(
+        ctx.view,
+        ctx.calls,
+        ctx.namespace,
+        settings.http_route,
+        settings.legacy_backend,
+        settings.new_backend,
+        settings.rule_index,
+        require_managed=ctx.require_managed,
+    )
 
 
 class GatewayAPIRouter:
@@ -63,7 +85,7 @@ class GatewayAPIRouter:
         return [(KIND, self.namespace, self.http_route)]
 
     def unmanaged(self) -> list[Ref]:
-        route = self._view.httproute(self.namespace, self.http_route)
+        route = self._view.get(KIND, self.namespace, self.http_route)
         if not self.require_managed or route is None:
             return []
         if is_managed((route.get("metadata") or {}).get("labels")):
@@ -71,7 +93,7 @@ class GatewayAPIRouter:
         return [(KIND, self.namespace, self.http_route)]
 
     def _route(self) -> dict[str, Any]:
-        route = self._view.httproute(self.namespace, self.http_route)
+        route = self._view.get(KIND, self.namespace, self.http_route)
         if route is None:
             raise RouterError(f"{self._where} not found")
         return route
@@ -130,13 +152,62 @@ class GatewayAPIRouter:
             return 0
         return round(100 * new_w / (legacy_w + new_w))
 
-    async def set_weight(self, weight: int) -> None:
+    def read_segment(self) -> Segment | None:
+        route = self._route()
+        found = _segment_rule(route)
+        if found is None:
+            return None
+        header: str | None = None
+        values: list[str] = []
+        for match in found[1].get("matches") or []:
+            for h in match.get("headers") or []:
+                header = str(h.get("name", "")).lower()
+                value = str(h.get("value", ""))
+                if value not in values:
+                    values.append(value)
+        if header is None or not values:
+            return None
+        try:
+            return Segment(header=header, values=values)
+        except ValueError:
+            return None  # not a rule Segue wrote: the next write replaces it
+
+    def _segment_body(self, route: dict[str, Any], new_ref: dict[str, Any], seg: Segment) -> Any:
+        rule = route["spec"]["rules"][self.rule_index]
+        base_matches = rule.get("matches") or [{"path": {"type": "PathPrefix", "value": "/"}}]
+        matches = []
+        for m in base_matches:
+            for value in seg.values:
+                match = copy.deepcopy(m)
+                match["headers"] = [
+                    *(h for h in match.get("headers") or [] if h.get("name") != seg.header),
+                    {"type": "Exact", "name": seg.header, "value": value},
+                ]
+                matches.append(match)
+        if len(matches) > MAX_MATCHES:
+            raise RouterError(
+                f"{self._where} rule {self.rule_index} has {len(base_matches)} matches; with "
+                f"{len(seg.values)} segment values that makes {len(matches)} matches, more "
+                f"than Gateway API's {MAX_MATCHES}: name fewer values in setSegment"
+            )
+        segment_ref = {k: v for k, v in new_ref.items() if k != "weight"}
+        out = {k: v for k, v in rule.items() if k not in ("name", "matches", "backendRefs")}
+        return {**out, "name": SEGMENT_RULE, "matches": matches, "backendRefs": [segment_ref]}
+
+    async def set_weight(self, weight: int, segment: Segment | None = None) -> None:
         if not 0 <= weight <= 100:
             raise ValueError(f"weight {weight} outside 0..100")
         if self.unmanaged():
             raise not_managed(KIND, self.namespace, self.http_route)
-        legacy_i, new_i, refs = self._locate(self._route())
-        if refs[legacy_i].get("weight") == 100 - weight and refs[new_i].get("weight") == weight:
+        route = self._route()
+        legacy_i, new_i, refs = self._locate(route)
+        current = self.read_segment()
+        same_segment = (current.key() if current else None) == (segment.key() if segment else None)
+        if (
+            refs[legacy_i].get("weight") == 100 - weight
+            and refs[new_i].get("weight") == weight
+            and same_segment
+        ):
             return  # already there: no write at all
         base = f"/spec/rules/{self.rule_index}/backendRefs"
         patch: list[dict[str, Any]] = []
@@ -149,6 +220,8 @@ class GatewayAPIRouter:
             {"op": "add", "path": f"{base}/{legacy_i}/weight", "value": 100 - weight},
             {"op": "add", "path": f"{base}/{new_i}/weight", "value": weight},
         ]
+        if not same_segment:
+            patch += self._segment_ops(route, refs[new_i], segment)
         try:
             updated = await self._calls.call(
                 lambda api: client.CustomObjectsApi(api).patch_namespaced_custom_object(
@@ -173,6 +246,32 @@ class GatewayAPIRouter:
             raise
         if isinstance(updated, dict):
             self._view.put(KIND, updated)
+
+    def _segment_ops(
+        self, route: dict[str, Any], new_ref: dict[str, Any], segment: Segment | None
+    ) -> list[dict[str, Any]]:
+        """Add, replace or remove the segment rule, each guarded by the rule's name."""
+        found = _segment_rule(route)
+        if found is not None and found[0] == self.rule_index:
+            raise RouterError(
+                f"{self._where}: spec.traffic.gatewayAPI.ruleIndex {self.rule_index} names "
+                f"Segue's own {SEGMENT_RULE} rule; point it at the rule that routes the service"
+            )
+        body = None if segment is None else self._segment_body(route, new_ref, segment)
+        if found is None:
+            return [] if body is None else [{"op": "add", "path": "/spec/rules/-", "value": body}]
+        path = f"/spec/rules/{found[0]}"
+        guard = {"op": "test", "path": f"{path}/name", "value": SEGMENT_RULE}
+        if body is None:
+            return [guard, {"op": "remove", "path": path}]
+        return [guard, {"op": "replace", "path": path, "value": body}]
+
+
+def _segment_rule(route: dict[str, Any]) -> tuple[int, dict[str, Any]] | None:
+    for i, rule in enumerate(route.get("spec", {}).get("rules") or []):
+        if rule.get("name") == SEGMENT_RULE:
+            return i, rule
+    return None
 
 
 def _guard(path: str, ref: dict[str, Any]) -> list[dict[str, Any]]:

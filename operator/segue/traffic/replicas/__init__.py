@@ -1,0 +1,1 @@
+"""Replicas router: the share of ready pods of two Deployments behind one Service."""
