@@ -17,3 +17,10 @@ the value `routers`.
   resources: ["deployments/scale"]
   verbs: ["patch"]
 {{- end }}
+{{- define "segue.routerRules.istio" }}
+# VirtualServices are watched (list, watch); the Istio router JSON-patches the weights of two
+# destinations of an HTTP route and its segment route.
+- apiGroups: ["networking.istio.io"]
+  resources: ["virtualservices"]
+  verbs: ["list", "watch", "patch"]
+{{- end }}
