@@ -63,7 +63,9 @@ class IstioSettings(RouterSettings):
     segments: ClassVar[bool] = True
     model_config = cel_rules(
         {
-            "rule": "self.legacyDestination != self.newDestination",
+            "rule": "self.legacyDestination.host != self.newDestination.host || "
+            "(has(self.legacyDestination.subset) ? self.legacyDestination.subset : '') != "
+            "(has(self.newDestination.subset) ? self.newDestination.subset : '')",
             "message": MSG_DISTINCT_DESTINATIONS,
             "fieldPath": ".newDestination",
         },
