@@ -1,8 +1,8 @@
 """The CRDs a test cluster needs: Segue's own (crds/ in the checkout, as the chart ships them)
 and third-party ones that routers' tests use, each taken from the Go module that publishes it.
 
-A third-party entry is a ``CRDSource``; ``crd_sources()`` is the one list of them, so it can
-later be gathered from the routers themselves.
+A third-party entry is a ``CRDSource``; ``crd_sources()`` gathers them from the routers in
+Segue's catalog, so a new router's CRDs come with its folder.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from pathlib import Path, PurePosixPath
 import yaml
 
 from segue.api.crd import CRD_PATH, MIGRATION_CRD_PATH, PROVIDER_CRD_PATH
+from segue.traffic.catalog import ROUTERS
 from segue_testkit.cluster.gomod import go_module_dir
-from segue_testkit.cluster.settings import versions
 
 MAX_PATHS_PER_SOURCE = 64
 
@@ -52,19 +52,13 @@ class CRDSource:
 
 
 def crd_sources() -> tuple[CRDSource, ...]:
-    """Every third-party CRD the tests install. Today only the Gateway API's (HTTPRoute and
-    the kinds it refers to), at the version pinned in localkube/versions.env."""
-    gateway_kinds = ("gatewayclasses", "gateways", "httproutes", "referencegrants")
-    return (
-        CRDSource(
-            module="sigs.k8s.io/gateway-api",
-            version=versions()["GATEWAY_API_VERSION"],
-            paths=tuple(
-                f"config/crd/standard/gateway.networking.k8s.io_{kind}.yaml"
-                for kind in gateway_kinds
-            ),
-        ),
-    )
+    """Every third-party CRD the tests install: what each router in Segue's catalog
+    declares (``test_crds`` in ``segue/traffic/<router>/plugin.py``), once each."""
+    seen: dict[tuple[str, str, tuple[str, ...]], CRDSource] = {}
+    for router in ROUTERS:
+        for s in router.test_crds:
+            seen.setdefault((s.module, s.version, s.paths), CRDSource(s.module, s.version, s.paths))
+    return tuple(seen.values())
 
 
 def source_files(source: CRDSource) -> list[Path]:
