@@ -21,6 +21,7 @@ from segue_testkit.trafficsim.cli import build_source, parse_args
 from segue_testkit.trafficsim.config import Behaviour, SimConfig, apply_patch
 from segue_testkit.trafficsim.metrics import Metrics
 from segue_testkit.trafficsim.simulator import Simulator
+from segue_testkit.trafficsim.sources import Split
 from segue_testkit.trafficsim.sources.gatewayapi import weight_from_httproute
 from segue_testkit.trafficsim.sources.replicas import weight_from_ready
 from segue_testkit.trafficsim.synthesizer import Batch, Synthesizer
@@ -28,11 +29,13 @@ from segue_testkit.trafficsim.synthesizer import Batch, Synthesizer
 SIMULATOR = [sys.executable, "-m", "segue_testkit.trafficsim"]
 
 
-def run_for(synth: Any, seconds: float, weight: float | None, config: Any, dt: float = 0.1):
+def run_for(
+    synth: Synthesizer, seconds: float, weight: float | None, config: SimConfig, dt: float = 0.1
+):
     totals: dict[str, list[int]] = {"legacy": [0, 0], "new": [0, 0]}
     latencies: dict[str, list[float]] = {"legacy": [], "new": []}
     for _ in range(round(seconds / dt)):
-        for b in synth.step(dt, weight, config):
+        for b in synth.step(dt, Split(weight), config):
             totals[b.version][0] += b.requests
             totals[b.version][1] += b.errors
             assert len(b.latencies_s) == b.requests
@@ -66,7 +69,7 @@ def test_uneven_ticks_keep_the_rate():
     config = SimConfig(rate=100)
     total = 0
     for dt in [0.05, 0.13, 0.31, 0.01, 0.5] * 20:
-        total += sum(b.requests for b in synth.step(dt, 50.0, config))
+        total += sum(b.requests for b in synth.step(dt, Split(50.0), config))
     # Both versions together receive the whole rate.
     assert abs(total - 100 * sum([0.05, 0.13, 0.31, 0.01, 0.5] * 20)) <= 2
 
@@ -319,9 +322,9 @@ def test_weight_from_deployments_via_api(fake_apiserver):
     )  # fmt: skip
     source = build_source(args)
     # The new Deployment reports no readyReplicas at all: that counts as 0.
-    assert source.read() == 0.0
+    assert source.read() == Split(0.0)
     objects["/apis/apps/v1/namespaces/shop/deployments/new"]["status"]["readyReplicas"] = 1
-    assert source.read() == 25.0
+    assert source.read() == Split(25.0)
 
 
 def test_weight_from_httproute_via_api(fake_apiserver):
@@ -332,7 +335,7 @@ def test_weight_from_httproute_via_api(fake_apiserver):
          "--new-backend", "checkout-v2", "--kubeconfig", kubeconfig]
     )  # fmt: skip
     source = build_source(args)
-    assert source.read() == 30.0
+    assert source.read() == Split(30.0)
     assert source.describe() == "HTTPRoute shop/checkout rule 0"
 
 
