@@ -132,9 +132,11 @@ def test_config_patch():
     assert config.new == Behaviour(0.2, 300)
     assert config.to_json() == {
         "rate": 50.0,
-        "legacy": {"errorRate": 0.0, "latencyMs": 80.0},
-        "new": {"errorRate": 0.2, "latencyMs": 300.0},
+        "legacy": {"errorRate": 0.0, "latencyMs": 80.0, "throughput": 1.0},
+        "new": {"errorRate": 0.2, "latencyMs": 300.0, "throughput": 1.0},
     }
+    config = apply_patch(config, {"new": {"throughput": 0.5}})
+    assert config.new == Behaviour(0.2, 300, throughput=0.5) and config.legacy.throughput == 1.0
 
 
 @pytest.mark.parametrize(
@@ -146,6 +148,9 @@ def test_config_patch():
         ({"new": {"errorRate": "high"}}, "must be a number"),
         ({"new": {"errorRate": True}}, "must be a number"),
         ({"new": {"errors": 0.1}}, "unknown keys in new"),
+        ({"new": {"throughput": 1.5}}, "new.throughput must be between 0 and 1"),
+        ({"legacy": {"throughput": -0.1}}, "legacy.throughput must be between 0 and 1"),
+        ({"new": {"throughput": "half"}}, "new.throughput must be a number"),
         ({"rate": -1}, "rate"),
         ({"rate": math.nan}, "rate"),
         ({"new": 0.3}, "must be an object"),
@@ -201,6 +206,9 @@ def test_process_serves_metrics_and_config_and_stops_on_sigterm():
         assert status == 200 and config["weight"] == 50.0 and config["new"]["errorRate"] == 0.5
         status, config = http("PUT", f"{base}/config", {"new": {"errorRate": 0.0}})
         assert status == 200 and config["new"]["errorRate"] == 0.0
+        status, config = http("PUT", f"{base}/config", {"new": {"throughput": 0.5}})
+        assert status == 200 and config["new"]["throughput"] == 0.5
+        assert config["legacy"]["throughput"] == 1.0
         status, err = http("PUT", f"{base}/config", {"new": {"errorRate": 7}})
         assert status == 400 and "between 0 and 1" in err["error"]
         status, _ = http("PUT", f"{base}/config", None)

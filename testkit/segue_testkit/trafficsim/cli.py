@@ -17,6 +17,8 @@ The first line on stdout is ``listening on 127.0.0.1:PORT``. On that port:
     GET  /metrics   http_requests_total{app,version,code}, http_request_duration_seconds
     GET  /config    {"rate": 200, "weight": 25.0, "legacy": {...}, "new": {...}}
     PUT  /config    {"new": {"errorRate": 0.2, "latencyMs": 300}} (partial updates)
+                    {"new": {"throughput": 0.5}}: new completes only half the requests
+                    routed to it; the rest are not counted at all (default 1)
 
 A version whose share is 0 gets no requests and so has no series at all: its queries return
 no data, as a real version without traffic would.
@@ -89,6 +91,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--new-error-rate", type=float, default=0.0)
     p.add_argument("--legacy-latency-ms", type=float, default=50.0)
     p.add_argument("--new-latency-ms", type=float, default=50.0)
+    p.add_argument(
+        "--legacy-throughput",
+        type=float,
+        default=1.0,
+        help="fraction (0..1) of its requests legacy completes; the rest are not counted",
+    )
+    p.add_argument("--new-throughput", type=float, default=1.0, help="the same for new")
     p.add_argument("--tick", type=float, default=0.1, help="seconds between synthesis ticks")
     p.add_argument("--poll", type=float, default=0.5, help="seconds between weight reads")
     p.add_argument("--seed", type=int, default=None, help="seed of the latency draws")
@@ -123,8 +132,13 @@ def main(argv: list[str] | None = None) -> int:
                 "legacy": {
                     "errorRate": args.legacy_error_rate,
                     "latencyMs": args.legacy_latency_ms,
+                    "throughput": args.legacy_throughput,
                 },
-                "new": {"errorRate": args.new_error_rate, "latencyMs": args.new_latency_ms},
+                "new": {
+                    "errorRate": args.new_error_rate,
+                    "latencyMs": args.new_latency_ms,
+                    "throughput": args.new_throughput,
+                },
             },
         )
         source = build_source(args)

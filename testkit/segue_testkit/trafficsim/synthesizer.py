@@ -37,7 +37,8 @@ def shares(weight: float | None) -> dict[str, float]:
 class Synthesizer:
     """Turns elapsed time, the split and the configuration into exact request counts.
 
-    Without customers, each version gets ``rate * dt * share`` requests. With customers, the
+    Without customers, each version completes ``rate * dt * share * throughput`` requests
+    (the rest are not counted: the version could not keep up). With customers, the
     rate is spread evenly over them; a customer in the split's segment sends everything to
     the new version, every other one splits by the weight. Fractions of requests and of
     errors carry over between ticks (per customer and version), so over any span the counts
@@ -78,7 +79,7 @@ class Synthesizer:
                 self.carry[key] = self.error_carry[key] = 0.0
                 continue
             b = config.behaviour(version)
-            self.carry[key] = self.carry.get(key, 0.0) + rate * dt * share
+            self.carry[key] = self.carry.get(key, 0.0) + rate * dt * share * b.throughput
             n = int(self.carry[key])
             self.carry[key] -= n
             if n == 0:
