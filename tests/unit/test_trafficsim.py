@@ -21,6 +21,7 @@ from segue_testkit.trafficsim.cli import build_source, parse_args
 from segue_testkit.trafficsim.config import Behaviour, SimConfig, apply_patch
 from segue_testkit.trafficsim.metrics import Metrics
 from segue_testkit.trafficsim.simulator import Simulator
+from segue_testkit.trafficsim.sources import Split
 from segue_testkit.trafficsim.sources.gatewayapi import weight_from_httproute
 from segue_testkit.trafficsim.sources.replicas import weight_from_ready
 from segue_testkit.trafficsim.synthesizer import Batch, Synthesizer
@@ -28,11 +29,13 @@ from segue_testkit.trafficsim.synthesizer import Batch, Synthesizer
 SIMULATOR = [sys.executable, "-m", "segue_testkit.trafficsim"]
 
 
-def run_for(synth: Any, seconds: float, weight: float | None, config: Any, dt: float = 0.1):
+def run_for(
+    synth: Synthesizer, seconds: float, weight: float | None, config: SimConfig, dt: float = 0.1
+):
     totals: dict[str, list[int]] = {"legacy": [0, 0], "new": [0, 0]}
     latencies: dict[str, list[float]] = {"legacy": [], "new": []}
     for _ in range(round(seconds / dt)):
-        for b in synth.step(dt, weight, config):
+        for b in synth.step(dt, Split(weight), config):
             totals[b.version][0] += b.requests
             totals[b.version][1] += b.errors
             assert len(b.latencies_s) == b.requests
@@ -66,7 +69,7 @@ def test_uneven_ticks_keep_the_rate():
     config = SimConfig(rate=100)
     total = 0
     for dt in [0.05, 0.13, 0.31, 0.01, 0.5] * 20:
-        total += sum(b.requests for b in synth.step(dt, 50.0, config))
+        total += sum(b.requests for b in synth.step(dt, Split(50.0), config))
     # Both versions together receive the whole rate.
     assert abs(total - 100 * sum([0.05, 0.13, 0.31, 0.01, 0.5] * 20)) <= 2
 
@@ -129,9 +132,11 @@ def test_config_patch():
     assert config.new == Behaviour(0.2, 300)
     assert config.to_json() == {
         "rate": 50.0,
-        "legacy": {"errorRate": 0.0, "latencyMs": 80.0},
-        "new": {"errorRate": 0.2, "latencyMs": 300.0},
+        "legacy": {"errorRate": 0.0, "latencyMs": 80.0, "throughput": 1.0},
+        "new": {"errorRate": 0.2, "latencyMs": 300.0, "throughput": 1.0},
     }
+    config = apply_patch(config, {"new": {"throughput": 0.5}})
+    assert config.new == Behaviour(0.2, 300, throughput=0.5) and config.legacy.throughput == 1.0
 
 
 @pytest.mark.parametrize(
@@ -143,6 +148,9 @@ def test_config_patch():
         ({"new": {"errorRate": "high"}}, "must be a number"),
         ({"new": {"errorRate": True}}, "must be a number"),
         ({"new": {"errors": 0.1}}, "unknown keys in new"),
+        ({"new": {"throughput": 1.5}}, "new.throughput must be between 0 and 1"),
+        ({"legacy": {"throughput": -0.1}}, "legacy.throughput must be between 0 and 1"),
+        ({"new": {"throughput": "half"}}, "new.throughput must be a number"),
         ({"rate": -1}, "rate"),
         ({"rate": math.nan}, "rate"),
         ({"new": 0.3}, "must be an object"),
@@ -198,6 +206,9 @@ def test_process_serves_metrics_and_config_and_stops_on_sigterm():
         assert status == 200 and config["weight"] == 50.0 and config["new"]["errorRate"] == 0.5
         status, config = http("PUT", f"{base}/config", {"new": {"errorRate": 0.0}})
         assert status == 200 and config["new"]["errorRate"] == 0.0
+        status, config = http("PUT", f"{base}/config", {"new": {"throughput": 0.5}})
+        assert status == 200 and config["new"]["throughput"] == 0.5
+        assert config["legacy"]["throughput"] == 1.0
         status, err = http("PUT", f"{base}/config", {"new": {"errorRate": 7}})
         assert status == 400 and "between 0 and 1" in err["error"]
         status, _ = http("PUT", f"{base}/config", None)
@@ -319,9 +330,9 @@ def test_weight_from_deployments_via_api(fake_apiserver):
     )  # fmt: skip
     source = build_source(args)
     # The new Deployment reports no readyReplicas at all: that counts as 0.
-    assert source.read() == 0.0
+    assert source.read() == Split(0.0)
     objects["/apis/apps/v1/namespaces/shop/deployments/new"]["status"]["readyReplicas"] = 1
-    assert source.read() == 25.0
+    assert source.read() == Split(25.0)
 
 
 def test_weight_from_httproute_via_api(fake_apiserver):
@@ -332,7 +343,7 @@ def test_weight_from_httproute_via_api(fake_apiserver):
          "--new-backend", "checkout-v2", "--kubeconfig", kubeconfig]
     )  # fmt: skip
     source = build_source(args)
-    assert source.read() == 30.0
+    assert source.read() == Split(30.0)
     assert source.describe() == "HTTPRoute shop/checkout rule 0"
 
 

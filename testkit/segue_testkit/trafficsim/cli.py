@@ -17,15 +17,23 @@ The first line on stdout is ``listening on 127.0.0.1:PORT``. On that port:
     GET  /metrics   http_requests_total{app,version,code}, http_request_duration_seconds
     GET  /config    {"rate": 200, "weight": 25.0, "legacy": {...}, "new": {...}}
     PUT  /config    {"new": {"errorRate": 0.2, "latencyMs": 300}} (partial updates)
+                    {"new": {"throughput": 0.5}}: new completes only half the requests
+                    routed to it; the rest are not counted at all (default 1)
 
 A version whose share is 0 gets no requests and so has no series at all: its queries return
 no data, as a real version without traffic would.
+
+With ``--customers acme,globex,initech`` every request carries a customer id: each tick
+spreads the rate evenly over the customers, the customers in the source's segment go to the
+new version whatever the weight, the others split by it, and both metrics get a
+``customer`` label. Without it the series are as above.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import signal
 import threading
 from collections.abc import Callable
@@ -41,6 +49,28 @@ from segue_testkit.trafficsim.server import make_handler
 from segue_testkit.trafficsim.simulator import Simulator, log
 from segue_testkit.trafficsim.sources import KINDS, WeightSource
 from segue_testkit.trafficsim.sources.base import api_client
+
+MAX_CUSTOMERS = 100
+CUSTOMER_ID = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?")
+
+
+def customer_ids(raw: str) -> tuple[str, ...]:
+    """``--customers``: distinct ids separated by commas, each usable as a label value."""
+    ids = tuple(part.strip() for part in raw.split(","))
+    bad = [i for i in ids if not CUSTOMER_ID.fullmatch(i)]
+    if bad:
+        raise argparse.ArgumentTypeError(
+            f"--customers takes ids like acme,globex (letters, digits, '.', '_', '-'; at most "
+            f"63 characters; no empty ones), got {bad[0]!r}"
+        )
+    if len(set(ids)) != len(ids):
+        raise argparse.ArgumentTypeError(f"--customers lists an id twice: {raw!r}")
+    if len(ids) > MAX_CUSTOMERS:
+        raise argparse.ArgumentTypeError(
+            f"--customers takes at most {MAX_CUSTOMERS} ids (each adds its own series), "
+            f"got {len(ids)}"
+        )
+    return ids
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -61,9 +91,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--new-error-rate", type=float, default=0.0)
     p.add_argument("--legacy-latency-ms", type=float, default=50.0)
     p.add_argument("--new-latency-ms", type=float, default=50.0)
+    p.add_argument(
+        "--legacy-throughput",
+        type=float,
+        default=1.0,
+        help="fraction (0..1) of its requests legacy completes; the rest are not counted",
+    )
+    p.add_argument("--new-throughput", type=float, default=1.0, help="the same for new")
     p.add_argument("--tick", type=float, default=0.1, help="seconds between synthesis ticks")
     p.add_argument("--poll", type=float, default=0.5, help="seconds between weight reads")
     p.add_argument("--seed", type=int, default=None, help="seed of the latency draws")
+    p.add_argument(
+        "--customers",
+        type=customer_ids,
+        default=(),
+        metavar="ID,ID,...",
+        help="spread requests evenly over these customer ids and label metrics with them",
+    )
     args = p.parse_args(argv)
     problem = next((kind.check(args) for kind in KINDS if kind.chosen(args)), None)
     if problem:
@@ -88,8 +132,13 @@ def main(argv: list[str] | None = None) -> int:
                 "legacy": {
                     "errorRate": args.legacy_error_rate,
                     "latencyMs": args.legacy_latency_ms,
+                    "throughput": args.legacy_throughput,
                 },
-                "new": {"errorRate": args.new_error_rate, "latencyMs": args.new_latency_ms},
+                "new": {
+                    "errorRate": args.new_error_rate,
+                    "latencyMs": args.new_latency_ms,
+                    "throughput": args.new_throughput,
+                },
             },
         )
         source = build_source(args)
@@ -98,8 +147,20 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     # *_created series only add noise for rate() users. (The function is unannotated.)
     cast(Callable[[], None], disable_created_metrics)()
-    metrics = Metrics(args.app, {"legacy": args.legacy_version, "new": args.new_version})
-    sim = Simulator(source, metrics, config, tick_s=args.tick, poll_s=args.poll, seed=args.seed)
+    metrics = Metrics(
+        args.app,
+        {"legacy": args.legacy_version, "new": args.new_version},
+        by_customer=bool(args.customers),
+    )
+    sim = Simulator(
+        source,
+        metrics,
+        config,
+        tick_s=args.tick,
+        poll_s=args.poll,
+        seed=args.seed,
+        customers=args.customers,
+    )
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         sim.stop.set()
@@ -115,7 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     server.daemon_threads = True
     port = server.server_address[1]
     print(f"listening on 127.0.0.1:{port}", flush=True)
-    log(f"weight from {source.describe()}; {config.rate:g} rps")
+    customers = f" over {len(args.customers)} customers" if args.customers else ""
+    log(f"weight from {source.describe()}; {config.rate:g} rps{customers}")
 
     threads = [
         threading.Thread(target=server.serve_forever, name="http", daemon=True),

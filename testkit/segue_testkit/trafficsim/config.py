@@ -14,13 +14,20 @@ MAX_LATENCY_MS = 1e6
 
 @dataclass(frozen=True)
 class Behaviour:
-    """How one version answers: share of errors (0..1) and mean latency."""
+    """How one version answers: share of errors (0..1), mean latency, and throughput: the
+    fraction (0..1) of the requests routed to it that it completes. The rest are not counted
+    at all, as if the version could not keep up."""
 
     error_rate: float = 0.0
     latency_ms: float = 50.0
+    throughput: float = 1.0
 
     def to_json(self) -> dict[str, float]:
-        return {"errorRate": self.error_rate, "latencyMs": self.latency_ms}
+        return {
+            "errorRate": self.error_rate,
+            "latencyMs": self.latency_ms,
+            "throughput": self.throughput,
+        }
 
 
 @dataclass(frozen=True)
@@ -61,10 +68,10 @@ def apply_patch(config: SimConfig, patch: object) -> SimConfig:
         part = patch[version]
         if not isinstance(part, dict):
             raise ValueError(f"{version} must be an object like {{'errorRate': 0.1}}")
-        bad = set(part) - {"errorRate", "latencyMs"}
+        bad = set(part) - {"errorRate", "latencyMs", "throughput"}
         if bad:
             raise ValueError(
-                f"unknown keys in {version}: {sorted(bad)}; known: errorRate, latencyMs"
+                f"unknown keys in {version}: {sorted(bad)}; known: errorRate, latencyMs, throughput"
             )
         b = result.behaviour(version)
         if "errorRate" in part:
@@ -74,5 +81,7 @@ def apply_patch(config: SimConfig, patch: object) -> SimConfig:
                 b,
                 latency_ms=_number(f"{version}.latencyMs", part["latencyMs"], 0, MAX_LATENCY_MS),
             )
+        if "throughput" in part:
+            b = replace(b, throughput=_number(f"{version}.throughput", part["throughput"], 0, 1))
         result = replace(result, legacy=b) if version == "legacy" else replace(result, new=b)
     return result

@@ -1,4 +1,5 @@
-"""The simulator's Prometheus metrics: requests by version and status code, and latency."""
+"""The simulator's Prometheus metrics: requests by version and status code, and latency;
+by customer too when the simulator has customers."""
 
 from __future__ import annotations
 
@@ -15,20 +16,25 @@ LATENCY_BUCKETS = (
 
 
 class Metrics:
-    def __init__(self, app: str, version_labels: Mapping[str, str]) -> None:
+    def __init__(
+        self, app: str, version_labels: Mapping[str, str], *, by_customer: bool = False
+    ) -> None:
         self.app = app
         self.version_labels = dict(version_labels)
+        self.by_customer = by_customer
+        extra = ["customer"] if by_customer else []
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "http_requests_total",
-            "Requests served, by application, version and status code.",
-            ["app", "version", "code"],
+            "Requests served, by application, version and status code"
+            + (" and customer." if by_customer else "."),
+            ["app", "version", "code", *extra],
             registry=self.registry,
         )
         self.duration = Histogram(
             "http_request_duration_seconds",
-            "Request latency, by application and version.",
-            ["app", "version"],
+            "Request latency, by application and version" + (" and customer." if extra else "."),
+            ["app", "version", *extra],
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
@@ -36,12 +42,13 @@ class Metrics:
     def record(self, batch: Batch) -> None:
         # Children are created on first use only: a version without traffic has no series.
         version = self.version_labels[batch.version]
+        extra = [batch.customer or ""] if self.by_customer else []
         ok = batch.requests - batch.errors
         if ok:
-            self.requests.labels(self.app, version, "200").inc(ok)
+            self.requests.labels(self.app, version, "200", *extra).inc(ok)
         if batch.errors:
-            self.requests.labels(self.app, version, "500").inc(batch.errors)
-        histogram = self.duration.labels(self.app, version)
+            self.requests.labels(self.app, version, "500", *extra).inc(batch.errors)
+        histogram = self.duration.labels(self.app, version, *extra)
         for latency in batch.latencies_s:
             histogram.observe(latency)
 

@@ -1,4 +1,4 @@
-"""The running simulator: reads the weight in one thread, synthesises requests on a steady
+"""The running simulator: reads the split in one thread, synthesises requests on a steady
 tick in another, and holds the configuration ``PUT /config`` changes."""
 
 from __future__ import annotations
@@ -6,11 +6,12 @@ from __future__ import annotations
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from segue_testkit.trafficsim.config import SimConfig, apply_patch
 from segue_testkit.trafficsim.metrics import Metrics
-from segue_testkit.trafficsim.sources import WeightSource
+from segue_testkit.trafficsim.sources import Split, WeightSource
 from segue_testkit.trafficsim.synthesizer import Synthesizer
 
 # The longest tick counted: a suspended process does not dump a burst on resume.
@@ -31,22 +32,30 @@ class Simulator:
         tick_s: float = 0.1,
         poll_s: float = 0.5,
         seed: int | None = None,
+        customers: Sequence[str] = (),
     ) -> None:
         self.source = source
         self.metrics = metrics
-        self.synth = Synthesizer(seed)
+        self.customers = tuple(customers)
+        self.synth = Synthesizer(seed, self.customers)
         self.tick_s = tick_s
         self.poll_s = poll_s
         self.lock = threading.Lock()
         self.config = config
-        self.weight: float | None = None
+        self.split = Split(None)
         self.weight_error: str | None = None
         self.stop = threading.Event()
+
+    @property
+    def weight(self) -> float | None:
+        return self.split.weight
 
     def snapshot(self) -> dict[str, Any]:
         with self.lock:
             out = self.config.to_json()
-            out["weight"] = self.weight
+            out["weight"] = self.split.weight
+            out["segment"] = sorted(self.split.segment)
+            out["customers"] = list(self.customers)
             out["weightSource"] = self.source.describe()
             out["weightError"] = self.weight_error
             return out
@@ -58,7 +67,7 @@ class Simulator:
 
     def refresh_weight(self) -> None:
         try:
-            weight = self.source.read()
+            split = self.source.read()
         except Exception as e:  # keep the last weight; the cluster may come back
             message = f"{type(e).__name__}: {e}"
             with self.lock:
@@ -68,9 +77,13 @@ class Simulator:
                 log(f"cannot read weight from {self.source.describe()}: {message}")
             return
         with self.lock:
-            if weight != self.weight:
-                log(f"weight {self.weight} -> {weight}")
-            self.weight, self.weight_error = weight, None
+            old, self.split, self.weight_error = self.split, split, None
+        if split.weight != old.weight:
+            log(f"weight {old.weight} -> {split.weight}")
+        if split.segment != old.segment:
+            unknown = sorted(split.segment - set(self.customers))
+            note = f" (not among --customers, so without requests: {unknown})" if unknown else ""
+            log(f"segment {sorted(old.segment)} -> {sorted(split.segment)}{note}")
 
     def poll_weight(self) -> None:
         """Runs in its own thread so a slow API server never stalls the ticks."""
@@ -90,8 +103,8 @@ class Simulator:
             dt = min(now - last, MAX_TICK_S)
             last = now
             with self.lock:
-                weight, config = self.weight, self.config
-            for batch in self.synth.step(dt, weight, config):
+                split, config = self.split, self.config
+            for batch in self.synth.step(dt, split, config):
                 self.metrics.record(batch)
             if deadline < now - MAX_TICK_S:
                 deadline = now

@@ -1,7 +1,7 @@
 """What every weight source provides, and the pieces the cluster-reading ones share.
 
 A source is one module in this package that defines ``KIND``: the command-line flag that
-selects it, and how to build it from the parsed arguments.
+selects it, and how to build it from the parsed arguments. Its ``read()`` returns a ``Split``.
 """
 
 from __future__ import annotations
@@ -13,11 +13,24 @@ from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
 
+@dataclass(frozen=True)
+class Split:
+    """How traffic is split between the legacy and the new version.
+
+    ``weight``: the new version's share in percent (0..100), or None when nothing is routed
+    by weight. ``segment``: customer ids whose requests go to the new version whatever the
+    weight (a router that pins some customers to the new version says so here).
+    """
+
+    weight: float | None
+    segment: frozenset[str] = frozenset()
+
+
 class WeightSource(Protocol):
     def describe(self) -> str: ...
 
-    def read(self) -> float | None:
-        """The new version's share in percent (0..100); None when no traffic is routed."""
+    def read(self) -> Split:
+        """The split as the cluster routes it now; raises when it cannot be read."""
         ...
 
 

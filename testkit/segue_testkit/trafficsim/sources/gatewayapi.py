@@ -10,6 +10,7 @@ from segue_testkit.trafficsim.sources.base import (
     ApiClientFactory,
     ArgumentAdder,
     SourceKind,
+    Split,
     WeightSource,
     parse_ref,
 )
@@ -54,7 +55,7 @@ class HTTPRouteWeight:
     def describe(self) -> str:
         return f"HTTPRoute {self.namespace}/{self.name} rule {self.rule_index}"
 
-    def read(self) -> float | None:
+    def read(self) -> Split:
         route = self.api.get_namespaced_custom_object(
             "gateway.networking.k8s.io",
             "v1",
@@ -63,8 +64,13 @@ class HTTPRouteWeight:
             self.name,
             _request_timeout=2,
         )
-        return weight_from_httproute(
-            cast(Mapping[str, Any], route), self.legacy_backend, self.new_backend, self.rule_index
+        return Split(
+            weight_from_httproute(
+                cast(Mapping[str, Any], route),
+                self.legacy_backend,
+                self.new_backend,
+                self.rule_index,
+            )
         )
 
 

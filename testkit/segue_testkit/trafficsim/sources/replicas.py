@@ -11,6 +11,7 @@ from segue_testkit.trafficsim.sources.base import (
     ApiClientFactory,
     ArgumentAdder,
     SourceKind,
+    Split,
     WeightSource,
     parse_ref,
 )
@@ -47,8 +48,8 @@ class DeploymentsWeight:
         status = json.loads(resp.data).get("status") or {}
         return int(status.get("readyReplicas") or 0)
 
-    def read(self) -> float | None:
-        return weight_from_ready(self._ready(self.legacy), self._ready(self.new))
+    def read(self) -> Split:
+        return Split(weight_from_ready(self._ready(self.legacy), self._ready(self.new)))
 
 
 def _add_arguments(choose: ArgumentAdder, parser: ArgumentAdder) -> None:

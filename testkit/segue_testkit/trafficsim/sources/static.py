@@ -9,6 +9,7 @@ from segue_testkit.trafficsim.sources.base import (
     ApiClientFactory,
     ArgumentAdder,
     SourceKind,
+    Split,
     WeightSource,
 )
 
@@ -20,8 +21,8 @@ class StaticWeight:
     def describe(self) -> str:
         return f"static weight {self.weight:g}"
 
-    def read(self) -> float | None:
-        return self.weight
+    def read(self) -> Split:
+        return Split(self.weight)
 
 
 def _add_arguments(choose: ArgumentAdder, parser: ArgumentAdder) -> None:
