@@ -155,9 +155,14 @@ def install_crds(kube: Kube) -> None:
 def operator(
     kube: Kube, prometheus: Prometheus, namespace: str, crds: None, tmp_path: Path
 ) -> Iterator[support.Operator]:
-    """The real operator (`python -m segue`) watching this test's namespace."""
+    """The real operator (`python -m segue`) watching this test's namespace, running every
+    router in the catalog."""
     op = support.start_operator(
-        kube.kubeconfig, tmp_path / "operator.log", [namespace], prometheus=prometheus.url
+        kube.kubeconfig,
+        tmp_path / "operator.log",
+        [namespace],
+        prometheus=prometheus.url,
+        extra_args=support.ALL_ROUTERS,
     )
     try:
         yield op

@@ -9,12 +9,13 @@ import time
 import urllib.request
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import yaml
 from kubernetes import client
 
 from segue import GROUP, PLURAL, VERSION
+from segue.traffic.catalog import ROUTERS
 from segue_testkit.scenario import (  # the same pieces the demo and benchmarks use
     Operator,
     Sim,
@@ -27,6 +28,7 @@ from segue_testkit.scenario import (  # the same pieces the demo and benchmarks 
 from segue_testkit.scenario import wait_for as wait_until
 
 __all__ = [
+    "ALL_ROUTERS",
     "Operator",
     "PrivatePrometheus",
     "Rollouts",
@@ -41,6 +43,11 @@ __all__ = [
     "start_operator",
     "wait_until",
 ]
+
+
+# The test cluster installs the CRDs of every router in the catalog (crd_sources()), so the
+# operator under test can run them all: --routers for start_operator's extra_args.
+ALL_ROUTERS: Final = ("--routers", ",".join(p.key for p in ROUTERS))
 
 
 def apply(kube: Any, namespace: str, *docs: dict[str, Any]) -> None:
