@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import itertools
 import time
-import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,7 +16,6 @@ from typing import Any
 import pytest
 import yaml
 from kubernetes import client
-from prometheus_client.parser import text_string_to_metric_families
 
 from segue import MANAGED_LABEL, MANAGED_VALUE
 from segue_testkit.scenario import ObjectWatch
@@ -179,7 +177,7 @@ def sim(kube: Any, namespace: str, istio: Istio) -> Iterator[Sim]:
         "--virtualservice", f"{namespace}/shop",
         "--legacy-destination", "shop/v1",
         "--new-destination", "shop/v2",
-        "--customers", ",".join(CUSTOMERS),
+        "--customers", ",".join(CUSTOMERS), "--customer-header", "x-customer-id",
         rate=400,
     )  # fmt: skip
     try:
@@ -189,15 +187,8 @@ def sim(kube: Any, namespace: str, istio: Istio) -> Iterator[Sim]:
 
 
 def requests(sim: Sim) -> Counter[tuple[str, str]]:
-    """Requests so far per (customer, version), from the simulator's own counters."""
-    with urllib.request.urlopen(f"http://{sim.host_port}/metrics", timeout=5) as r:
-        text = r.read().decode()
-    out: Counter[tuple[str, str]] = Counter()
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == "http_requests_total":
-                out[(sample.labels["customer"], sample.labels["version"])] += int(sample.value)
-    return out
+    """Requests so far per (customer, version), from the simulator's own counters (exact)."""
+    return Counter({k: int(v) for k, v in sim.requests().items()})
 
 
 def traffic_while(sim: Sim, at_least: int = 200) -> Counter[tuple[str, str]]:

@@ -120,7 +120,7 @@ def test_the_command_line_chooses_the_virtual_service_source() -> None:
         [*base, "--virtualservice", "t/shop", "--legacy-destination", "shop/v1",
          "--new-destination", "shop/v2", "--customers", "acme,globex"]
     )  # fmt: skip
-    assert args.virtualservice == "t/shop" and args.vs_segment_header == "x-customer-id"
+    assert args.virtualservice == "t/shop" and args.customer_header == "x-customer-id"
     assert parse_destination("shop-v2", "--new-destination") == Destination("shop-v2", None)
     with pytest.raises(SystemExit):
         parse_args([*base, "--virtualservice", "t/shop", "--legacy-destination", "shop/v1"])

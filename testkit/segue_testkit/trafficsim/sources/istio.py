@@ -2,7 +2,7 @@
 
 Istio takes the first HTTP route whose matches a request meets, then splits it over that
 route's destinations by weight. The simulated requests are ``GET /`` carrying, with
-customers, the header ``--vs-segment-header`` (default ``x-customer-id``) set to the
+customers, the header ``--customer-header`` (default ``x-customer-id``) set to the
 customer's id. The weight is the new version's share of the route a request without that
 header takes; the segment is the customers whose own request takes another route that sends
 everything to the new version. A destination is the legacy or the new version by host (a
@@ -190,11 +190,6 @@ def _add_arguments(choose: ArgumentAdder, parser: ArgumentAdder) -> None:
     parser.add_argument(
         "--new-destination", metavar="HOST[/SUBSET]", help="destination of new in it"
     )
-    parser.add_argument(
-        "--vs-segment-header",
-        default="x-customer-id",
-        help="request header carrying the customer id, as the VirtualService matches it",
-    )
 
 
 def _check(args: argparse.Namespace) -> str | None:
@@ -215,7 +210,7 @@ def _build(args: argparse.Namespace, api: ApiClientFactory) -> WeightSource:
         parse_destination(args.legacy_destination, "--legacy-destination"),
         parse_destination(args.new_destination, "--new-destination"),
         tuple(args.customers or ()),
-        args.vs_segment_header,
+        args.customer_header,
     )
 
 
