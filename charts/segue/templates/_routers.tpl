@@ -17,3 +17,10 @@ the value `routers`.
   resources: ["deployments/scale"]
   verbs: ["patch"]
 {{- end }}
+{{- define "segue.routerRules.flagd" }}
+# ConfigMaps labelled segue.dev/managed=true are watched (list, watch); the flagd router JSON-
+# patches the flag document of the one a Rollout names.
+- apiGroups: [""]
+  resources: ["configmaps"]
+  verbs: ["list", "watch", "patch"]
+{{- end }}
