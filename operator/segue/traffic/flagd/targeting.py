@@ -68,7 +68,8 @@ def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
-@lru_cache(maxsize=32)
+# Bounded: a parsed 1 MiB document takes some ten times that in memory.
+@lru_cache(maxsize=16)
 def parse_document(text: str) -> Any:
     """The document's JSON (cached by text: a pass reads it without parsing it again; the
     result is shared, so callers do not change it). FlagError when it is not JSON."""
