@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import time
-import urllib.request
 from collections.abc import Iterator
 from functools import partial
 from itertools import pairwise
@@ -14,7 +13,6 @@ from typing import Any
 
 import pytest
 from kubernetes import client
-from prometheus_client.parser import text_string_to_metric_families
 
 from segue_testkit.scenario import ObjectWatch, Seen, flagd_configmap
 from segue_testkit.trafficsim.sources import Split
@@ -110,32 +108,19 @@ def flag_of(seen: Seen) -> dict[str, Any]:
     return flag
 
 
-def requests_by_customer(sim: Sim) -> dict[tuple[str, str], float]:
-    """(customer, version) -> requests counted so far, from the simulator's /metrics."""
-    with urllib.request.urlopen(f"http://{sim.host_port}/metrics", timeout=5) as r:
-        text = r.read().decode()
-    out: dict[tuple[str, str], float] = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            if s.name == "http_requests_total":
-                key = (s.labels["customer"], s.labels["version"])
-                out[key] = out.get(key, 0.0) + s.value
-    return out
-
-
 def new_share_by_customer(sim: Sim) -> dict[str, float]:
     """Per customer, the share of its requests the new version got over about 2 s."""
-    before = requests_by_customer(sim)
+    before = sim.requests()
     wait_until(
         "the simulator to count requests for every customer",
-        partial(requests_by_customer, sim),
+        sim.requests,
         lambda now: all(
             sum(now.get((c, v), 0) - before.get((c, v), 0) for v in ("v1", "v2")) >= 50
             for c in CUSTOMERS
         ),
         30,
     )
-    after = requests_by_customer(sim)
+    after = sim.requests()
     shares = {}
     for c in CUSTOMERS:
         new = after.get((c, "v2"), 0) - before.get((c, "v2"), 0)
@@ -173,7 +158,7 @@ def sim(kube: Any, namespace: str, workloads: Rollouts, tmp_path: Any) -> Iterat
         "shop",
         "--flagd", f"{namespace}/{FLAGS}", "--flag", "checkout",
         "--legacy-variant", "v1", "--new-variant", "v2",
-        "--flag-context-key", "customer-id", "--customers", ",".join(CUSTOMERS),
+        "--customer-header", "customer-id", "--customers", ",".join(CUSTOMERS),
         log=tmp_path / "trafficsim.log",
     )  # fmt: skip
     yield s

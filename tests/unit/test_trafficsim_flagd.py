@@ -64,8 +64,4 @@ def test_the_flagd_source_needs_the_flag_and_both_variants() -> None:
     with pytest.raises(SystemExit):
         parse_args([*base, "--flag", "c", "--legacy-variant", "x", "--new-variant", "x"])
     args = parse_args([*base, "--flag", "c", "--legacy-variant", "off", "--new-variant", "on"])
-    assert (args.flagd, args.flagd_key, args.flag_context_key) == (
-        "ns/f",
-        "flags.flagd.json",
-        "customer-id",
-    )
+    assert (args.flagd, args.flagd_key, args.flag) == ("ns/f", "flags.flagd.json", "c")

@@ -3,7 +3,7 @@ evaluator (openfeature-flagd-core, what flagd's in-process providers run) resolv
 
 The flag is evaluated for ``SAMPLE_REQUESTS`` targeting keys, one per simulated request:
 the share that resolves to the new variant is the weight. Each ``--customers`` id is then
-evaluated with the id under ``--flag-context-key`` in the evaluation context, on requests
+evaluated with the id under ``--customer-header`` in the evaluation context, on requests
 that resolve to legacy without it: a customer whose every such request resolves to the new
 variant is in the segment. A document is evaluated once, when it changes.
 Nothing of Segue's own code is used: this reads the flag as an application would.
@@ -113,7 +113,7 @@ class FlagdWeight:
         self.flag: str = args.flag
         self.legacy_variant: str = args.legacy_variant
         self.new_variant: str = args.new_variant
-        self.context_key: str = args.flag_context_key
+        self.context_key: str = args.customer_header
         self.customers: tuple[str, ...] = tuple(args.customers)
         self.api = client.CoreV1Api(api_client)
         self._last: tuple[str, Split] | None = None
@@ -153,11 +153,6 @@ def _add_arguments(choose: ArgumentAdder, parser: ArgumentAdder) -> None:
     parser.add_argument("--flag", help="the flag's key")
     parser.add_argument("--legacy-variant", help="the flag's variant of the legacy version")
     parser.add_argument("--new-variant", help="the flag's variant of the new version")
-    parser.add_argument(
-        "--flag-context-key",
-        default="customer-id",
-        help="evaluation-context key that carries the customer id (for segments)",
-    )
 
 
 def _check(args: argparse.Namespace) -> str | None:
