@@ -155,14 +155,9 @@ def install_crds(kube: Kube) -> None:
 def operator(
     kube: Kube, prometheus: Prometheus, namespace: str, crds: None, tmp_path: Path
 ) -> Iterator[support.Operator]:
-    """The real operator (`python -m segue`) watching this test's namespace, running every
-    router in the catalog."""
+    """The real operator (`python -m segue`) watching this test's namespace."""
     op = support.start_operator(
-        kube.kubeconfig,
-        tmp_path / "operator.log",
-        [namespace],
-        prometheus=prometheus.url,
-        extra_args=support.ALL_ROUTERS,
+        kube.kubeconfig, tmp_path / "operator.log", [namespace], prometheus=prometheus.url
     )
     try:
         yield op

@@ -9,13 +9,12 @@ import time
 import urllib.request
 from functools import partial
 from pathlib import Path
-from typing import Any, Final
+from typing import Any
 
 import yaml
 from kubernetes import client
 
 from segue import GROUP, PLURAL, VERSION
-from segue.traffic.catalog import ROUTERS
 from segue_testkit.scenario import (  # the same pieces the demo and benchmarks use
     Operator,
     Sim,
@@ -28,7 +27,6 @@ from segue_testkit.scenario import (  # the same pieces the demo and benchmarks 
 from segue_testkit.scenario import wait_for as wait_until
 
 __all__ = [
-    "ALL_ROUTERS",
     "Operator",
     "PrivatePrometheus",
     "Rollouts",
@@ -43,11 +41,6 @@ __all__ = [
     "start_operator",
     "wait_until",
 ]
-
-
-# The test cluster installs the CRDs of every router in the catalog (crd_sources()), so the
-# operator under test can run them all: --routers for start_operator's extra_args.
-ALL_ROUTERS: Final = ("--routers", ",".join(p.key for p in ROUTERS))
 
 
 def apply(kube: Any, namespace: str, *docs: dict[str, Any]) -> None:

@@ -20,7 +20,6 @@ from kubernetes import client
 from segue import MANAGED_LABEL, MANAGED_VALUE
 from segue_testkit.scenario import ObjectWatch
 from tests.e2e.support import (
-    ALL_ROUTERS,
     Rollouts,
     Sim,
     apply,
@@ -327,9 +326,7 @@ def test_kill_9_mid_plan_resumes_without_repeating_a_step(kube, namespace, istio
         {"setWeight": 60},
         {"pause": {"duration": "1s"}},
     ]
-    first = start_operator(
-        kube.kubeconfig, tmp_path / "op1.log", [namespace], extra_args=ALL_ROUTERS
-    )
+    first = start_operator(kube.kubeconfig, tmp_path / "op1.log", [namespace])
     try:
         apply(kube, namespace, rollout(steps=steps))
         wait_until(
@@ -340,9 +337,7 @@ def test_kill_9_mid_plan_resumes_without_repeating_a_step(kube, namespace, istio
     before = istio.rollouts.status("shop")
     assert before["step"] == 4 and state(istio.vs()) == (20, ("acme",))
 
-    second = start_operator(
-        kube.kubeconfig, tmp_path / "op2.log", [namespace], extra_args=ALL_ROUTERS
-    )
+    second = start_operator(kube.kubeconfig, tmp_path / "op2.log", [namespace])
     try:
         # It leads once the killed operator's Lease has expired, and only then acts at all.
         wait_until("the second operator to lead", lambda: "became leader" in second.log(), bool, 30)

@@ -17,6 +17,13 @@ the value `routers`.
   resources: ["deployments/scale"]
   verbs: ["patch"]
 {{- end }}
+{{- define "segue.routerRules.flagd" }}
+# ConfigMaps labelled segue.dev/managed=true are watched (list, watch); the flagd router JSON-
+# patches the flag document of the one a Rollout names.
+- apiGroups: [""]
+  resources: ["configmaps"]
+  verbs: ["list", "watch", "patch"]
+{{- end }}
 {{- define "segue.routerRules.istio" }}
 # VirtualServices are watched (list, watch); the Istio router JSON-patches the weights of two
 # destinations of an HTTP route and its segment route.
