@@ -26,7 +26,9 @@ from segue.analysis.provider import (
     provider_for,
 )
 from segue.analysis.round import evaluate_round
-from segue.analysis.types import GateRound, GateSpec, PrometheusSettings, RoundContext
+from segue.analysis.types import PrometheusSettings, RoundContext
+from segue.api.spec import Gate
+from segue.engine import GateRound
 from tests.unit.conftest import NoDefaultExecutor
 
 pytestmark = pytest.mark.usefixtures("no_cached_providers")
@@ -36,8 +38,10 @@ NOW = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
 CTX = RoundContext("shop", "checkout", "v1", "v2", "30s", 10)
 
 
-def gates(n: int) -> list[GateSpec]:
-    return [GateSpec(f"g{i}", query=f'sum(x{i}{{v="{{{{ version }}}}"}})', max=2) for i in range(n)]
+def gates(n: int) -> list[Gate]:
+    return [
+        Gate(name=f"g{i}", query=f'sum(x{i}{{v="{{{{ version }}}}"}})', max=2) for i in range(n)
+    ]
 
 
 @pytest.fixture

@@ -44,7 +44,7 @@ from segue.api.duration import parse_duration
 from segue.api.provider import MetricProviderSpec
 from segue.api.spec import Analysis, RolloutSpec
 from segue.controller.kube import Secrets
-from segue.controller.resolution import gate_spec, round_context
+from segue.controller.resolution import round_context
 from segue.engine import GateRound
 
 log = logging.getLogger(__name__)
@@ -273,7 +273,7 @@ class GateRunner:
             provider = provider_for(settings)
         except (TypeError, ValueError) as e:
             return GateRound(evaluated_at=now, results=(), error=f"Prometheus: {e}")
-        return await evaluate_round([gate_spec(g) for g in analysis.gates], context, provider, now)
+        return await evaluate_round(analysis.gates, context, provider, now)
 
 
 class RoundScheduler:

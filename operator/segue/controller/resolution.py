@@ -1,4 +1,4 @@
-"""A Rollout's gates as analysis inputs, and the check that they can run at all.
+"""The Rollout context of a round, and the check that its gates can run at all.
 
 The operator runs :func:`unresolvable_gates` on every pass before it decides (a Rollout
 whose gates cannot run is handled as an invalid spec: Failed, no traffic moves), and
@@ -10,24 +10,8 @@ so the CLI can use it without the operator's clients.
 from __future__ import annotations
 
 from segue.analysis.planning import GateProblem, gate_problems
-from segue.analysis.types import GateSpec, RoundContext
-from segue.api.spec import Gate, RolloutSpec
-
-
-def gate_spec(gate: Gate) -> GateSpec:
-    return GateSpec(
-        name=gate.name,
-        query=gate.query,
-        template=gate.template,
-        labels=dict(gate.labels or {}),
-        max=gate.max,
-        min=gate.min,
-        max_ratio_to_legacy=gate.max_ratio_to_legacy,
-        min_ratio_to_legacy=gate.min_ratio_to_legacy,
-        failure_limit=gate.failure_limit,
-        on_failure=gate.on_failure,
-        per_traffic_share=gate.per_traffic_share,
-    )
+from segue.analysis.types import RoundContext
+from segue.api.spec import RolloutSpec
 
 
 def round_context(namespace: str, name: str, spec: RolloutSpec, weight: float) -> RoundContext:
@@ -47,7 +31,7 @@ def unresolvable_gates(spec: RolloutSpec, namespace: str, name: str) -> list[Gat
     if spec.analysis is None:
         return []
     context = round_context(namespace, name, spec, 0.0)
-    return gate_problems([gate_spec(g) for g in spec.analysis.gates], context)
+    return gate_problems(spec.analysis.gates, context)
 
 
 def field_path(loc: tuple[str | int, ...]) -> str:

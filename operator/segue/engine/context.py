@@ -10,14 +10,20 @@ from typing import Final
 from segue.api.phases import ACTIVE, STEPPING
 from segue.api.plan import plan as expand_plan
 from segue.api.spec import RolloutSpec, Step
-from segue.api.status import MAX_HISTORY, HistoryEntry, PausedReason, Phase, RolloutStatus
+from segue.api.status import (
+    MAX_HISTORY,
+    GateStatus,
+    HistoryEntry,
+    PausedReason,
+    Phase,
+    RolloutStatus,
+)
 from segue.engine.types import (
     Action,
     ClearAnnotation,
     Decision,
     EmitEvent,
     EventType,
-    GateVerdict,
     Observations,
     PhaseChanged,
     ReleaseFinalizer,
@@ -94,7 +100,7 @@ class Recorder:
         event: str,
         reason: str | None = None,
         actor: str = ACTOR,
-        verdict: GateVerdict | None = None,
+        verdict: GateStatus | None = None,
     ) -> None:
         entry = HistoryEntry(
             time=self.now,
@@ -117,7 +123,7 @@ class Recorder:
         message: str,
         paused_reason: PausedReason | None = None,
         actor: str = ACTOR,
-        verdict: GateVerdict | None = None,
+        verdict: GateStatus | None = None,
     ) -> bool:
         """Set the phase; a change (of phase or pause reason) is one ``PhaseChanged`` and one
         history entry. Returns whether it changed."""
