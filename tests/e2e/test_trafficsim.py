@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from segue.analysis.provider import provider_for
-from segue.analysis.round import evaluate_round
-from segue.analysis.types import PrometheusSettings, RoundContext
+from segue.analysis.providers.base import RoundContext
+from segue.analysis.providers.prometheus.client import PrometheusSettings
+from segue.analysis.providers.prometheus.runtime import client_for_settings, evaluate_round
 from segue.api.spec import Gate
 from tests.e2e.support import Sim, deployment, httproute, launch_sim, wait_until
 
@@ -79,7 +79,7 @@ def gate_round(prometheus: Any, app: str, weight: float) -> dict[str, Any]:
     labels = {"app": app, "window": "5s"}
     gates = [Gate(name=t, template=t, labels=labels) for t in ("error-rate", "throughput")]
     ctx = RoundContext("ns", app, "v1", "v2", "5s", weight)
-    provider = provider_for(PrometheusSettings(address=prometheus.url, timeout_s=5))
+    provider = client_for_settings(PrometheusSettings(address=prometheus.url, timeout_s=5))
     r = asyncio.run(evaluate_round(gates, ctx, provider, datetime.now(UTC)))
     assert r.error is None
     return {v.name: v for v in r.results}

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import pytest
 from hypothesis import settings
 
-from segue.analysis.provider import close_providers
+from segue.analysis.clients import close_clients
 from segue.api import GateStatus, RolloutSpec, RolloutStatus
 from segue.api.phases import event_type
 from segue.engine import (
@@ -261,9 +261,9 @@ def warnings_of(d: Decision) -> list[str]:
 
 @pytest.fixture
 def no_cached_providers() -> Iterator[None]:
-    close_providers()
+    close_clients()
     yield
-    close_providers()
+    close_clients()
 
 
 @pytest.fixture

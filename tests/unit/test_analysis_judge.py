@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from segue.analysis.errors import ProviderUnavailable, QueryRejected, UnusableResult
 from segue.analysis.judge import error_status, judge, provider_error_message
-from segue.analysis.provider import ProviderUnavailable, QueryRejected, UnusableResult
 from segue.api.spec import Gate
 from segue.api.status import GateStatus
 

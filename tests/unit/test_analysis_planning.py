@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from segue.analysis.planning import GateProblem, gate_problems
-from segue.analysis.templates import DEFAULT_LABELS
-from segue.analysis.types import RoundContext
-from segue.api.gate_labels import TEMPLATE_LABELS
+from segue.analysis.providers.base import GateProblem, RoundContext
+from segue.analysis.providers.prometheus.labels import TEMPLATE_LABELS
+from segue.analysis.providers.prometheus.planning import gate_problems
+from segue.analysis.providers.prometheus.templates import DEFAULT_LABELS
 from segue.api.spec import Gate
 
 CTX = RoundContext(

@@ -8,9 +8,9 @@ import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 
-from segue.analysis.provider import ProviderError, ProviderUnavailable, QueryRejected
-from segue.analysis.round import evaluate_round
-from segue.analysis.types import RoundContext
+from segue.analysis.errors import ProviderError, ProviderUnavailable, QueryRejected
+from segue.analysis.providers.base import RoundContext
+from segue.analysis.providers.prometheus.runtime import evaluate_round
 from segue.api.spec import Gate
 from segue.engine import GateRound
 

@@ -9,8 +9,13 @@ import pytest
 from pydantic import ValidationError
 
 from segue.analysis.bounds import bound_text, bounds
-from segue.analysis.templates import TEMPLATES, resolve_gate, template_query, with_policy
-from segue.analysis.templating import TemplateError, render
+from segue.analysis.providers.prometheus.templates import (
+    TEMPLATES,
+    resolve_gate,
+    template_query,
+    with_policy,
+)
+from segue.analysis.providers.prometheus.templating import TemplateError, render
 from segue.api.spec import (
     MSG_LABELS_NEED_TEMPLATE,
     MSG_QUERY_NEEDS_BOUND,

@@ -1,8 +1,9 @@
-"""One analysis round: every gate of a Rollout evaluated once, concurrently.
+"""One analysis round: the gates a provider planned, their queries run once each,
+concurrently, and judged into the API's ``GateStatus``. Shared by every metric provider.
 
-The provider is blocking, so each query runs on a worker of the provider's own query pool
+Query clients are blocking, so each query runs on a worker of its address's own query pool
 (its bulkhead, see ``pool.py``), never in asyncio's default executor, and the event loop
-never waits on the network. Every query has a hard deadline (the provider's timeout plus a
+never waits on the network. Every query has a hard deadline (the client's timeout plus a
 little slack), and so has the round: what has not answered by then is reported as an
 unreachable round, however many workers are stuck. Gates are independent: a broken gate
 yields an ``Error`` status of its own and never spoils the others.
@@ -17,16 +18,9 @@ from datetime import datetime
 from typing import Protocol
 
 from segue.analysis.bounds import compares_with_legacy
+from segue.analysis.clients import PooledClient, QueryClient
+from segue.analysis.errors import ProviderError, ProviderUnavailable, QueryTimedOut
 from segue.analysis.judge import error_status, judge, provider_error_message
-from segue.analysis.planning import GateMisconfigured, plan_gate
-from segue.analysis.provider import (
-    MetricProvider,
-    PooledProvider,
-    ProviderError,
-    ProviderUnavailable,
-    QueryTimedOut,
-)
-from segue.analysis.types import RoundContext
 from segue.api.spec import Gate
 from segue.api.status import GateStatus
 from segue.engine.types import GateRound
@@ -50,32 +44,9 @@ class Planned(Protocol):
     def legacy_query(self) -> str | None: ...
 
 
-async def evaluate_round(
-    gates: Sequence[Gate],
-    context: RoundContext,
-    provider: PooledProvider | MetricProvider,
-    now: datetime,
-    *,
-    deadline_s: float | None = None,
-) -> GateRound:
-    """Evaluate all gates for one round.
-
-    Each gate's query runs for the new version, and for the legacy version too: a ratio
-    bound needs it, and for absolute bounds it is shown next to the new value. A gate that
-    cannot be planned gets an ``Error`` status of its own.
-    """
-    items: list[GateStatus | Planned] = []
-    for gate in gates:
-        try:
-            items.append(plan_gate(gate, context))
-        except GateMisconfigured as e:
-            items.append(error_status(e.gate, e.message, at=now))
-    return await run_round(items, provider, now, weight=context.weight, deadline_s=deadline_s)
-
-
 async def run_round(
     items: Sequence[GateStatus | Planned],
-    provider: PooledProvider | MetricProvider,
+    provider: PooledClient | QueryClient,
     now: datetime,
     *,
     weight: float,
@@ -84,16 +55,16 @@ async def run_round(
     """Run the queries of the planned gates and judge them; a status among ``items`` (a gate
     that could not be planned) is passed through as it is.
 
-    Identical queries run once, on ``provider``'s pool; a bare :class:`MetricProvider` gets
-    a pool of its own for this round. ``error`` is set on the round when every query that
+    Identical queries run once, on ``provider``'s pool; a bare :class:`QueryClient` gets a
+    pool of its own for this round. ``error`` is set on the round when every query that
     ran failed with :class:`ProviderUnavailable` (a saturated pool included), or when the
     round's deadline (``deadline_s``, by default the provider's ``round_deadline_s``)
     passed before every query answered.
     """
-    if isinstance(provider, PooledProvider):
+    if isinstance(provider, PooledClient):
         pooled, own_pool = provider, False
     else:
-        pooled, own_pool = PooledProvider.standalone(provider), True
+        pooled, own_pool = PooledClient.standalone(provider), True
     try:
         return await _evaluate(items, pooled, now, weight, deadline_s)
     finally:
@@ -103,7 +74,7 @@ async def run_round(
 
 async def _evaluate(
     items: Sequence[GateStatus | Planned],
-    provider: PooledProvider,
+    provider: PooledClient,
     now: datetime,
     weight: float,
     deadline_s: float | None,
@@ -161,7 +132,7 @@ def _status(
     item: Planned,
     outcomes: dict[str, _Outcome],
     weight: float,
-    provider: PooledProvider,
+    provider: PooledClient,
     now: datetime,
 ) -> GateStatus:
     gate = item.gate
@@ -186,7 +157,7 @@ def _status(
     return judge(gate, new, legacy_value, weight=weight, at=now)
 
 
-async def _query(provider: PooledProvider, query: str) -> _Outcome:
+async def _query(provider: PooledClient, query: str) -> _Outcome:
     try:
         return await provider.query(query)
     except ProviderError as e:

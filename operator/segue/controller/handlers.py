@@ -19,7 +19,8 @@ from typing import Any, Final, cast
 import kopf
 
 from segue import GROUP, PLURAL, VERSION
-from segue.analysis.provider import close_providers
+from segue.analysis.clients import close_clients
+from segue.analysis.providers.runtime import ProviderRuntime
 from segue.api.migration import MIGRATION_KIND, MIGRATION_PLURAL
 from segue.api.provider import PROVIDER_KIND, PROVIDER_PLURAL
 from segue.api.text import MAX_MESSAGE_BYTES, cap
@@ -75,17 +76,16 @@ def post_event(obj: Json, type_: str, reason: str, message: str) -> None:
 
 
 def build(
-    prometheus_address: str | None,
+    runtimes: Sequence[ProviderRuntime] = (),
     namespaced: bool = False,
     destinations: Destinations | None = None,
     webhook_proxy: str | None = None,
     require_managed_label: bool = False,
-    allowed_addresses: Sequence[str] = (),
 ) -> Operator:
-    """``require_managed_label``: write only to Deployments and routing objects labelled
-    ``segue.dev/managed=true`` (a Rollout naming another is Stalled, ``NotManaged``).
-    ``allowed_addresses``: inline Prometheus addresses Rollouts may name, besides
-    ``prometheus_address``."""
+    """``runtimes``: the metric providers' runtimes with the operator's flags applied (any
+    not given run with their defaults). ``require_managed_label``: write only to
+    Deployments and routing objects labelled ``segue.dev/managed=true`` (a Rollout naming
+    another is Stalled, ``NotManaged``)."""
     kube = Kube(load_configuration())
     secrets = Secrets(kube)
     metrics = OperatorMetrics()
@@ -106,12 +106,7 @@ def build(
         lambda namespace, traffic, legacy, new: router_for(
             store, kube, namespace, traffic, legacy, new, require_managed=require_managed_label
         ),
-        GateRunner(
-            secrets,
-            prometheus_address,
-            providers=store.metric_provider,
-            allowed_addresses=allowed_addresses,
-        ),
+        GateRunner(secrets, runtimes, metric_providers=store.metric_provider),
         post_event,
         watch=lambda worker, refs: supervisor_ref[0].watch(worker, refs),
         hooks=[metrics, NotificationHook(dispatcher, targets.targets_for)],
@@ -186,7 +181,7 @@ async def shutdown(memo: Any, **_: Any) -> None:
     if op.migrations is not None:
         await op.migrations.stop()
     await op.dispatcher.stop(deadline=5.0)
-    close_providers()  # query pools: threads stuck on a hanging Prometheus must not hold exit
+    close_clients()  # query pools: threads stuck on a hanging provider must not hold exit
     op.kube.close()
 
 

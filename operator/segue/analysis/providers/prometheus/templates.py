@@ -26,13 +26,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
 from segue.analysis.bounds import BOUND_FIELDS, BOUND_NAMES, bounds, has_bound
-from segue.analysis.templating import (
-    TemplateError,
-    check,
-    escape_string_literal,
-    validate_duration,
-)
-from segue.api.gate_labels import (
+from segue.analysis.providers.prometheus.labels import (
     LABEL_NAME_LABELS,
     LABEL_NAME_PATTERN,
     METRIC_LABELS,
@@ -40,17 +34,23 @@ from segue.api.gate_labels import (
     QUANTILE_PATTERN,
     WINDOW_PLACEHOLDER_PATTERN,
 )
+from segue.analysis.providers.prometheus.templating import (
+    TemplateError,
+    check,
+    escape_string_literal,
+    validate_duration,
+)
 
 if TYPE_CHECKING:
     from segue.api.spec import Gate, OnFailure
 
-# The CRD's CEL rules check the labels with the same patterns (segue.api.gate_labels).
+# The CRD's CEL rules check the labels with the same patterns (``labels``).
 _METRIC_NAME_RE: Final = re.compile(METRIC_NAME_PATTERN)
 _LABEL_NAME_RE: Final = re.compile(LABEL_NAME_PATTERN)
 _WINDOW_PLACEHOLDER_RE: Final = re.compile(WINDOW_PLACEHOLDER_PATTERN)
 _QUANTILE_RE: Final = re.compile(QUANTILE_PATTERN)
 
-# In the order of segue.api.gate_labels.TEMPLATE_LABELS (a unit test holds them equal).
+# In the order of labels.TEMPLATE_LABELS (a unit test holds them equal).
 DEFAULT_LABELS: Final[Mapping[str, str]] = {
     "metric": "http_requests_total",
     "histogram": "http_request_duration_seconds_bucket",

@@ -2,7 +2,7 @@
 for the new and the legacy version.
 
 The same function serves three callers: every analysis round (a gate that cannot be planned
-gets an ``Error`` verdict), the operator before the first step and on every spec change (a
+gets an ``Error`` status), the operator before the first step and on every spec change (a
 Rollout whose gates cannot be planned is Failed before any traffic moves), and
 ``segue lint`` (offline). So what lint accepts is what the operator runs.
 """
@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from segue.analysis.bounds import compares_with_legacy
-from segue.analysis.templates import resolve_gate, with_policy
-from segue.analysis.templating import TemplateError, render
-from segue.analysis.types import RoundContext
+from segue.analysis.providers.base import GateProblem, Loc, RoundContext
+from segue.analysis.providers.prometheus.templates import resolve_gate, with_policy
+from segue.analysis.providers.prometheus.templating import TemplateError, render
 
 if TYPE_CHECKING:
     from segue.api.spec import Gate
@@ -28,13 +28,12 @@ _VALUE_SOURCES = {
     "namespace": ("metadata", "namespace"),
 }
 
-Loc = tuple[str | int, ...]
-
 
 @dataclass(frozen=True)
 class QueryPlan:
     """One gate ready for a round: the gate as it runs (its query built, bounds and policy
-    filled in from its template) and its query rendered for each version."""
+    filled in from its template) and its PromQL rendered for each version. Internal to this
+    provider; the round reads it as ``segue.analysis.round.Planned``."""
 
     gate: Gate
     new_query: str
@@ -104,16 +103,6 @@ def plan_gate(gate: Gate, ctx: RoundContext) -> QueryPlan:
                 ("query",) if gate.query is not None else ("spec", "new", "version"),
             )
     return QueryPlan(running, new_query, legacy_query)
-
-
-@dataclass(frozen=True)
-class GateProblem:
-    """Why the gate at ``index`` cannot run; ``loc`` is the field at fault in the Rollout."""
-
-    index: int
-    name: str
-    loc: Loc
-    message: str
 
 
 def gate_problems(gates: Sequence[Gate], ctx: RoundContext) -> list[GateProblem]:
