@@ -23,6 +23,7 @@ import yaml
 from kubernetes import client
 
 from segue import GROUP, PLURAL, VERSION
+from segue.traffic.registry import DEFAULT_ROUTERS
 from segue_testkit import cluster
 from tests.e2e.conftest import Kube
 from tests.e2e.support import Rollouts, apply, shop_pair, start_operator, wait_until
@@ -301,7 +302,8 @@ def test_only_an_approver_approves_and_history_names_them(
         str(operator_kubeconfig),
         tmp_path / "operator.log",
         [namespace],
-        extra_args=["--no-leader-election"],
+        # The routers of the chart's default values, whose rules its Role holds.
+        extra_args=["--no-leader-election", "--routers", ",".join(DEFAULT_ROUTERS)],
     )
     try:
         apply(kube, namespace, rollout("web"))

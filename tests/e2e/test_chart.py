@@ -387,6 +387,18 @@ def write_policy_args(helm: Path, *sets: str) -> list[str]:
     return [a for a in args if a.startswith("--require-managed-label")]
 
 
+def router_args(helm: Path, *sets: str) -> list[str]:
+    """The chart's --routers: the operator under the chart's RBAC runs only the routers the
+    chart grants rules for (start_operator would otherwise run every router)."""
+    args = container(render(helm, *sets))["args"]
+    return [a for a in args if a.startswith("--routers")]
+
+
+def test_the_chart_runs_the_default_routers(helm: Path) -> None:
+    assert router_args(helm) == ["--routers=gatewayAPI,replicas"]
+    assert router_args(helm, "routers={istio}") == ["--routers=istio"]
+
+
 def test_the_managed_label_is_required_by_default(helm: Path) -> None:
     assert write_policy_args(helm) == ["--require-managed-label"]
     assert write_policy_args(helm, "rbac.scope=namespace") == ["--require-managed-label"]
@@ -822,6 +834,7 @@ def test_operator_runs_under_chart_rbac(
             "--leader-election-namespace",
             release.namespace,
             *write_policy_args(helm, f"rbac.scope={scope}"),
+            *router_args(helm, f"rbac.scope={scope}"),
         ],
     )
     try:
@@ -956,6 +969,7 @@ def test_namespaced_install_writes_only_to_labelled_objects_in_its_namespaces(
                 "--leader-election-namespace",
                 release.namespace,
                 *write_policy_args(helm, "rbac.scope=namespace"),
+                *router_args(helm, "rbac.scope=namespace"),
             ],
         )
         apply(
