@@ -253,9 +253,16 @@ class Gate(SpecModel):
         *catalog.GATE_RULES,
     )
 
-    name: LabelName
-    query: Query | None = None
-    template: GateTemplateName | None = None
+    name: LabelName = Field(description="Unique name of the gate, shown in status and Events.")
+    query: Query | None = Field(
+        None,
+        description="A query of the provider's language (PromQL); {{ version }}, "
+        "{{ namespace }}, {{ rollout }} and {{ interval }} are filled in. Exclusive with "
+        "template.",
+    )
+    template: GateTemplateName | None = Field(
+        None, description="A built-in gate template; its labels fill its query."
+    )
     labels: dict[str, Annotated[str, StringConstraints(max_length=1024)]] | None = Field(
         None,
         max_length=16,
@@ -319,7 +326,17 @@ else:
     _AnalysisProviders = create_model(
         "_AnalysisProviders",
         __base__=_AnalysisSource,
-        **{p.key: (p.inline | None, None) for p in catalog.PROVIDERS},
+        **{
+            p.key: (
+                p.inline | None,
+                Field(
+                    None,
+                    description=f"Where {p.title} is and how to reach it, for this Rollout "
+                    "alone; only addresses the operator allows. Prefer providerRef.",
+                ),
+            )
+            for p in catalog.PROVIDERS
+        },
     )
 
 
@@ -343,6 +360,7 @@ class Analysis(_AnalysisProviders):
         "pause", description="Inconclusive results: pause (never promote) or count as failure."
     )
     gates: list[Gate] = Field(
+        description="The gates, 1 to 16, with unique names; each judged every interval.",
         min_length=1,
         max_length=MAX_GATES,
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
@@ -374,7 +392,7 @@ class Dependency(SpecModel):
 class WebhookSecretRef(SpecModel):
     """The Secret (same namespace) holding a webhook URL: URLs carry credentials."""
 
-    name: ObjectName
+    name: ObjectName = Field(description="Name of the Secret in the Rollout's namespace.")
     key: str = Field("url", max_length=253, description="Key of the URL in the Secret.")
 
 
