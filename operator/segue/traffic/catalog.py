@@ -6,12 +6,14 @@ from __future__ import annotations
 from typing import Final
 
 from segue.traffic.gatewayapi.plugin import PLUGIN as GATEWAY_API
+from segue.traffic.nginx.plugin import PLUGIN as NGINX
 from segue.traffic.plugin import RouterPlugin
 from segue.traffic.replicas.plugin import PLUGIN as REPLICAS
 
 ROUTERS: Final[tuple[RouterPlugin, ...]] = (
     GATEWAY_API,
     REPLICAS,
+    NGINX,
 )
 
 
