@@ -6,11 +6,13 @@ BIN    := $(VENV)/bin
 
 .PHONY: test demo lint unit e2e cluster-up cluster-down crds bench clean
 
-# Reinstall when the dependencies change; the stamp keeps repeated runs fast.
-$(VENV)/.installed: pyproject.toml
+# Reinstall when the dependencies change; the stamp keeps repeated runs fast. The operator and
+# its test kit (testkit/: local cluster, traffic simulator, scenario helpers) in one command, so
+# pip takes the local segue for the test kit's dependency on it.
+$(VENV)/.installed: pyproject.toml testkit/pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check -U pip
-	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev]'
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev]' -e ./testkit
 	@touch $@
 
 ## test: lint, type-check, layering contract, then unit and e2e tests on the local cluster
@@ -44,10 +46,10 @@ bench: $(VENV)/.installed
 	$(PY) hack/bench_abort.py --rollouts 50
 
 cluster-up: $(VENV)/.installed
-	$(PY) hack/cluster.py up
+	$(PY) -m segue_testkit.cluster up
 
 cluster-down: $(VENV)/.installed
-	$(PY) hack/cluster.py down
+	$(PY) -m segue_testkit.cluster down
 
 crds: $(VENV)/.installed
 	$(PY) -m segue.api.crd --write

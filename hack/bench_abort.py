@@ -27,9 +27,9 @@ from typing import Any, Final
 
 from kubernetes import client
 
-import scenario
-from scenario import ObjectWatch, new_weight, spread
 from segue import GROUP, PLURAL, VERSION
+from segue_testkit import scenario
+from segue_testkit.scenario import ObjectWatch, new_weight, spread
 
 TARGET_P99_S: Final = 1.0
 HANG: Final = "hang"

@@ -18,7 +18,7 @@ from typing import Any
 
 from kubernetes import client, config
 
-import scenario
+from segue_testkit import scenario
 
 NAMESPACE = "segue-approval"
 APP = "approve"

@@ -31,13 +31,13 @@ from typing import Any, Final
 
 from kubernetes import client, config
 
-import scenario
-from scenario import percentile
+from segue_testkit import scenario
+from segue_testkit.scenario import percentile
 
 NAMESPACE = "segue-bench"
 APP = "bench"
 BOUND = 0.05
-SCRAPE_INTERVAL_S = 1.0  # hack/cluster.py's Prometheus configuration
+SCRAPE_INTERVAL_S = 1.0  # segue_testkit.cluster's Prometheus configuration
 ROUTERS: Final = ("gatewayAPI", "replicas")
 LEGACY_PODS: Final = 4  # replicas router: 25 % is one pod of four
 # What each run measures, by router: the first mark is the figure judged against the target.

@@ -30,12 +30,12 @@ from typing import Any, Final
 
 from kubernetes import client
 
-import scenario
-from scenario import ObjectWatch, Seen, parse_time, spread
 from segue import GROUP, PLURAL, VERSION
 from segue.traffic.base import Json
 from segue.traffic.replicas.router import WEIGHT, ReplicasRouter, targets
 from segue.workloads.deployments import DeploymentState
+from segue_testkit import scenario
+from segue_testkit.scenario import ObjectWatch, Seen, parse_time, spread
 
 WEIGHTS: Final = (25, 50, 75, 100)
 LEGACY_PODS: Final = 4  # replicas router: 25 % steps are whole pods

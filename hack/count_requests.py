@@ -20,10 +20,10 @@ from typing import Any, Final
 
 from kubernetes import client
 
-import scenario
-from scenario import EVENT_POSTS as EVENTS
-from scenario import by_method, requests_between
 from segue import GROUP, PLURAL, VERSION
+from segue_testkit import scenario
+from segue_testkit.scenario import EVENT_POSTS as EVENTS
+from segue_testkit.scenario import by_method, requests_between
 
 APP = "count"
 IDLE_S: Final = 10.0

@@ -17,7 +17,8 @@
     python hack/demo.py            # or: make demo
     python hack/demo.py --keep     # leave the operator and simulators running afterwards
 
-The cluster stays up afterwards for exploring (`python hack/cluster.py down` stops it).
+The cluster stays up afterwards for exploring (`python -m segue_testkit.cluster down` stops
+it).
 """
 
 from __future__ import annotations
@@ -33,11 +34,12 @@ from typing import Any
 
 import yaml
 
-import scenario
-from scenario import ROOT, Env
 from segue.cli.migration import MigrationView
 from segue.cli.render_migration import migration_frame
+from segue_testkit import scenario
+from segue_testkit.scenario import Env
 
+ROOT = Path(__file__).resolve().parents[1]
 NAMESPACE = "segue-demo"
 BAR = 20
 

@@ -1,6 +1,6 @@
 """Fixtures for end-to-end tests: a real API server and a real Prometheus.
 
-The session brings up the local control plane (hack/cluster.py) unless one is already
+The session brings up the local control plane (segue_testkit.cluster) unless one is already
 running, in which case it is reused and left running. Whatever the session started, it stops.
 Set SEGUE_E2E_KUBECONFIG to run against an existing cluster instead (Prometheus is still
 started locally, since tests add scrape targets to it).
@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 from kubernetes import client, config
 
-import cluster  # hack/cluster.py
+from segue_testkit import cluster
 from tests.e2e import support
 
 
@@ -117,7 +117,7 @@ def prometheus(_cluster_info: dict[str, Any]) -> Prometheus:
     if "prometheus" not in _cluster_info:
         pytest.fail(
             "the running cluster was started without Prometheus; "
-            "run `python hack/cluster.py down` first"
+            "run `python -m segue_testkit.cluster down` first"
         )
     return Prometheus(url=_cluster_info["prometheus"])
 
@@ -142,25 +142,13 @@ def namespace(kube: Kube) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def crds(kube: Kube) -> None:
-    """Segue's CRD and the real Gateway API CRDs (from the sigs.k8s.io/gateway-api module)."""
+    """Segue's CRDs and the third-party ones routers need (the real Gateway API CRDs, from
+    the sigs.k8s.io/gateway-api module): segue_testkit.cluster.crd_sources()."""
     install_crds(kube)
 
 
 def install_crds(kube: Kube) -> None:
-    root = Path(__file__).resolve().parents[2]
-    paths = [
-        root / "crds" / "rollouts.segue.dev.yaml",
-        root / "crds" / "metricproviders.segue.dev.yaml",
-        root / "crds" / "migrations.segue.dev.yaml",
-        *cluster.gateway_api_crds(),
-    ]
-    for path in paths:
-        kube.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(path))
-    kube.kubectl(
-        "wait", "--for=condition=Established", "--timeout=60s",
-        "crd/rollouts.segue.dev", "crd/metricproviders.segue.dev", "crd/migrations.segue.dev",
-        "crd/httproutes.gateway.networking.k8s.io",
-    )  # fmt: skip
+    cluster.install_crds(kube.bin_dir, kube.kubeconfig)
 
 
 @pytest.fixture

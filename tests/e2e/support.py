@@ -14,7 +14,8 @@ from typing import Any
 import yaml
 from kubernetes import client
 
-from scenario import (  # hack/scenario.py: the same pieces the demo and benchmarks use
+from segue import GROUP, PLURAL, VERSION
+from segue_testkit.scenario import (  # the same pieces the demo and benchmarks use
     Operator,
     Sim,
     deployment,
@@ -23,8 +24,7 @@ from scenario import (  # hack/scenario.py: the same pieces the demo and benchma
     launch_sim,
     start_operator,
 )
-from scenario import wait_for as wait_until
-from segue import GROUP, PLURAL, VERSION
+from segue_testkit.scenario import wait_for as wait_until
 
 __all__ = [
     "Operator",
@@ -114,10 +114,10 @@ class Rollouts:
 
 class PrivatePrometheus:
     """A Prometheus of one test's own, so the test can stop and start it without touching
-    the shared one. Same binary and scrape settings as hack/cluster.py's."""
+    the shared one. Same binary and scrape settings as segue_testkit.cluster's."""
 
     def __init__(self, workdir: Path, target: str) -> None:
-        import cluster  # hack/cluster.py
+        from segue_testkit import cluster
 
         self.binary = cluster.ensure_prometheus()
         self.workdir = workdir

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from scenario import hanging_server, rollout
+from segue_testkit.scenario import hanging_server, rollout
 from tests.e2e.support import (
     Rollouts,
     apply,

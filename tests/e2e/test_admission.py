@@ -22,8 +22,8 @@ import pytest
 import yaml
 from kubernetes import client
 
-import cluster  # hack/cluster.py
 from segue import GROUP, PLURAL, VERSION
+from segue_testkit import cluster
 from tests.e2e.conftest import Kube
 from tests.e2e.support import Rollouts, apply, shop_pair, start_operator, wait_until
 

@@ -2,7 +2,7 @@
 says so once, and carries on promptly when the API server answers again.
 
 Stopping an API server would break every other test on the shared cluster, so this test
-brings up a private cluster of its own (hack/cluster.py with its own SEGUE_CLUSTER_DIR,
+brings up a private cluster of its own (segue_testkit.cluster with its own SEGUE_CLUSTER_DIR,
 without Prometheus), stops and starts only its kube-apiserver, and takes it down at the end.
 """
 
@@ -23,15 +23,14 @@ import pytest
 from kubernetes import config
 from kubernetes.client.exceptions import ApiException
 
-import cluster  # hack/cluster.py
-from scenario import rollout  # hack/scenario.py
 from segue import GROUP, PLURAL, VERSION
+from segue_testkit import cluster
+from segue_testkit.scenario import rollout
 from tests.e2e.conftest import Kube, install_crds
 from tests.e2e.support import Operator, Rollouts, apply, shop_pair, start_operator, wait_until
 
 pytestmark = pytest.mark.e2e
 
-CLUSTER_PY = Path(__file__).resolve().parents[2] / "hack" / "cluster.py"
 NAMESPACE = "default"
 HOLD_S = 8.0
 OUTAGE_S = 20.0
@@ -61,11 +60,11 @@ class PrivateCluster:
 
 
 def cluster_argv(*args: str) -> list[str]:
-    return [sys.executable, str(CLUSTER_PY), *args]
+    return [sys.executable, "-m", "segue_testkit.cluster", *args]
 
 
 def cluster_env(root: Path) -> dict[str, str]:
-    """hack/cluster.py keeps a cluster's state, certificates and logs in SEGUE_CLUSTER_DIR."""
+    """segue_testkit.cluster keeps a cluster's state, certificates and logs in SEGUE_CLUSTER_DIR."""
     return dict(os.environ, SEGUE_CLUSTER_DIR=str(root))
 
 

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from scenario import rollout  # hack/scenario.py
+from segue_testkit.scenario import rollout
 from tests.e2e.conftest import Kube, Prometheus
 from tests.e2e.support import Operator, apply, launch_sim, shop_pair, start_operator, wait_until
 

@@ -22,7 +22,7 @@ import pytest
 import yaml
 from kubernetes import client
 
-from scenario import rollout  # hack/scenario.py
+from segue_testkit.scenario import rollout
 from tests.e2e.conftest import Kube
 from tests.e2e.support import Operator, apply, free_port, shop_pair, start_operator, wait_until
 

@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from scenario import rollout
+from segue_testkit.scenario import rollout
 from tests.e2e.support import apply, shop_pair, start_operator, wait_until
 
 pytestmark = pytest.mark.e2e

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from scenario import deployment, httproute, rollout  # hack/scenario.py
+from segue_testkit.scenario import deployment, httproute, rollout
 from tests.e2e.support import Operator, Rollouts, apply, wait_until
 
 pytestmark = pytest.mark.e2e

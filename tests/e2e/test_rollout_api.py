@@ -27,7 +27,11 @@ CASES = [
     ("weight-high", {"steps": [{"setWeight": 101}], "risk": None}, "spec.steps[0].setWeight"),
     ("weight-zero", {"steps": [{"setWeight": 0}], "risk": None}, "spec.steps[0].setWeight"),
     ("step-kind", {"steps": [{"setWeight": 5, "pause": {}}], "risk": None}, "spec.steps[0]"),
-    ("empty-step", {"steps": [{}], "risk": None}, "exactly one of setWeight, pause or approval"),
+    (
+        "empty-step",
+        {"steps": [{}], "risk": None},
+        "exactly one of setWeight, setSegment, pause or approval",
+    ),
     ("duration", {"steps": [{"pause": {"duration": "5 minutes"}}], "risk": None}, "duration"),
     ("no-router", {"traffic": {}}, "exactly one router"),
     (

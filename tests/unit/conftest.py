@@ -23,6 +23,7 @@ from hypothesis import settings
 from segue.analysis.provider import close_providers
 from segue.api import RolloutSpec, RolloutStatus
 from segue.api.phases import event_type
+from segue.api.routing import Segment
 from segue.engine import (
     ClearAnnotation,
     Decision,
@@ -122,6 +123,8 @@ class Sim:
     now: datetime = T0
     status: RolloutStatus | None = None
     router: int | None = 0
+    # The segment the router reads back (it follows SetWeight's segment like its weight).
+    segment: Segment | None = None
     legacy_ready: int = 3
     new_ready: int = 3
     manages_capacity: bool = False
@@ -156,6 +159,7 @@ class Sim:
             new_ready=0 if self.new_missing else self.new_ready,
             legacy_desired=0 if self.legacy_missing else self.legacy_desired,
             router_manages_capacity=self.manages_capacity,
+            router_segment=self.segment,
             annotations=dict(self.annotations),
             missing=self.missing,
             new_missing=self.new_missing,
@@ -187,6 +191,7 @@ class Sim:
                 self.weights.append(action.weight)
                 if self.follow and not self.router_missing:
                     self.router = action.weight
+                    self.segment = action.segment
             elif isinstance(action, ClearAnnotation):
                 self.annotations.pop(action.key, None)
             elif isinstance(action, PhaseChanged):
@@ -230,6 +235,9 @@ class Sim:
 
     def history_events(self) -> list[str]:
         return [h.event for h in self.st.history]
+
+    def history_events_text(self) -> str:
+        return "\n".join(h.reason or "" for h in self.st.history)
 
     def delete(self) -> None:
         """The Rollout gets a deletionTimestamp (now)."""

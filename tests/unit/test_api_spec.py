@@ -174,7 +174,7 @@ def test_exactly_one_router() -> None:
 
 def test_step_needs_exactly_one_kind() -> None:
     raw = spec_dict(risk=None, steps=[{"setWeight": 10, "pause": {}}])
-    _assert_error(raw, "steps.0", "exactly one of setWeight, pause or approval")
+    _assert_error(raw, "steps.0", "exactly one of setWeight, setSegment, pause or approval")
     _assert_error(spec_dict(risk=None, steps=[{}]), "steps.0", "exactly one of setWeight")
 
 

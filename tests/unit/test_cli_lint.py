@@ -43,7 +43,8 @@ def test_every_broken_field_is_named(capsys: pytest.CaptureFixture[str]) -> None
         "0: spec.traffic.gatewayAPI.newBackend: required field missing (line 8)",
         "0: spec.steps[1].pause.duration: invalid duration '10x'",
         "0: spec.steps[2].setWeight: Input should be less than or equal to 100 (got 500) (line 12)",
-        "0: spec.steps[3]: each step must have exactly one of setWeight, pause or approval",
+        "0: spec.steps[3]: each step must have exactly one of setWeight, setSegment, pause or "
+        "approval",
         "0: spec.analysis.gates[0]: a gate with a query needs a bound",
         "0: spec.rollbak: unknown field",
         "1: metadata.name: required field missing",

@@ -186,9 +186,21 @@ def test_cel_rules() -> None:
     assert list(_rules(".spec.traffic").values()) == [spec.MSG_ONE_ROUTER]
     step_rules = _rules(".spec.steps[]")
     assert step_rules == {
-        "(has(self.setWeight) ? 1 : 0) + (has(self.pause) ? 1 : 0)"
-        " + (has(self.approval) ? 1 : 0) == 1": spec.MSG_ONE_STEP_KIND
+        "(has(self.setWeight) ? 1 : 0) + (has(self.setSegment) ? 1 : 0)"
+        " + (has(self.pause) ? 1 : 0) + (has(self.approval) ? 1 : 0) == 1": spec.MSG_ONE_STEP_KIND
     }
+    # setSegment only with a router that can route a segment, named at spec.steps.
+    segment_rules = [
+        r for r in _at(".spec")["x-kubernetes-validations"] if "setSegment" in r["rule"]
+    ]
+    assert segment_rules == [
+        {
+            "rule": "!has(self.traffic.replicas) || !has(self.steps) || "
+            "!self.steps.exists(s, has(s.setSegment))",
+            "message": spec.MSG_SEGMENT_ROUTER,
+            "fieldPath": ".steps",
+        }
+    ]
     gate_rules = _rules(".spec.analysis.gates[]")
     assert gate_rules["has(self.query) != has(self.template)"] == spec.MSG_QUERY_XOR_TEMPLATE
     assert spec.MSG_QUERY_NEEDS_BOUND in gate_rules.values()

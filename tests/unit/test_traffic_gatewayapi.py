@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from segue.api.routing import Segment
 from segue.traffic.base import RouterError
 from segue.traffic.gatewayapi.router import GatewayAPIRouter
 from segue.workloads.deployments import DeploymentState
@@ -107,3 +108,69 @@ def test_the_write_is_guarded_by_every_identifying_field_it_matched() -> None:
     }
     adds = [(op["path"], op["value"]) for op in patch if op["op"] == "add"]
     assert adds == [(f"{base}/0/weight", 90), (f"{base}/1/weight", 10)]
+
+
+# -- segments -------------------------------------------------------------------------
+
+SEG = Segment(header="x-customer-id", values=["acme", "globex"])
+
+
+def _apply(route: dict[str, Any], patch: list[dict[str, Any]]) -> dict[str, Any]:
+    """Apply a JSON patch the way the API server does (test ops must hold)."""
+    import jsonpatch
+
+    return dict(jsonpatch.apply_patch(route, patch))
+
+
+def test_a_segment_is_a_rule_of_its_own_written_with_the_weights() -> None:
+    r, calls = router([ref("v1", 100), ref("v2", 0)])
+    view = r._view
+    assert isinstance(view, View)
+    view.route["spec"]["rules"][0]["matches"] = [{"path": {"type": "PathPrefix", "value": "/a"}}]
+    asyncio.run(r.set_weight(10, SEG))
+    (patch,) = calls.patches
+    view.route = _apply(view.route, patch)
+    rules = view.route["spec"]["rules"]
+    assert [x["weight"] for x in rules[0]["backendRefs"]] == [90, 10]
+    seg = rules[1]
+    assert seg["name"] == "segue-segment"
+    assert seg["backendRefs"] == [{"name": "v2", "port": 80}]
+    assert seg["matches"] == [
+        {
+            "path": {"type": "PathPrefix", "value": "/a"},
+            "headers": [{"type": "Exact", "name": "x-customer-id", "value": v}],
+        }
+        for v in ("acme", "globex")
+    ]
+    assert r.read_weight() == 10 and r.read_segment() == SEG
+    asyncio.run(r.set_weight(10, SEG))
+    assert len(calls.patches) == 1  # already there: no write
+
+
+def test_a_rollback_removes_the_segment_rule_in_the_same_patch() -> None:
+    r, calls = router([ref("v1", 100), ref("v2", 0)])
+    view = r._view
+    assert isinstance(view, View)
+    asyncio.run(r.set_weight(25, SEG))
+    view.route = _apply(view.route, calls.patches[-1])
+    asyncio.run(r.set_weight(0, None))
+    assert len(calls.patches) == 2
+    patch = calls.patches[-1]
+    assert {"op": "test", "path": "/spec/rules/1/name", "value": "segue-segment"} in patch
+    assert {"op": "remove", "path": "/spec/rules/1"} in patch
+    view.route = _apply(view.route, patch)
+    assert len(view.route["spec"]["rules"]) == 1
+    assert (r.read_weight(), r.read_segment()) == (0, None)
+
+
+def test_too_many_matches_for_gateway_api_is_a_clear_error() -> None:
+    r, calls = router([ref("v1", 100), ref("v2", 0)])
+    view = r._view
+    assert isinstance(view, View)
+    view.route["spec"]["rules"][0]["matches"] = [
+        {"path": {"type": "PathPrefix", "value": f"/{i}"}} for i in range(3)
+    ]
+    many = Segment(header="x-customer-id", values=[f"c{i}" for i in range(32)])
+    with pytest.raises(RouterError, match="more than Gateway API's 64"):
+        asyncio.run(r.set_weight(10, many))
+    assert calls.patches == []

@@ -21,7 +21,7 @@ from segue.api.address import MAX_ADDRESS_LENGTH, AddressRule
 from segue.api.base import LabelName, LabelValue, ObjectName, SpecModel, cel_rules, exactly_one
 from segue.api.duration import DurationBounds, DurationText
 from segue.api.gate_labels import TEMPLATE_LABEL_RULES
-from segue.api.routing import RouterSettings
+from segue.api.routing import RouterSettings, Segment
 from segue.traffic.catalog import ROUTERS
 
 Risk = Literal["low", "medium", "critical"]
@@ -55,7 +55,15 @@ ROUTER_KEYS: Final = tuple(p.key for p in ROUTERS)
 MSG_ONE_ROUTER: Final = (
     f"spec.traffic: set exactly one router ({', '.join(ROUTER_KEYS[:-1])} or {ROUTER_KEYS[-1]})"
 )
-MSG_ONE_STEP_KIND: Final = "each step must have exactly one of setWeight, pause or approval"
+MSG_ONE_STEP_KIND: Final = (
+    "each step must have exactly one of setWeight, setSegment, pause or approval"
+)
+SEGMENT_ROUTERS: Final = tuple(p.key for p in ROUTERS if p.settings.segments)
+MSG_SEGMENT_ROUTER: Final = (
+    "spec.steps: setSegment needs a router that routes by header or flag context ("
+    + ", ".join(SEGMENT_ROUTERS)
+    + "); this Rollout's router cannot send named customers to a version"
+)
 MSG_QUERY_XOR_TEMPLATE: Final = "spec.analysis.gates: set exactly one of query or template"
 MSG_QUERY_NEEDS_BOUND: Final = (
     "spec.analysis.gates: a gate with a query needs a bound "
@@ -179,19 +187,31 @@ class Approval(SpecModel):
 
 
 class Step(SpecModel):
-    """One step of the plan: exactly one of setWeight, pause or approval."""
+    """One step of the plan: exactly one of setWeight, setSegment, pause or approval."""
 
-    model_config = _validations((_exactly_one("setWeight", "pause", "approval"), MSG_ONE_STEP_KIND))
+    model_config = _validations(
+        (_exactly_one("setWeight", "setSegment", "pause", "approval"), MSG_ONE_STEP_KIND)
+    )
 
     set_weight: int | None = Field(
         None, ge=1, le=100, description="Percentage of traffic for the new version."
     )
-    pause: Pause | None = None
-    approval: Approval | None = None
+    set_segment: Segment | None = Field(
+        None,
+        description="Send these customers (requests whose header or flag-context value is "
+        "one of values) to the new version, before or beside the percentage; it stays until "
+        "100% or a rollback.",
+    )
+    pause: Pause | None = Field(
+        None, description="Hold for a duration; without one, wait for approval."
+    )
+    approval: Approval | None = Field(
+        None, description="Wait for segue.dev/approve=<index of this step>."
+    )
 
     @model_validator(mode="after")
     def _one_kind(self) -> Step:
-        kinds = (self.set_weight, self.pause, self.approval)
+        kinds = (self.set_weight, self.set_segment, self.pause, self.approval)
         if sum(k is not None for k in kinds) != 1:
             raise ValueError(MSG_ONE_STEP_KIND)
         return self
@@ -385,13 +405,29 @@ class RolloutSpec(SpecModel):
         ("!has(self.hold) || !has(self.steps)", MSG_HOLD_WITH_STEPS),
         HOLD_BOUNDS.cel("hold"),
         BAKE_BOUNDS.cel("bakeTime"),
+        *(
+            {
+                "rule": f"!has(self.traffic.{p.key}) || !has(self.steps) || "
+                "!self.steps.exists(s, has(s.setSegment))",
+                "message": MSG_SEGMENT_ROUTER,
+                "fieldPath": ".steps",
+            }
+            for p in ROUTERS
+            if not p.settings.segments
+        ),
     )
 
     legacy: Workload = Field(description="What serves traffic today.")
     new: Workload = Field(description="What should serve it tomorrow.")
-    traffic: Traffic
+    traffic: Traffic = Field(description="How traffic is split: exactly one router.")
     risk: Risk | None = Field(None, description="Preset plan; explicit steps override it.")
-    steps: list[Step] | None = Field(None, min_length=1, max_length=MAX_STEPS)
+    steps: list[Step] | None = Field(
+        None,
+        min_length=1,
+        max_length=MAX_STEPS,
+        description="The plan, 1 to 64 steps, walked in order; overrides risk. A plan whose "
+        "last setWeight is below 100 gets a final setWeight: 100.",
+    )
     hold: HoldDuration | None = Field(
         None, description="Replaces the preset's hold after each step; at most 720h (30 days)."
     )
@@ -400,9 +436,19 @@ class RolloutSpec(SpecModel):
         description="After the plan reaches 100%, keep evaluating the gates this long before "
         "Succeeded; a failing gate rolls back by its onFailure. 0s to 720h (30 days).",
     )
-    analysis: Analysis | None = None
-    rollback: Rollback | None = None
-    notifications: list[Notification] | None = Field(None, max_length=MAX_NOTIFICATIONS)
+    analysis: Analysis | None = Field(
+        None,
+        description="Health gates evaluated while traffic is split; a failing gate pauses "
+        "or rolls back.",
+    )
+    rollback: Rollback | None = Field(
+        None, description="How traffic returns to the legacy version; default immediate."
+    )
+    notifications: list[Notification] | None = Field(
+        None,
+        max_length=MAX_NOTIFICATIONS,
+        description="Webhooks told about transitions; 0 to 8, each URL read from a Secret.",
+    )
     depends_on: list[Dependency] | None = Field(
         None,
         max_length=MAX_DEPENDENCIES,
@@ -418,6 +464,12 @@ class RolloutSpec(SpecModel):
             raise ValueError(MSG_DISTINCT)
         if self.hold is not None and self.steps is not None:
             raise ValueError(MSG_HOLD_WITH_STEPS)
+        if (
+            self.steps is not None
+            and any(s.set_segment is not None for s in self.steps)
+            and not self.traffic.settings().segments
+        ):
+            raise ValueError(MSG_SEGMENT_ROUTER)
         if self.depends_on is not None:
             names = [d.name for d in self.depends_on]
             if len(set(names)) != len(names):

@@ -17,6 +17,7 @@ from typing import Annotated, Any, Final, Literal, get_args
 from pydantic import AfterValidator, Field, PlainSerializer
 
 from segue.api.base import StatusModel, Timestamp
+from segue.api.routing import Segment
 from segue.api.spec import OnFailure, RollbackMode
 from segue.api.text import (
     MAX_GATE_TEXT_BYTES,
@@ -143,6 +144,11 @@ class RolloutStatus(StatusModel):
     total_steps: int = Field(0, ge=0)
     weight: int = Field(0, ge=0, le=100, description="Weight last read back from the router.")
     target_weight: int = Field(0, ge=0, le=100, description="Weight last asked of the router.")
+    segment: Segment | None = Field(
+        None,
+        description="Segment last asked of the router (a setSegment step); cleared at 100% "
+        "and by a rollback.",
+    )
     legacy_replicas: int | None = Field(
         None,
         ge=0,

@@ -30,6 +30,7 @@ from pydantic import ValidationError
 from segue.api.duration import parse_duration
 from segue.api.phases import ANALYSED, ROLLED_BACK, STEPPING, TERMINAL, event_type
 from segue.api.provider import PROVIDER_KIND
+from segue.api.routing import Segment
 from segue.api.spec import RolloutSpec, Traffic, Workload
 from segue.api.status import RolloutStatus
 from segue.controller.kube import Json, is_status, urgent
@@ -287,11 +288,13 @@ class Reconciler:
             if new is None:
                 missing.append(f"Deployment {namespace}/{routing.new.deployment} (new)")
         router_weight: int | None = None
+        router_segment: Segment | None = None
         router_missing = False
         unmanaged: list[Ref] = []
         if router is not None:
             try:
                 router_weight = router.read_weight()
+                router_segment = router.read_segment()
             except RouterError as e:
                 router_missing = True
                 if str(e) not in " ".join(missing):
@@ -312,7 +315,8 @@ class Reconciler:
         gates = None
         if spec is not None and spec.analysis is not None and phase in ANALYSED:
             w.rounds.collect()
-            if weight > 0:
+            # A segment on the new version is traffic to judge, even at 0%.
+            if weight > 0 or router_segment is not None:
                 loop = asyncio.get_running_loop()
                 interval = parse_duration(spec.analysis.interval).total_seconds()
                 w.rounds.maybe_start(
@@ -340,6 +344,7 @@ class Reconciler:
             new_ready=new.ready if new else 0,
             legacy_desired=legacy.desired if legacy else 0,
             router_manages_capacity=router.manages_capacity if router else False,
+            router_segment=router_segment,
             annotations={k: str(annotations[k]) for k in ANNOTATIONS if k in annotations},
             missing=tuple(missing),
             new_missing=routing is not None and new is None,
@@ -397,7 +402,11 @@ class Reconciler:
         hurry = set_weight is not None and set_weight.weight < decision.status.weight
         # A weight the status already records (the engine asking again until the router
         # reads it) may be written before the status: nothing new would be lost.
-        recorded = set_weight is not None and raw_status.get("targetWeight") == set_weight.weight
+        recorded = (
+            set_weight is not None
+            and raw_status.get("targetWeight") == set_weight.weight
+            and _segment_key(raw_status.get("segment")) == _segment_key(set_weight.segment)
+        )
         with urgent() if hurry else contextlib.nullcontext():
             if recorded:
                 await self._set_weight(obj, router, set_weight)
@@ -486,7 +495,7 @@ class Reconciler:
         if action is None or router is None:
             return
         try:
-            await router.set_weight(action.weight)
+            await router.set_weight(action.weight, action.segment)
         except RouterError as e:
             self.post_event(obj, "Warning", "RouterError", str(e))
 
@@ -609,3 +618,12 @@ def _errors(e: ValidationError) -> str:
         loc = ".".join(str(p) for p in err["loc"])
         parts.append(f"spec.{loc}: {err['msg']}" if loc else f"spec: {err['msg']}")
     return "; ".join(parts)
+
+
+def _segment_key(segment: Segment | Json | None) -> tuple[str, tuple[str, ...]] | None:
+    """A segment's identity, from the model or from the status as written."""
+    if segment is None:
+        return None
+    if isinstance(segment, Segment):
+        return segment.key()
+    return str(segment.get("header", "")), tuple(sorted(map(str, segment.get("values") or [])))

@@ -9,6 +9,7 @@ from typing import Final
 
 from segue.api.phases import ACTIVE, STEPPING
 from segue.api.plan import plan as expand_plan
+from segue.api.routing import Segment
 from segue.api.spec import RolloutSpec, Step
 from segue.api.status import MAX_HISTORY, HistoryEntry, PausedReason, Phase, RolloutStatus
 from segue.engine.types import (
@@ -66,11 +67,14 @@ class Recorder:
     requeue: list[float] = field(default_factory=list)
     progress_reason: str | None = None
 
-    def set_weight(self, weight: int) -> None:
+    def set_weight(self, weight: int, segment: Segment | None = None) -> None:
+        """Ask for ``weight`` and ``segment``. Only the plan's progress keeps a segment;
+        every other caller (rollbacks, aborts, deletion) asks with none, so the router
+        removes the segment rule in the same write that moves the weight back."""
         weight = max(0, min(100, weight))
         # One weight per decision: a later request replaces an earlier one.
         self.actions = [a for a in self.actions if not isinstance(a, SetWeight)]
-        self.actions.append(SetWeight(weight))
+        self.actions.append(SetWeight(weight, segment))
 
     def event(self, type_: EventType, reason: str, message: str) -> None:
         self.actions.append(EmitEvent(type_, reason, message))
@@ -151,6 +155,9 @@ class Recorder:
 
     def decision(self) -> Decision:
         self.status.history = self.status.history[-MAX_HISTORY:]
+        st = self.status
+        if st.phase not in STEPPING or st.rollback is not None or st.target_weight >= 100:
+            st.segment = None  # a segment lives only while the plan is walked below 100%
         # Annotations are cleared after everything else (the controller writes the status
         # first), and the finalizer goes last of all: after it the object may be gone.
         ordered = (

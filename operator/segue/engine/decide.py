@@ -29,6 +29,15 @@ from segue.engine.types import Decision, Observations
 _MAX_TRANSITIONS: Final = 8
 
 
+def with_segment(router_weight: int | None, obs: Observations) -> int | None:
+    """The router's weight for deciding whether traffic is back on legacy: a segment still
+    routed to the new version counts as traffic there, so a rollback or deletion asks
+    again (weight 0, no segment) until the segment rule is gone too."""
+    if router_weight == 0 and obs.router_segment is not None:
+        return 1
+    return router_weight
+
+
 def decide(spec: RolloutSpec, status: RolloutStatus | None, obs: Observations) -> Decision:
     st = status.model_copy(deep=True) if status is not None else RolloutStatus()
     ctx = Context.create(spec, st, obs)
@@ -64,7 +73,7 @@ def decide(spec: RolloutSpec, status: RolloutStatus | None, obs: Observations) -
         deletion.handle(
             ctx,
             since=obs.deleting_since,
-            router_weight=obs.router_weight,
+            router_weight=with_segment(obs.router_weight, obs),
             blocker=references.deletion_blocker(ctx),
         )
     elif missing is not None:
@@ -124,6 +133,7 @@ def invalid_spec(
     if router_weight is not None:
         router_weight = max(0, min(100, router_weight))
         st.weight = router_weight
+        router_weight = with_segment(router_weight, obs)
     if st.phase is None and obs.deleting:
         rec.release_finalizer()
         return rec.decision()

@@ -77,9 +77,10 @@ def tick(ctx: Context) -> None:
             ctx.settle(blocked)
             return
     st.target_weight = desired
-    if router != desired:
-        ctx.set_weight(desired)
-    if desired == 0 and router == 0:
+    segment_left = ctx.obs.router_segment is not None
+    if router != desired or segment_left:
+        ctx.set_weight(desired)  # no segment: the rule goes in the first write
+    if desired == 0 and router == 0 and not segment_left:
         ctx.enter("RolledBack", f"rolled back: all traffic on the legacy version ({rb.reason})")
         return
     if rb.mode == "graceful" and desired > 0:

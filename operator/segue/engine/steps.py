@@ -11,6 +11,7 @@ Rules that keep every weight change safe:
 from __future__ import annotations
 
 from segue.api.duration import parse_duration
+from segue.api.routing import Segment
 from segue.engine.context import Context, Outcome, format_time, seconds
 from segue.engine.gates import (
     advance_blocker,
@@ -68,7 +69,7 @@ def progress(ctx: Context) -> Outcome:
                 "cannot read the router's weight; retrying when it changes",
                 reason="RouterUnreadable",
             )
-        if router != st.target_weight:
+        if router != st.target_weight or _key(ctx.obs.router_segment) != _key(st.segment):
             return _converge(ctx, router, st.target_weight)
         if st.promoting:
             if st.target_weight != 100:
@@ -87,6 +88,20 @@ def progress(ctx: Context) -> Outcome:
             text = f"step {st.step}: weight {step.set_weight}% confirmed by the router"
             ctx.event("Normal", "WeightSet", text)
             ctx.record("WeightSet", text)
+            _advance(ctx)
+        elif step.set_segment is not None:
+            if _key(st.segment) != step.set_segment.key():
+                return _request_segment(ctx, step.set_segment)
+            blocked = failing_blocker(ctx)
+            if blocked is not None:
+                return blocked
+            st.step_started_at = ctx.now
+            text = (
+                f"step {st.step}: {describe_segment(step.set_segment)} sent to the new "
+                "version, confirmed by the router"
+            )
+            ctx.event("Normal", "SegmentSet", text)
+            ctx.record("SegmentSet", text)
             _advance(ctx)
         elif step.pause is not None and step.pause.duration is not None:
             if st.step_started_at is None:
@@ -130,24 +145,59 @@ def _advance(ctx: Context) -> None:
             st.step_started_at = ctx.now
 
 
+def _key(segment: Segment | None) -> tuple[str, tuple[str, ...]] | None:
+    return None if segment is None else segment.key()
+
+
+def describe_segment(segment: Segment) -> str:
+    """``customers acme, globex (x-customer-id)``, the values capped at five."""
+    values = ", ".join(segment.values[:5])
+    more = f" and {len(segment.values) - 5} more" if len(segment.values) > 5 else ""
+    return f"{segment.header} in [{values}{more}]"
+
+
 def _converge(ctx: Context, router: int, target: int) -> Outcome:
-    """A weight was asked for and the router does not report it yet: ask again (it is
-    idempotent, and survives an operator restart between status write and router write).
-    The router's change is a watch event: no timed wake-up."""
+    """A weight (and segment) was asked for and the router does not report it yet: ask
+    again (it is idempotent, and survives an operator restart between status write and
+    router write). The router's change is a watch event: no timed wake-up."""
     blocked = ctx.capacity_blocker(router, target)
     if blocked is not None:
         return blocked
-    ctx.set_weight(target)
+    segment = ctx.status.segment
+    ctx.set_weight(target, segment)
+    seg = "" if segment is None else f" and {describe_segment(segment)}"
     return Outcome(
         "Progressing",
-        f"step {ctx.status.step}: waiting for the router to report {target}% (reads {router}%)",
+        f"step {ctx.status.step}: waiting for the router to report {target}%{seg} "
+        f"(reads {router}%)",
         reason="WaitingForRouter",
     )
+
+
+def _request_segment(ctx: Context, segment: Segment) -> Outcome:
+    """Send a segment to the new version: more of its traffic, so it needs what raising
+    the weight needs (a passing round above 0%, ready new pods)."""
+    st = ctx.status
+    blocked = advance_blocker(ctx) if st.target_weight > 0 else failing_blocker(ctx)
+    if blocked is not None:
+        return blocked
+    obs = ctx.obs
+    if not obs.router_manages_capacity and (obs.new_ready <= 0 or obs.new_missing):
+        return Outcome(
+            "Progressing",
+            f"waiting for ready pods of Deployment {ctx.spec.new.deployment} before sending "
+            f"{describe_segment(segment)} to the new version",
+            reason="WaitingForCapacity",
+        )
+    st.segment = segment
+    return _converge(ctx, st.target_weight, st.target_weight)
 
 
 def _request(ctx: Context, weight: int) -> Outcome:
     st = ctx.status
     current = st.target_weight
+    if weight >= 100:
+        st.segment = None  # everyone goes to the new version: the segment rule goes
     if weight > current:
         # From 0 there is nothing to analyse yet; above it, more traffic needs a pass.
         blocked = advance_blocker(ctx) if current > 0 else failing_blocker(ctx)

@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Literal
 
 from segue.api.phases import EventType as EventType  # re-exported for the engine's users
+from segue.api.routing import Segment
 from segue.api.status import PausedReason, Phase, RolloutStatus, Verdict
 
 Severity = Literal["rollback", "rollback-graceful", "pause"]
@@ -49,6 +50,7 @@ class Observations:
       ``status.legacyReplicas`` when the plan starts; its share of traffic is judged
       against it).
     - ``router_manages_capacity``: the router realises a weight by scaling (replicas).
+    - ``router_segment``: the segment the router sends to the new version right now.
     - ``annotations``: only ``segue.dev/*`` keys.
     - ``missing``: human descriptions of referenced objects that do not exist, for
       messages; ``new_missing``, ``legacy_missing`` and ``router_missing`` say which. A
@@ -76,6 +78,8 @@ class Observations:
     legacy_ready: int
     new_ready: int
     router_manages_capacity: bool = False
+    # The segment the router reads back (None: none, or the router has no segments).
+    router_segment: Segment | None = field(default=None, hash=False)
     annotations: Mapping[str, str] = field(default_factory=dict, hash=False)
     missing: tuple[str, ...] = ()
     new_missing: bool = False
@@ -98,9 +102,11 @@ class Observations:
 
 @dataclass(frozen=True)
 class SetWeight:
-    """Ask the router for this weight of the new version (0..100). Idempotent."""
+    """Ask the router for this weight of the new version (0..100) and this segment (None:
+    no segment rule), in one write. Idempotent."""
 
     weight: int
+    segment: Segment | None = field(default=None, hash=False)
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 // Module that builds the local control plane: one multi-call binary holding etcd,
 // kube-apiserver, kube-controller-manager, kube-scheduler and kubectl.
 // Versions are pinned here and in versions.env; bump both together.
-module segue.dev/hack/localkube
+module segue.dev/testkit/localkube
 
 go 1.26.0
 

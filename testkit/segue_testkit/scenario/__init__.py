@@ -1,0 +1,56 @@
+"""Building blocks of the end-to-end tests, the demo and the benchmarks: the cluster
+(``Env``), manifests, a legacy/new pair of an app, the traffic simulator and the operator as
+processes, and waiting and counting helpers. Everything is real; nothing here is a stand-in.
+"""
+
+from segue_testkit.scenario.api_requests import (
+    EVENT_POSTS,
+    by_method,
+    requests_between,
+    rollout_events,
+    with_events,
+)
+from segue_testkit.scenario.env import Env, delete_namespace, ensure_namespace, start_cluster
+from segue_testkit.scenario.hanging_server import hanging_server
+from segue_testkit.scenario.manifests import deployment, httproute, new_weight, rollout, service
+from segue_testkit.scenario.operator_process import Operator, start_operator
+from segue_testkit.scenario.pairs import replicas_pair, route_weight, service_pair
+from segue_testkit.scenario.processes import free_port, stop_process
+from segue_testkit.scenario.sim import Sim, launch_sim, start_sim
+from segue_testkit.scenario.waiting import parse_time, percentile, settled, spread, wait_for
+from segue_testkit.scenario.watching import ObjectWatch, Seen
+
+__all__ = [
+    "EVENT_POSTS",
+    "Env",
+    "ObjectWatch",
+    "Operator",
+    "Seen",
+    "Sim",
+    "by_method",
+    "delete_namespace",
+    "deployment",
+    "ensure_namespace",
+    "free_port",
+    "hanging_server",
+    "httproute",
+    "launch_sim",
+    "new_weight",
+    "parse_time",
+    "percentile",
+    "replicas_pair",
+    "requests_between",
+    "rollout",
+    "rollout_events",
+    "route_weight",
+    "service",
+    "service_pair",
+    "settled",
+    "spread",
+    "start_cluster",
+    "start_operator",
+    "start_sim",
+    "stop_process",
+    "wait_for",
+    "with_events",
+]
