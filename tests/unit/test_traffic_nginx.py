@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 from segue.api.crd import crd
 from segue.api.routing import SEGMENT_VALUE_PATTERN, Segment
-from segue.api.spec import Traffic
+from segue.api.spec import RolloutSpec, Traffic
 from segue.controller.store import Store
 from segue.traffic.base import RouterError
 from segue.traffic.nginx import canary
@@ -28,10 +28,12 @@ from segue.traffic.nginx.plugin import (
     MSG_DEFAULT_CANARY_NAME,
     MSG_DISTINCT_INGRESSES,
     MSG_DISTINCT_SERVICES,
+    MSG_SEGMENT_HEADER,
     NginxSettings,
     ingress_summary,
 )
 from segue.traffic.nginx.router import NginxRouter
+from tests.unit.conftest import spec_dict
 
 T = TypeVar("T")
 P = "nginx.ingress.kubernetes.io"
@@ -218,6 +220,33 @@ def test_the_crd_carries_the_same_rules() -> None:
     assert rules[".ingress"]["message"] == MSG_DEFAULT_CANARY_NAME
     assert rules[".ingress"]["rule"] == "has(self.canaryIngress) || size(self.ingress) <= 246"
     assert node["properties"]["annotationPrefix"]["default"] == P
+
+
+def _with_segment(header: str, router: str = "nginx") -> dict[str, Any]:
+    traffic = {
+        "nginx": {"ingress": "checkout", "legacyService": "v1", "newService": "v2"},
+        "gatewayAPI": {"httpRoute": "checkout", "legacyBackend": "v1", "newBackend": "v2"},
+    }
+    raw = spec_dict(steps=[{"setSegment": {"header": header, "values": ["acme"]}}])
+    raw["traffic"] = {router: traffic[router]}
+    return raw
+
+
+def test_a_segment_header_nginx_would_drop_is_refused_in_the_spec() -> None:
+    assert RolloutSpec.model_validate(_with_segment("x-customer-id")).steps
+    with pytest.raises(ValidationError) as e:
+        RolloutSpec.model_validate(_with_segment("x_customer.id"))
+    assert MSG_SEGMENT_HEADER in str(e.value)
+    # Another router takes it.
+    assert RolloutSpec.model_validate(_with_segment("x_customer.id", "gatewayAPI")).steps
+    spec_rules = crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    (rule,) = [
+        r for r in spec_rules["x-kubernetes-validations"] if r["message"] == MSG_SEGMENT_HEADER
+    ]
+    assert rule["rule"] == (
+        "!has(self.traffic.nginx) || !has(self.steps) || self.steps.all(s, !has(s.setSegment) "
+        "|| s.setSegment.header.matches('^[a-z0-9-]+$'))"
+    )
 
 
 # --- the watched summary -----------------------------------------------------------------

@@ -37,9 +37,6 @@ OWNED: Final = (
 )
 TOTAL: Final = 100
 
-# nginx drops request headers with other characters by default (ignore_invalid_headers), and
-# ingress-nginx looks the header up as $http_<name with - as _>.
-NGINX_HEADER: Final = re.compile(r"[a-z0-9-]+")
 # Segment values are letters, digits and ._:@/+=- (api/routing.py). In the pattern, `.` and `+`
 # are escaped as regex metacharacters, and `@`, which ingress-nginx's annotation validation
 # does not accept in a pattern, is written as the PCRE escape \x40.

@@ -31,6 +31,13 @@ MSG_DISTINCT_INGRESSES: Final = (
     "spec.traffic.nginx.canaryIngress: must differ from ingress "
     "(ingress-nginx pairs a canary Ingress with a primary one of the same hosts and paths)"
 )
+# nginx drops request headers with other characters by default (ignore_invalid_headers), and
+# ingress-nginx looks the header up as $http_<name with - as _>.
+SEGMENT_HEADER_PATTERN: Final = r"^[a-z0-9-]+$"
+MSG_SEGMENT_HEADER: Final = (
+    "spec.steps: setSegment.header must be lower-case letters, digits and '-' with the nginx "
+    "router (nginx drops request headers with other characters by default); rename the header"
+)
 MSG_DEFAULT_CANARY_NAME: Final = (
     f"spec.traffic.nginx.ingress: at most {MAX_DEFAULTED_INGRESS} characters without "
     "canaryIngress (the default canary Ingress name <ingress>-canary must fit in 253); "
@@ -43,6 +50,7 @@ class NginxSettings(RouterSettings):
     one; a segment is a canary-by-header rule with a pattern of the segment's values."""
 
     segments: ClassVar[bool] = True
+    segment_header: ClassVar[tuple[str, str] | None] = (SEGMENT_HEADER_PATTERN, MSG_SEGMENT_HEADER)
     model_config = cel_rules(
         {
             "rule": "self.legacyService != self.newService",

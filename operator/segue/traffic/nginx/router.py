@@ -16,6 +16,7 @@ rule in that same patch. With ``require_managed`` the canary Ingress must be lab
 
 from __future__ import annotations
 
+import re
 from typing import Any, Final
 
 from kubernetes import client
@@ -34,7 +35,14 @@ from segue.traffic.base import (
 )
 from segue.traffic.nginx import canary
 from segue.traffic.nginx.pairing import Pairing, annotations_of
-from segue.traffic.nginx.plugin import GROUP, KIND, PLURAL, VERSION, NginxSettings
+from segue.traffic.nginx.plugin import (
+    GROUP,
+    KIND,
+    PLURAL,
+    SEGMENT_HEADER_PATTERN,
+    VERSION,
+    NginxSettings,
+)
 
 Json = dict[str, Any]
 JSON_PATCH: Final = "application/json-patch+json"
@@ -124,7 +132,8 @@ class NginxRouter:
     async def set_weight(self, weight: int, segment: Segment | None = None) -> None:
         if not 0 <= weight <= 100:
             raise ValueError(f"weight {weight} outside 0..100")
-        if segment is not None and not canary.NGINX_HEADER.fullmatch(segment.header):
+        if segment is not None and not re.fullmatch(SEGMENT_HEADER_PATTERN, segment.header):
+            # The spec refuses such a step (MSG_SEGMENT_HEADER); this is a second line.
             raise RouterError(
                 f"setSegment.header {segment.header}: ingress-nginx matches only headers named "
                 "with lower-case letters, digits and '-' (nginx drops the others by default); "
