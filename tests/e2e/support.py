@@ -112,10 +112,14 @@ class Rollouts:
             GROUP, VERSION, self.namespace, PLURAL, name, {"metadata": {"annotations": annotations}}
         )
 
-    def route_weights(self, route: str) -> tuple[int, int]:
+    def get_route(self, route: str) -> dict[str, Any]:
         obj: Any = self.objects.get_namespaced_custom_object(
             "gateway.networking.k8s.io", "v1", self.namespace, "httproutes", route
         )
+        return dict(obj)
+
+    def route_weights(self, route: str) -> tuple[int, int]:
+        obj = self.get_route(route)
         refs = obj["spec"]["rules"][0]["backendRefs"]
         return int(refs[0].get("weight", 1)), int(refs[1].get("weight", 1))
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator
 from functools import partial
@@ -20,7 +19,6 @@ from typing import Any, TypeVar
 
 import pytest
 from kubernetes import client
-from prometheus_client.parser import text_string_to_metric_families
 
 from segue import MANAGED_LABEL, MANAGED_VALUE
 from segue.controller.store import Store
@@ -139,14 +137,7 @@ def weights_seen(watch: ObjectWatch) -> list[str | None]:
 
 def requests_by_customer(sim: Sim) -> Counter[tuple[str, str]]:
     """Requests so far by (customer, version), from the simulator's own /metrics."""
-    with urllib.request.urlopen(f"http://{sim.host_port}/metrics", timeout=5) as r:
-        text = r.read().decode()
-    out: Counter[tuple[str, str]] = Counter()
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            if s.name == "http_requests_total":
-                out[(s.labels["customer"], s.labels["version"])] += int(s.value)
-    return out
+    return Counter({k: int(v) for k, v in sim.requests().items()})
 
 
 def traffic_once_split(sim: Sim, settled: Callable[[Counter[tuple[str, str]]], bool]) -> Any:

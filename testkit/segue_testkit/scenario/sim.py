@@ -45,6 +45,24 @@ class Sim:
     def set(self, version: str, **behaviour: float) -> None:
         self.put({version: behaviour})
 
+    def requests(self) -> dict[tuple[str, str], float]:
+        """Requests counted so far, by (customer, version label), from the simulator's own
+        /metrics (customer is "" without --customers)."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        with urllib.request.urlopen(f"http://{self.host_port}/metrics", timeout=5) as r:
+            text = r.read().decode()
+        out: dict[tuple[str, str], float] = {}
+        for family in text_string_to_metric_families(text):
+            if family.name != "http_requests":
+                continue
+            for sample in family.samples:
+                if sample.name != "http_requests_total":
+                    continue
+                key = (sample.labels.get("customer", ""), sample.labels["version"])
+                out[key] = out.get(key, 0.0) + sample.value
+        return out
+
     def weight(self) -> float | None:
         w = self.config()["weight"]
         return None if w is None else float(w)

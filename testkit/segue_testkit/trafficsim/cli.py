@@ -109,6 +109,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="ID,ID,...",
         help="spread requests evenly over these customer ids and label metrics with them",
     )
+    p.add_argument(
+        "--customer-header",
+        default="x-customer-id",
+        metavar="NAME",
+        help="the request header (or flag-context key) that carries the customer id; routers "
+        "that send a segment to the new version match on it (default x-customer-id)",
+    )
     args = p.parse_args(argv)
     problem = next((kind.check(args) for kind in KINDS if kind.chosen(args)), None)
     if problem:

@@ -38,9 +38,34 @@ def weight_from_httproute(
     return 100.0 * weights[new_backend] / total
 
 
+def segment_from_httproute(
+    route: Mapping[str, Any], new_backend: str, rule_index: int, header: str
+) -> frozenset[str]:
+    """Customer ids whose requests a rule other than ``rule_index`` sends to the new backend
+    alone, by an Exact match on ``header``: Gateway API prefers the match with more header
+    matches, so those requests skip the weighted rule."""
+    out: set[str] = set()
+    for i, rule in enumerate(route.get("spec", {}).get("rules") or []):
+        refs = rule.get("backendRefs") or []
+        if i == rule_index or not refs or any(r.get("name") != new_backend for r in refs):
+            continue
+        for match in rule.get("matches") or []:
+            for h in match.get("headers") or []:
+                exact = h.get("type", "Exact") == "Exact"
+                if exact and str(h.get("name", "")).lower() == header.lower():
+                    out.add(str(h.get("value", "")))
+    return frozenset(out)
+
+
 class HTTPRouteWeight:
     def __init__(
-        self, api_client: Any, ref: str, legacy_backend: str, new_backend: str, rule_index: int
+        self,
+        api_client: Any,
+        ref: str,
+        legacy_backend: str,
+        new_backend: str,
+        rule_index: int,
+        customer_header: str = "x-customer-id",
     ) -> None:
         from kubernetes import client
 
@@ -50,6 +75,7 @@ class HTTPRouteWeight:
             new_backend,
             rule_index,
         )
+        self.customer_header = customer_header
         self.api = client.CustomObjectsApi(api_client)
 
     def describe(self) -> str:
@@ -64,13 +90,10 @@ class HTTPRouteWeight:
             self.name,
             _request_timeout=2,
         )
+        body = cast(Mapping[str, Any], route)
         return Split(
-            weight_from_httproute(
-                cast(Mapping[str, Any], route),
-                self.legacy_backend,
-                self.new_backend,
-                self.rule_index,
-            )
+            weight_from_httproute(body, self.legacy_backend, self.new_backend, self.rule_index),
+            segment_from_httproute(body, self.new_backend, self.rule_index, self.customer_header),
         )
 
 
@@ -91,7 +114,12 @@ def _check(args: argparse.Namespace) -> str | None:
 
 def _build(args: argparse.Namespace, api: ApiClientFactory) -> WeightSource:
     return HTTPRouteWeight(
-        api(), args.httproute, args.legacy_backend, args.new_backend, args.rule_index
+        api(),
+        args.httproute,
+        args.legacy_backend,
+        args.new_backend,
+        args.rule_index,
+        args.customer_header,
     )
 
 

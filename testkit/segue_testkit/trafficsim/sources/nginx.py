@@ -5,8 +5,9 @@ A request goes to the canary when the ``canary-by-header`` header matches: equal
 ``canary-by-header-value`` if set, else found by the PCRE ``canary-by-header-pattern`` if
 set, else equal to ``always``. Otherwise it goes there with probability ``canary-weight`` /
 ``canary-weight-total`` (default 100). Simulated requests carry their customer id in one
-header (``--customer-header``) and no cookie, so cookie rules never apply. An Ingress without
-``canary: "true"`` is no canary at all: everything stays on the primary.
+header (``--customer-header``, default x-customer-id) and no cookie, so cookie rules never
+apply. An Ingress without ``canary: "true"`` is no canary at all: everything stays on the
+primary.
 """
 
 from __future__ import annotations
@@ -102,11 +103,6 @@ def _add_arguments(choose: ArgumentAdder, parser: ArgumentAdder) -> None:
     )
     parser.add_argument(
         "--annotation-prefix", default=DEFAULT_PREFIX, help="ingress-nginx annotation prefix"
-    )
-    parser.add_argument(
-        "--customer-header",
-        default=DEFAULT_HEADER,
-        help="request header carrying the customer id (--customers)",
     )
 
 
