@@ -7,7 +7,6 @@ import subprocess
 import threading
 import time
 import urllib.request
-from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -16,8 +15,6 @@ import yaml
 from kubernetes import client
 
 from segue import GROUP, PLURAL, VERSION
-from segue.traffic.catalog import ROUTERS
-from segue_testkit import scenario
 from segue_testkit.scenario import (  # the same pieces the demo and benchmarks use
     Operator,
     Sim,
@@ -25,12 +22,9 @@ from segue_testkit.scenario import (  # the same pieces the demo and benchmarks 
     free_port,
     httproute,
     launch_sim,
+    start_operator,
 )
 from segue_testkit.scenario import wait_for as wait_until
-
-# The test cluster installs the CRDs of every router in the catalog (crd_sources()), so the
-# operator under test runs them all.
-ALL_ROUTERS = "--routers=" + ",".join(p.key for p in ROUTERS)
 
 __all__ = [
     "Operator",
@@ -47,24 +41,6 @@ __all__ = [
     "start_operator",
     "wait_until",
 ]
-
-
-def start_operator(
-    kubeconfig: str,
-    log: Path,
-    namespaces: Sequence[str] = (),
-    prometheus: str | None = None,
-    *,
-    extra_args: Sequence[str] = (),
-    **kwargs: Any,
-) -> Operator:
-    """The operator (segue_testkit.scenario.start_operator) running every router in the
-    catalog, unless ``extra_args`` name the routers (as the chart's do)."""
-    if not any(a.startswith("--routers") for a in extra_args):
-        extra_args = [ALL_ROUTERS, *extra_args]
-    return scenario.start_operator(
-        kubeconfig, log, namespaces, prometheus, extra_args=extra_args, **kwargs
-    )
 
 
 def apply(kube: Any, namespace: str, *docs: dict[str, Any]) -> None:

@@ -17,6 +17,13 @@ the value `routers`.
   resources: ["deployments/scale"]
   verbs: ["patch"]
 {{- end }}
+{{- define "segue.routerRules.flagd" }}
+# ConfigMaps labelled segue.dev/managed=true are watched (list, watch); the flagd router JSON-
+# patches the flag document of the one a Rollout names.
+- apiGroups: [""]
+  resources: ["configmaps"]
+  verbs: ["list", "watch", "patch"]
+{{- end }}
 {{- define "segue.routerRules.nginx" }}
 # Ingresses are watched (list, watch); the NGINX router JSON-patches the canary annotations of
 # the canary Ingress (weight and by-header rule) and nothing else.

@@ -182,6 +182,8 @@ def configure_settings(settings: kopf.OperatorSettings) -> None:
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     configure_settings(settings)
+    for resource, selector in _LABEL_SELECTORS.items():
+        settings.watching.label_selectors[resource] = selector
     op: Operator = memo[MEMO_KEY]
     # kopf's per-attempt retry lines become Segue's one line per outage.
     for handler in logging.getLogger().handlers:
@@ -264,6 +266,10 @@ REFERENCED: Final = {
     PROVIDER_KIND: (GROUP, VERSION, PROVIDER_PLURAL),
 }
 _ROUTER_KINDS: set[str] = set()
+# (group, version, plural) -> label selector of the router kinds watched only when labelled
+# (``WatchedKind.labels``): the API server filters them, so the operator is not sent every
+# ConfigMap, and sends a deletion when an object loses the label.
+_LABEL_SELECTORS: dict[tuple[str, str, str], str] = {}
 
 
 def _watch_router_kind(watched: WatchedKind) -> None:
@@ -272,8 +278,12 @@ def _watch_router_kind(watched: WatchedKind) -> None:
     if watched.kind in _ROUTER_KINDS:
         return
     _ROUTER_KINDS.add(watched.kind)
-    labels = dict(watched.labels) or None
-    _watch_referenced(watched.kind, watched.group, watched.version, watched.plural, labels)
+    if watched.labels:
+        # Filtered by the API server only: a handler filter would also skip the deletion
+        # the server sends when an object loses the label, and keep it in the store.
+        selector = ",".join(f"{k}={v}" for k, v in sorted(watched.labels))
+        _LABEL_SELECTORS[(watched.group, watched.version, watched.plural)] = selector
+    _watch_referenced(watched.kind, watched.group, watched.version, watched.plural)
 
 
 def _watch_referenced(
@@ -281,7 +291,6 @@ def _watch_referenced(
     group: str,
     version: str,
     plural: str,
-    labels: dict[str, str] | None = None,
 ) -> None:
     """An index handler keeps the object's summary in the store (and makes kopf list the
     kind before any Rollout is handled); an event handler wakes the Rollouts that reference
@@ -298,8 +307,8 @@ def _watch_referenced(
             op.store.drop(kind, namespace, name)
         op.supervisor.object_event((kind, namespace, name))
 
-    kopf.index(group, version, plural, id=f"segue_{plural}", labels=labels)(index)
-    kopf.on.event(group, version, plural, id=f"segue_{plural}_events", labels=labels)(event)
+    kopf.index(group, version, plural, id=f"segue_{plural}")(index)
+    kopf.on.event(group, version, plural, id=f"segue_{plural}_events")(event)
 
 
 for _kind, (_group, _version, _plural) in REFERENCED.items():

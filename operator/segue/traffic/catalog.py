@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Final
 
+from segue.traffic.flagd.plugin import PLUGIN as FLAGD
 from segue.traffic.gatewayapi.plugin import PLUGIN as GATEWAY_API
 from segue.traffic.nginx.plugin import PLUGIN as NGINX
 from segue.traffic.plugin import RouterPlugin
@@ -13,6 +14,7 @@ from segue.traffic.replicas.plugin import PLUGIN as REPLICAS
 ROUTERS: Final[tuple[RouterPlugin, ...]] = (
     GATEWAY_API,
     REPLICAS,
+    FLAGD,
     NGINX,
 )
 

@@ -18,7 +18,7 @@ Json = dict[str, Any]
 class WatchedKind:
     """A kind the router reads from the watch stream. ``summary`` keeps only what the
     router reads (the store holds it per object); ``labels``: watch only objects carrying
-    these labels (for kinds as common as ConfigMaps)."""
+    these labels, filtered by the API server (for kinds as common as ConfigMaps)."""
 
     kind: str
     group: str

@@ -12,7 +12,14 @@ from segue_testkit.scenario.api_requests import (
 )
 from segue_testkit.scenario.env import Env, delete_namespace, ensure_namespace, start_cluster
 from segue_testkit.scenario.hanging_server import hanging_server
-from segue_testkit.scenario.manifests import deployment, httproute, new_weight, rollout, service
+from segue_testkit.scenario.manifests import (
+    deployment,
+    flagd_configmap,
+    httproute,
+    new_weight,
+    rollout,
+    service,
+)
 from segue_testkit.scenario.operator_process import Operator, start_operator
 from segue_testkit.scenario.pairs import replicas_pair, route_weight, service_pair
 from segue_testkit.scenario.processes import free_port, stop_process
@@ -31,6 +38,7 @@ __all__ = [
     "delete_namespace",
     "deployment",
     "ensure_namespace",
+    "flagd_configmap",
     "free_port",
     "hanging_server",
     "httproute",

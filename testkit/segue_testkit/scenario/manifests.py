@@ -1,8 +1,9 @@
-"""Manifests the scenarios apply: Deployments, Services, HTTPRoutes and Rollouts, and the
-new version's weight read back from an HTTPRoute."""
+"""Manifests the scenarios apply: Deployments, Services, HTTPRoutes, flagd flag ConfigMaps
+and Rollouts, and the new version's weight read back from an HTTPRoute."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from segue import MANAGED_LABEL, MANAGED_VALUE
@@ -54,6 +55,41 @@ def httproute(name: str, legacy: str, new: str, legacy_weight: int = 100) -> dic
                 }
             ],
         },
+    }
+
+
+def flagd_configmap(
+    name: str,
+    flag: str,
+    legacy_variant: str,
+    new_variant: str,
+    key: str = "flags.flagd.json",
+    labelled: bool = True,
+) -> dict[str, Any]:
+    """A ConfigMap holding a flagd flag-definitions document with ``flag`` (legacy by
+    default, no targeting) and one unrelated flag, labelled for Segue unless told not to."""
+    flags = {
+        flag: {
+            "state": "ENABLED",
+            "variants": {
+                legacy_variant: f"{flag}-{legacy_variant}",
+                new_variant: f"{flag}-{new_variant}",
+            },
+            "defaultVariant": legacy_variant,
+        },
+        "banner": {
+            "state": "ENABLED",
+            "variants": {"on": True, "off": False},
+            "defaultVariant": "on",
+        },
+    }
+    document = {"$schema": "https://flagd.dev/schema/v0/flags.json", "flags": flags}
+    labels = {MANAGED_LABEL: MANAGED_VALUE} if labelled else {}
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": name, "labels": labels},
+        "data": {key: json.dumps(document, indent=2) + "\n"},
     }
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from segue.traffic.catalog import ROUTERS
 from segue_testkit.scenario.processes import free_port, stop_process
 from segue_testkit.scenario.waiting import wait_for
 
@@ -63,8 +64,9 @@ def start_operator(
     verbose: bool = False,
     extra_args: Sequence[str] = (),
 ) -> Operator:
-    """The operator against ``kubeconfig``, watching ``namespaces`` (none: all of them);
-    returns once its liveness endpoint answers (a standby answers it too).
+    """The operator against ``kubeconfig``, watching ``namespaces`` (none: all of them),
+    running every router in the catalog unless ``extra_args`` name ``--routers``; returns
+    once its liveness endpoint answers (a standby answers it too).
 
     Leader election is on, as in production: the Lease is in the first of ``namespaces``
     (``default`` without any) unless ``extra_args`` say otherwise."""
@@ -78,6 +80,10 @@ def start_operator(
         argv += ["--prometheus-address", prometheus]
     if verbose:
         argv.append("--verbose")
+    if not any(a == "--routers" or a.startswith("--routers=") for a in extra_args):
+        # The test cluster installs the CRDs of every router in the catalog
+        # (segue_testkit.cluster.crd_sources), so the operator runs them all.
+        argv += ["--routers", ",".join(p.key for p in ROUTERS)]
     argv += extra_args
     # Only the given kubeconfig: never in-cluster credentials from the environment, nor the
     # Lease namespace of a pod these tests might run in.

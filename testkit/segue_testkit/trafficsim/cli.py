@@ -10,6 +10,8 @@ over to the next tick), so ``rate()`` in Prometheus reads back the configured nu
         --legacy-version v1 --new-version v2 \\
         --httproute shop/checkout --legacy-backend checkout-v1 --new-backend checkout-v2
     python -m segue_testkit.trafficsim --port 0 --deployments shop/checkout-v1,shop/checkout-v2 ...
+    python -m segue_testkit.trafficsim --port 0 --flagd shop/shop-flags --flag checkout \\
+        --legacy-variant v1 --new-variant v2 ...    # flagd's evaluator reads the flag
     python -m segue_testkit.trafficsim --port 0 --canary-ingress shop/checkout-canary ...
     python -m segue_testkit.trafficsim --port 0 --static-weight 25 ...   # no cluster needed
 
