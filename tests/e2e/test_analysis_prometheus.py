@@ -12,17 +12,16 @@ from urllib.parse import urlparse
 import pytest
 import requests
 
-from segue.analysis.prometheus import PrometheusProvider
-from segue.analysis.provider import ProviderUnavailable, QueryRejected, UnusableResult
-from segue.analysis.templating import escape_string_literal
-from segue.analysis.types import PrometheusSettings
+from segue.analysis.errors import ProviderUnavailable, QueryRejected, UnusableResult
+from segue.analysis.providers.prometheus.client import PrometheusClient, PrometheusSettings
+from segue.analysis.providers.prometheus.templating import escape_string_literal
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture
-def provider(prometheus: Any) -> Iterator[PrometheusProvider]:
-    p = PrometheusProvider(PrometheusSettings(address=prometheus.url, timeout_s=5))
+def provider(prometheus: Any) -> Iterator[PrometheusClient]:
+    p = PrometheusClient(PrometheusSettings(address=prometheus.url, timeout_s=5))
     yield p
     p.close()
 
@@ -74,7 +73,7 @@ def test_unreachable_address_fails_fast():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    p = PrometheusProvider(PrometheusSettings(address=f"http://127.0.0.1:{port}", timeout_s=1))
+    p = PrometheusClient(PrometheusSettings(address=f"http://127.0.0.1:{port}", timeout_s=1))
     start = time.monotonic()
     with pytest.raises(ProviderUnavailable, match="cannot connect"):
         p.query_scalar("vector(1)")
@@ -86,7 +85,7 @@ def test_silent_address_fails_within_the_timeout():
         s.bind(("127.0.0.1", 0))
         s.listen(8)  # accepts connections, never answers
         settings = PrometheusSettings(address=f"http://127.0.0.1:{s.getsockname()[1]}", timeout_s=1)
-        p = PrometheusProvider(settings)
+        p = PrometheusClient(settings)
         start = time.monotonic()
         with pytest.raises(ProviderUnavailable, match="did not answer within 1s"):
             p.query_scalar("vector(1)")

@@ -15,9 +15,10 @@ from typing import Any
 
 import pytest
 
-from segue.analysis.provider import provider_for
-from segue.analysis.round import evaluate_round
-from segue.analysis.types import GateSpec, PrometheusSettings, RoundContext
+from segue.analysis.providers.base import RoundContext
+from segue.analysis.providers.prometheus.client import PrometheusSettings
+from segue.analysis.providers.prometheus.runtime import client_for_settings, evaluate_round
+from segue.api.spec import Gate
 from tests.e2e.support import Sim, deployment, httproute, launch_sim, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -76,9 +77,9 @@ def ready_replicas(kube: Any, namespace: str, name: str) -> int:
 
 def gate_round(prometheus: Any, app: str, weight: float) -> dict[str, Any]:
     labels = {"app": app, "window": "5s"}
-    gates = [GateSpec(t, template=t, labels=labels) for t in ("error-rate", "throughput")]
+    gates = [Gate(name=t, template=t, labels=labels) for t in ("error-rate", "throughput")]
     ctx = RoundContext("ns", app, "v1", "v2", "5s", weight)
-    provider = provider_for(PrometheusSettings(address=prometheus.url, timeout_s=5))
+    provider = client_for_settings(PrometheusSettings(address=prometheus.url, timeout_s=5))
     r = asyncio.run(evaluate_round(gates, ctx, provider, datetime.now(UTC)))
     assert r.error is None
     return {v.name: v for v in r.results}
@@ -113,7 +114,7 @@ def test_deployment_pair_split_and_runtime_error_rate(kube, prometheus, namespac
         )
         assert error_ratio(prometheus, app, "v1") in (None, 0.0)
         failing = gate_round(prometheus, app, 25)["error-rate"]
-        assert failing.verdict == "Fail" and failing.severity == "rollback"
+        assert failing.verdict == "Fail" and failing.on_failure == "rollback"
         assert failing.value == pytest.approx(0.3, abs=0.03)
 
         # Scaling the new side up moves the split: 3 vs 3 ready pods is 50 %.

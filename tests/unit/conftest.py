@@ -20,8 +20,8 @@ from typing import Any, TypeVar
 import pytest
 from hypothesis import settings
 
-from segue.analysis.provider import close_providers
-from segue.api import RolloutSpec, RolloutStatus
+from segue.analysis.clients import close_clients
+from segue.api import GateStatus, RolloutSpec, RolloutStatus
 from segue.api.phases import event_type
 from segue.api.routing import Segment
 from segue.engine import (
@@ -29,7 +29,6 @@ from segue.engine import (
     Decision,
     EmitEvent,
     GateRound,
-    GateVerdict,
     Observations,
     PhaseChanged,
     ReleaseFinalizer,
@@ -77,26 +76,27 @@ def verdict(
     name: str = "errors",
     result: str = "Pass",
     *,
-    severity: str = "rollback",
+    on_failure: str = "rollback",
     limit: int = 1,
     value: float | None = 0.01,
     legacy: float | None = 0.01,
     bound: str = "<= 0.05",
     message: str = "",
-) -> GateVerdict:
-    return GateVerdict(
+) -> GateStatus:
+    """A gate's status as a provider returns it for one round."""
+    return GateStatus(
         name=name,
-        verdict=result,  # type: ignore[arg-type]
+        verdict=result,
         value=value,
         legacy_value=legacy,
         bound=bound,
-        severity=severity,  # type: ignore[arg-type]
+        on_failure=on_failure,
         failure_limit=limit,
         message=message or f"{name} {result.lower()}",
     )
 
 
-def gate_round(at: datetime, *verdicts: GateVerdict, error: str | None = None) -> GateRound:
+def gate_round(at: datetime, *verdicts: GateStatus, error: str | None = None) -> GateRound:
     return GateRound(evaluated_at=at, results=tuple(verdicts), error=error)
 
 
@@ -269,9 +269,9 @@ def warnings_of(d: Decision) -> list[str]:
 
 @pytest.fixture
 def no_cached_providers() -> Iterator[None]:
-    close_providers()
+    close_clients()
     yield
-    close_providers()
+    close_clients()
 
 
 @pytest.fixture

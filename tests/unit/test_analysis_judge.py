@@ -3,33 +3,46 @@
 from __future__ import annotations
 
 import math
+from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from segue.analysis.judge import error_verdict, judge, provider_error_message
-from segue.analysis.provider import ProviderUnavailable, QueryRejected, UnusableResult
-from segue.analysis.templates import Bounds, ResolvedGate
+from segue.analysis.errors import ProviderUnavailable, QueryRejected, UnusableResult
+from segue.analysis.judge import error_status, judge, provider_error_message
+from segue.api.spec import Gate
+from segue.api.status import GateStatus
+
+AT = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
 
 
-def gate(per_share: bool = False, **bounds: float) -> ResolvedGate:
-    return ResolvedGate(
+def gate(per_share: bool = False, **bounds: Any) -> Gate:
+    """A gate as it runs: bounds and policy filled in. Built unchecked, as resolution
+    copies it, so that a gate without any bound can be judged too."""
+    return Gate.model_construct(
         name="g",
         query="q",
-        bounds=Bounds(**bounds),
         failure_limit=3,
-        severity="rollback-graceful",
+        on_failure="rollback-graceful",
         per_traffic_share=per_share,
+        **bounds,
     )
+
+
+def message(status: GateStatus) -> str:
+    assert status.message is not None
+    return status.message
 
 
 def test_max_pass_and_fail():
     v = judge(gate(max=0.05), 0.01, None, weight=10)
     assert (v.verdict, v.value, v.bound, v.message) == ("Pass", 0.01, "<= 0.05", "0.01 <= 0.05")
+    assert judge(gate(max=0.05), 0.01, None, weight=10, at=AT).last_evaluated == AT
     v = judge(gate(max=0.05), 0.2, 0.0, weight=10)
     assert (v.verdict, v.message) == ("Fail", "0.2 > max 0.05")
-    assert (v.legacy_value, v.severity, v.failure_limit, v.name) == (
+    assert (v.legacy_value, v.on_failure, v.failure_limit, v.name) == (
         0.0,
         "rollback-graceful",
         3,
@@ -68,13 +81,13 @@ def test_ratio_bounds():
 def test_ratio_without_legacy_data_is_inconclusive():
     v = judge(gate(max_ratio_to_legacy=2), 0.3, None, weight=10)
     assert v.verdict == "Inconclusive"
-    assert "legacy" in v.message
+    assert "legacy" in message(v)
 
 
 def test_ratio_to_zero_legacy():
     assert judge(gate(max_ratio_to_legacy=2), 0.0, 0.0, weight=10).verdict == "Pass"
     v = judge(gate(max_ratio_to_legacy=2), 0.1, 0.0, weight=10)
-    assert v.verdict == "Inconclusive" and "legacy is 0" in v.message
+    assert v.verdict == "Inconclusive" and "legacy is 0" in message(v)
     assert judge(gate(min_ratio_to_legacy=0.9), 5.0, 0.0, weight=10).verdict == "Inconclusive"
 
 
@@ -93,7 +106,7 @@ def test_throughput_per_unit_of_traffic_share():
     assert v.value == pytest.approx(200)
     assert v.legacy_value == pytest.approx(200)
     assert v.bound == ">= 0.9x legacy per unit of traffic share"
-    assert "at 10% of traffic" in v.message
+    assert "at 10% of traffic" in message(v)
     # The new version loses a fifth of its requests: 16 rps at 10 % is 0.8x legacy.
     v = judge(gate(per_share=True, min_ratio_to_legacy=0.9), 16.0, 180.0, weight=10)
     assert v.verdict == "Fail"
@@ -102,14 +115,16 @@ def test_throughput_per_unit_of_traffic_share():
 
 def test_throughput_at_weight_zero_and_hundred_is_inconclusive():
     v = judge(gate(per_share=True, min_ratio_to_legacy=0.9), 0.0, 200.0, weight=0)
-    assert v.verdict == "Inconclusive" and "weight 0" in v.message
+    assert v.verdict == "Inconclusive" and "weight 0" in message(v)
     v = judge(gate(per_share=True, min_ratio_to_legacy=0.9), 200.0, 0.0, weight=100)
-    assert v.verdict == "Inconclusive" and "weight 100" in v.message
+    assert v.verdict == "Inconclusive" and "weight 100" in message(v)
 
 
-def test_error_verdict_and_messages():
-    v = error_verdict("g", "boom", bound="<= 1", severity="pause", failure_limit=2)
+def test_error_status_and_messages():
+    g = Gate(name="g", query="q", max=1, on_failure="pause", failure_limit=2)
+    v = error_status(g, "boom", at=AT)
     assert (v.verdict, v.value, v.legacy_value, v.message) == ("Error", None, None, "boom")
+    assert (v.bound, v.on_failure, v.failure_limit, v.last_evaluated) == ("<= 1", "pause", 2, AT)
     assert provider_error_message("lat", QueryRejected("parse error")) == (
         "Prometheus rejected the query of gate lat: parse error"
     )

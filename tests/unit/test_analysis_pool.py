@@ -18,15 +18,14 @@ from typing import TypeVar
 
 import pytest
 
+from segue.analysis.clients import PooledClient
+from segue.analysis.errors import PoolSaturated, QueryTimedOut
 from segue.analysis.pool import QueryPool
-from segue.analysis.provider import (
-    PooledProvider,
-    PoolSaturated,
-    QueryTimedOut,
-    provider_for,
-)
-from segue.analysis.round import evaluate_round
-from segue.analysis.types import GateRound, GateSpec, PrometheusSettings, RoundContext
+from segue.analysis.providers.base import RoundContext
+from segue.analysis.providers.prometheus.client import PrometheusSettings
+from segue.analysis.providers.prometheus.runtime import client_for_settings, evaluate_round
+from segue.api.spec import Gate
+from segue.engine import GateRound
 from tests.unit.conftest import NoDefaultExecutor
 
 pytestmark = pytest.mark.usefixtures("no_cached_providers")
@@ -36,8 +35,10 @@ NOW = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
 CTX = RoundContext("shop", "checkout", "v1", "v2", "30s", 10)
 
 
-def gates(n: int) -> list[GateSpec]:
-    return [GateSpec(f"g{i}", query=f'sum(x{i}{{v="{{{{ version }}}}"}})', max=2) for i in range(n)]
+def gates(n: int) -> list[Gate]:
+    return [
+        Gate(name=f"g{i}", query=f'sum(x{i}{{v="{{{{ version }}}}"}})', max=2) for i in range(n)
+    ]
 
 
 @pytest.fixture
@@ -109,7 +110,7 @@ async def timed(work: Awaitable[T]) -> tuple[T, float]:
 def test_a_round_against_a_silent_server_ends_within_its_deadline(silent: str) -> None:
     # 16 gates are 32 queries for 4 workers: waiting in turn for the 1 s timeout would
     # take 8 s and more; the round's deadline (2 x 1 s + 1 s) ends it first.
-    provider = provider_for(PrometheusSettings(address=silent, timeout_s=1))
+    provider = client_for_settings(PrometheusSettings(address=silent, timeout_s=1))
     assert provider.round_deadline_s == 3.0
 
     r, took = run(lambda: timed(evaluate_round(gates(16), CTX, provider, NOW)))
@@ -122,8 +123,8 @@ def test_a_round_against_a_silent_server_ends_within_its_deadline(silent: str) -
 
 
 def test_a_hanging_provider_delays_only_its_own_rounds(silent: str, healthy: str) -> None:
-    hanging = provider_for(PrometheusSettings(address=silent, timeout_s=30))
-    fine = provider_for(PrometheusSettings(address=healthy, timeout_s=30))
+    hanging = client_for_settings(PrometheusSettings(address=silent, timeout_s=30))
+    fine = client_for_settings(PrometheusSettings(address=healthy, timeout_s=30))
     assert hanging.pool is not fine.pool
 
     async def body() -> tuple[GateRound, float, bool]:
@@ -145,7 +146,7 @@ def test_a_hanging_provider_delays_only_its_own_rounds(silent: str, healthy: str
 
 def test_a_saturated_pool_fails_fast() -> None:
     blocking = Blocking()
-    pooled = PooledProvider(blocking, QueryPool("Blocking at test", workers=2), timeout_s=0.5)
+    pooled = PooledClient(blocking, QueryPool("Blocking at test", workers=2), timeout_s=0.5)
     try:
 
         async def body() -> tuple[GateRound, GateRound, float]:
@@ -259,15 +260,15 @@ def test_shutdown_refuses_without_waiting() -> None:
 
 
 def test_rounds_use_named_pool_threads_never_the_default_executor(healthy: str) -> None:
-    provider = provider_for(PrometheusSettings(address=healthy, timeout_s=5))
+    provider = client_for_settings(PrometheusSettings(address=healthy, timeout_s=5))
     names: list[str] = []
-    real = provider.provider.query_scalar
+    real = provider.client.query_scalar
 
     def recording(q: str) -> float | None:
         names.append(threading.current_thread().name)
         return real(q)
 
-    object.__setattr__(provider.provider, "query_scalar", recording)
+    object.__setattr__(provider.client, "query_scalar", recording)
     default = NoDefaultExecutor()
 
     async def body() -> GateRound:

@@ -1,7 +1,10 @@
-"""The Prometheus provider against a scripted HTTP server on loopback, and the registry."""
+"""The Prometheus client against a scripted HTTP server on loopback, the shared client
+cache, and the provider's place in the catalog and registry."""
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import json
 import socket
 import threading
@@ -13,26 +16,24 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
-from segue.analysis import provider as provider_module
-from segue.analysis.prometheus import (
+from segue.analysis import clients as clients_module
+from segue.analysis.clients import PooledClient, QueryClient, close_clients
+from segue.analysis.errors import PoolSaturated, ProviderUnavailable, QueryRejected, UnusableResult
+from segue.analysis.providers import catalog, registry
+from segue.analysis.providers.prometheus.client import (
     MAX_ERROR_CHARS,
-    PrometheusProvider,
+    PrometheusClient,
+    PrometheusSettings,
     _parse_status_error,
     parse_result,
 )
-from segue.analysis.provider import (
-    MetricProvider,
-    PooledProvider,
-    PoolSaturated,
-    ProviderUnavailable,
-    QueryRejected,
-    UnusableResult,
-    close_providers,
-    create_provider,
-    provider_for,
-    provider_kinds,
+from segue.analysis.providers.prometheus.provider import PROMETHEUS
+from segue.analysis.providers.prometheus.runtime import (
+    RUNTIME,
+    PrometheusRuntime,
+    client_for_settings,
+    operator_default_address,
 )
-from segue.analysis.types import PrometheusSettings
 
 
 def vector(*values: str) -> dict[str, object]:
@@ -95,14 +96,14 @@ def fake() -> Iterator[FakePrometheus]:
     server.server_close()
 
 
-def provider(url: str, **kw: object) -> tuple[PrometheusProvider, list[float]]:
+def provider(url: str, **kw: object) -> tuple[PrometheusClient, list[float]]:
     sleeps: list[float] = []
     settings = PrometheusSettings(
         address=url,
         timeout_s=float(kw.pop("timeout_s", 2.0)),  # type: ignore[arg-type]
         bearer_token=kw.pop("bearer_token", None),  # type: ignore[arg-type]
     )
-    return PrometheusProvider(settings, sleep=sleeps.append, **kw), sleeps  # type: ignore[arg-type]
+    return PrometheusClient(settings, sleep=sleeps.append, **kw), sleeps  # type: ignore[arg-type]
 
 
 # --- result parsing ------------------------------------------------------------------------
@@ -297,13 +298,13 @@ def test_silent_server_times_out_quickly():
 
 def test_ca_file_and_positive_timeout(tmp_path):
     ca = tmp_path / "ca.pem"
-    p = PrometheusProvider(
+    p = PrometheusClient(
         PrometheusSettings(address="https://prom:9090", ca_file=str(ca), timeout_s=1)
     )
     assert p._client()._session.verify == str(ca)
     p.close()
     with pytest.raises(ValueError):
-        PrometheusProvider(PrometheusSettings(timeout_s=0))
+        PrometheusClient(PrometheusSettings(timeout_s=0))
 
 
 def test_retries_keep_to_the_timeout():
@@ -319,7 +320,7 @@ def test_retries_keep_to_the_timeout():
         sleeps.append(seconds)
         now[0] += seconds
 
-    p = PrometheusProvider(
+    p = PrometheusClient(
         PrometheusSettings(address=f"http://127.0.0.1:{port}", timeout_s=1.0),
         retries=5,
         backoff_s=0.4,
@@ -333,12 +334,13 @@ def test_retries_keep_to_the_timeout():
 
 def test_timeout_is_capped():
     assert PrometheusSettings(timeout_s=90).timeout_s == 30.0
-    assert PrometheusSettings.from_env(timeout_s=float("inf")).timeout_s == 30.0
+    assert PrometheusSettings(timeout_s=float("inf")).timeout_s == 30.0
+    assert PrometheusSettings(timeout_s=float("nan")).timeout_s == 30.0
     assert PrometheusSettings(timeout_s=2.5).timeout_s == 2.5
 
 
 def test_threads_get_their_own_client():
-    p = PrometheusProvider(PrometheusSettings())
+    p = PrometheusClient(PrometheusSettings())
     clients = []
     t = threading.Thread(target=lambda: clients.append(p._client()))
     t.start()
@@ -352,10 +354,18 @@ def test_threads_get_their_own_client():
 
 def test_address_defaults(monkeypatch):
     monkeypatch.delenv("SEGUE_PROMETHEUS_ADDRESS", raising=False)
-    assert PrometheusSettings.from_env().address == "http://127.0.0.1:9090"
+    assert operator_default_address(None) == "http://127.0.0.1:9090"
     monkeypatch.setenv("SEGUE_PROMETHEUS_ADDRESS", "http://prometheus.monitoring:9090/")
-    assert PrometheusSettings.from_env().address == "http://prometheus.monitoring:9090"
-    assert PrometheusSettings.from_env("http://mine:9090").address == "http://mine:9090"
+    assert operator_default_address(None) == "http://prometheus.monitoring:9090"
+    assert operator_default_address("http://mine:9090/") == "http://mine:9090"
+    # A Rollout without a section of its own goes to the operator's default address.
+    settings = asyncio.run(PrometheusRuntime().settings(None, "shop", NoSecrets()))
+    assert settings == PrometheusSettings(address="http://prometheus.monitoring:9090")
+
+
+class NoSecrets:
+    async def read(self, namespace: str, name: str) -> dict[str, str]:
+        raise AssertionError("no Secret is named")
 
 
 def test_token_is_not_in_repr():
@@ -364,46 +374,59 @@ def test_token_is_not_in_repr():
 
 @pytest.fixture
 def no_cached_providers() -> Iterator[None]:
-    close_providers()
+    close_clients()
     yield
-    close_providers()
+    close_clients()
 
 
-def test_registry(no_cached_providers):
-    assert provider_kinds()["prometheus"] is PrometheusSettings
-    p = create_provider(PrometheusSettings(address="http://a:9090"))
-    assert isinstance(p, PrometheusProvider) and isinstance(p, MetricProvider)
-    assert p.name == "Prometheus"
-    shared = provider_for(PrometheusSettings(address="http://b:9090"))
-    assert isinstance(shared, PooledProvider) and isinstance(shared.provider, PrometheusProvider)
-    assert provider_for(PrometheusSettings(address="http://b:9090")) is shared
-    assert provider_for(PrometheusSettings(address="http://c:9090")) is not shared
-    with pytest.raises(TypeError, match="no metric provider for str"):
-        create_provider("http://a:9090")
+def test_catalog_and_registry(no_cached_providers):
+    assert catalog.PROVIDERS[0] is PROMETHEUS and catalog.DEFAULT is PROMETHEUS
+    assert catalog.by_key("prometheus") is PROMETHEUS
+    with pytest.raises(KeyError, match="no metric provider 'influx'; known: prometheus"):
+        catalog.by_key("influx")
+    assert registry.runtimes()["prometheus"] is RUNTIME and RUNTIME.provider is PROMETHEUS
+    configured = PrometheusRuntime("http://prom:9090")
+    assert registry.runtimes([configured])["prometheus"] is configured
+
+    class Stranger(PrometheusRuntime):
+        @property
+        def provider(self):
+            return dataclasses.replace(PROMETHEUS, key="influx")
+
+    with pytest.raises(ValueError, match="not in the catalog of metric providers: influx"):
+        registry.runtimes([Stranger()])
+
+
+def test_clients_are_shared_per_settings(no_cached_providers):
+    shared = client_for_settings(PrometheusSettings(address="http://b:9090"))
+    assert isinstance(shared, PooledClient) and isinstance(shared.client, PrometheusClient)
+    assert isinstance(shared.client, QueryClient) and shared.name == "Prometheus"
+    assert client_for_settings(PrometheusSettings(address="http://b:9090")) is shared
+    assert client_for_settings(PrometheusSettings(address="http://c:9090")) is not shared
 
 
 def test_one_pool_per_address(no_cached_providers):
-    b = provider_for(PrometheusSettings(address="http://b:9090", timeout_s=2))
-    b_token = provider_for(PrometheusSettings(address="http://b:9090", bearer_token="t"))
-    c = provider_for(PrometheusSettings(address="http://c:9090"))
+    b = client_for_settings(PrometheusSettings(address="http://b:9090", timeout_s=2))
+    b_token = client_for_settings(PrometheusSettings(address="http://b:9090", bearer_token="t"))
+    c = client_for_settings(PrometheusSettings(address="http://c:9090"))
     # Other credentials or timeout: another client, the same workers.
     assert b_token is not b and b_token.pool is b.pool
     assert c.pool is not b.pool
     assert b.label == "Prometheus at http://b:9090" and b.timeout_s == 2.0
     assert b.query_deadline_s == 3.0 and b.round_deadline_s == 5.0
-    long = provider_for(PrometheusSettings(address="http://d:9090", timeout_s=30))
+    long = client_for_settings(PrometheusSettings(address="http://d:9090", timeout_s=30))
     assert long.round_deadline_s == 60.0
 
 
 def test_eviction_shuts_the_pool_down(no_cached_providers, monkeypatch):
-    monkeypatch.setattr(provider_module, "_CACHE_MAX", 2)
-    a = provider_for(PrometheusSettings(address="http://a:9090"))
-    a_token = provider_for(PrometheusSettings(address="http://a:9090", bearer_token="t"))
-    provider_for(PrometheusSettings(address="http://b:9090"))  # evicts a
+    monkeypatch.setattr(clients_module, "_CACHE_MAX", 2)
+    a = client_for_settings(PrometheusSettings(address="http://a:9090"))
+    a_token = client_for_settings(PrometheusSettings(address="http://a:9090", bearer_token="t"))
+    client_for_settings(PrometheusSettings(address="http://b:9090"))  # evicts a
     assert not a.pool.closed  # a_token still uses it
-    provider_for(PrometheusSettings(address="http://c:9090"))  # evicts a_token
+    client_for_settings(PrometheusSettings(address="http://c:9090"))  # evicts a_token
     assert a.pool.closed and a_token.pool.closed
     assert isinstance(a.pool.refusal(), PoolSaturated)
     # The address is simply served by a new pool next time.
-    again = provider_for(PrometheusSettings(address="http://a:9090"))
+    again = client_for_settings(PrometheusSettings(address="http://a:9090"))
     assert not again.pool.closed and again.pool is not a.pool

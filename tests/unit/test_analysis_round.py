@@ -8,9 +8,11 @@ import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 
-from segue.analysis.provider import ProviderError, ProviderUnavailable, QueryRejected
-from segue.analysis.round import evaluate_round
-from segue.analysis.types import GateRound, GateSpec, RoundContext
+from segue.analysis.errors import ProviderError, ProviderUnavailable, QueryRejected
+from segue.analysis.providers.base import RoundContext
+from segue.analysis.providers.prometheus.runtime import evaluate_round
+from segue.api.spec import Gate
+from segue.engine import GateRound
 
 NOW = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
 CTX = RoundContext(
@@ -54,7 +56,7 @@ class Scripted:
         return None
 
 
-def run(gates: list[GateSpec], provider: Scripted, ctx: RoundContext = CTX) -> GateRound:
+def run(gates: list[Gate], provider: Scripted, ctx: RoundContext = CTX) -> GateRound:
     return asyncio.run(evaluate_round(gates, ctx, provider, NOW))
 
 
@@ -70,13 +72,13 @@ def test_round_with_templates():
         return 0.8 if v2 else 1.0  # success rate
 
     provider = Scripted(answer)
-    gates = [GateSpec(t, template=t) for t in ("error-rate", "latency", "throughput")]
-    gates.append(GateSpec("ok", template="success-rate"))
+    gates = [Gate(name=t, template=t) for t in ("error-rate", "latency", "throughput")]
+    gates.append(Gate(name="ok", template="success-rate"))
     r = run(gates, provider)
     assert r.evaluated_at == NOW and r.error is None
     by = {v.name: v for v in r.results}
     assert [v.name for v in r.results] == ["error-rate", "latency", "throughput", "ok"]
-    assert (by["error-rate"].verdict, by["error-rate"].severity) == ("Fail", "rollback")
+    assert (by["error-rate"].verdict, by["error-rate"].on_failure) == ("Fail", "rollback")
     assert by["error-rate"].legacy_value == 0.0  # shown even for an absolute bound
     assert by["latency"].verdict == "Pass"
     assert by["throughput"].verdict == "Pass" and by["throughput"].value == 200.0
@@ -88,7 +90,7 @@ def test_round_with_templates():
 def test_gates_run_concurrently_off_the_event_loop():
     provider = Scripted({"v2": 1.0, "v1": 1.0}, delay=0.3)
     gates = [
-        GateSpec(f"g{i}", query=f'sum(x{i}{{v="{{{{ version }}}}"}})', max=2) for i in range(4)
+        Gate(name=f"g{i}", query=f'sum(x{i}{{v="{{{{ version }}}}"}})', max=2) for i in range(4)
     ]
     start = time.monotonic()
     r = run(gates, provider)
@@ -103,13 +105,13 @@ def test_gates_run_concurrently_off_the_event_loop():
 def test_identical_queries_run_once():
     provider = Scripted({"v2": 0.01, "v1": 0.0})
     same = 'sum(x{v="{{ version }}"})'
-    r = run([GateSpec("a", query=same, max=1), GateSpec("b", query=same, min=0)], provider)
+    r = run([Gate(name="a", query=same, max=1), Gate(name="b", query=same, min=0)], provider)
     assert [v.verdict for v in r.results] == ["Pass", "Pass"]
     assert sorted(provider.queries) == ['sum(x{v="v1"})', 'sum(x{v="v2"})']
 
 
 def test_no_data_is_inconclusive():
-    r = run([GateSpec("e", template="error-rate")], Scripted({}))
+    r = run([Gate(name="e", template="error-rate")], Scripted({}))
     (v,) = r.results
     assert v.verdict == "Inconclusive" and v.value is None and r.error is None
 
@@ -117,20 +119,20 @@ def test_no_data_is_inconclusive():
 def test_provider_down_sets_round_error():
     down = ProviderUnavailable("cannot connect to Prometheus at http://x:9090")
     r = run(
-        [GateSpec("e", template="error-rate"), GateSpec("l", template="latency")],
+        [Gate(name="e", template="error-rate"), Gate(name="l", template="latency")],
         Scripted({"v": down}),
     )
     assert r.error is not None and "unreachable for every query" in r.error
     assert [v.verdict for v in r.results] == ["Error", "Error"]
-    assert "Prometheus unavailable for gate e" in r.results[0].message
+    assert "Prometheus unavailable for gate e" in str(r.results[0].message)
 
 
 def test_partial_outage_is_per_gate():
     down = ProviderUnavailable("timeout")
     r = run(
         [
-            GateSpec("a", query='sum(a{v="{{ version }}"})', max=1),
-            GateSpec("b", query='sum(b{v="{{ version }}"})', max=1),
+            Gate(name="a", query='sum(a{v="{{ version }}"})', max=1),
+            Gate(name="b", query='sum(b{v="{{ version }}"})', max=1),
         ],
         Scripted({"sum(a": down, "sum(b": 0.5}),
     )
@@ -141,7 +143,7 @@ def test_partial_outage_is_per_gate():
 def test_rejected_query_names_the_gate():
     rejected = QueryRejected("1:5: parse error: unexpected end of input inside braces")
     r = run(
-        [GateSpec("broken", query='sum(x{v="{{ version }}"', max=1)], Scripted({"sum": rejected})
+        [Gate(name="broken", query='sum(x{v="{{ version }}"', max=1)], Scripted({"sum": rejected})
     )
     (v,) = r.results
     assert v.verdict == "Error"
@@ -155,10 +157,10 @@ def test_rejected_query_names_the_gate():
 def test_legacy_failure_only_matters_for_ratio_bounds():
     down = ProviderUnavailable("timeout")
     answers: dict[str, float | ProviderError | None] = {'v="v2"': 0.5, 'v="v1"': down}
-    absolute = run([GateSpec("a", query='sum(x{v="{{ version }}"})', max=1)], Scripted(answers))
+    absolute = run([Gate(name="a", query='sum(x{v="{{ version }}"})', max=1)], Scripted(answers))
     assert absolute.results[0].verdict == "Pass"
     assert absolute.results[0].legacy_value is None
-    ratio = GateSpec("r", query='sum(x{v="{{ version }}"})', max_ratio_to_legacy=2)
+    ratio = Gate(name="r", query='sum(x{v="{{ version }}"})', max_ratio_to_legacy=2)
     assert run([ratio], Scripted(answers)).results[0].verdict == "Error"
 
 
@@ -166,45 +168,47 @@ def test_misconfigured_gate_does_not_spoil_the_others():
     provider = Scripted({"v2": 0.01})
     r = run(
         [
-            GateSpec("typo", query='sum(x{v="{{ verison }}"})', max=1, on_failure="pause"),
-            GateSpec("fine", query='sum(x{v="{{ version }}"})', max=1),
+            Gate(name="typo", query='sum(x{v="{{ verison }}"})', max=1, on_failure="pause"),
+            Gate(name="fine", query='sum(x{v="{{ version }}"})', max=1),
         ],
         provider,
     )
     typo, fine = r.results
-    assert typo.verdict == "Error" and "unknown placeholder {{ verison }}" in typo.message
-    assert (typo.severity, typo.bound) == ("pause", "<= 1")
+    assert typo.verdict == "Error" and "unknown placeholder {{ verison }}" in str(typo.message)
+    assert (typo.on_failure, typo.bound) == ("pause", "<= 1")
     assert fine.verdict == "Pass"
     assert all("verison" not in q for q in provider.queries)
 
 
 def test_invalid_version_is_an_error_naming_the_field():
     ctx = RoundContext("shop", "checkout", "v1", 'v2"} or vector(1)', "30s", 10)
-    r = run([GateSpec("e", template="error-rate")], Scripted({}), ctx)
+    r = run([Gate(name="e", template="error-rate")], Scripted({}), ctx)
     (v,) = r.results
-    assert v.verdict == "Error" and "new version" in v.message and "version 'v2" in v.message
+    assert (
+        v.verdict == "Error" and "new version" in str(v.message) and "version 'v2" in str(v.message)
+    )
 
 
 def test_invalid_legacy_version_ignored_for_absolute_bounds():
     ctx = RoundContext("shop", "checkout", "v 1", "v2", "30s", 10)
     provider = Scripted({"v2": 0.0})
-    assert run([GateSpec("e", template="error-rate")], provider, ctx).results[0].verdict == "Pass"
-    lat = run([GateSpec("l", template="latency")], provider, ctx).results[0]
-    assert lat.verdict == "Error" and "legacy version" in lat.message
+    assert run([Gate(name="e", template="error-rate")], provider, ctx).results[0].verdict == "Pass"
+    lat = run([Gate(name="l", template="latency")], provider, ctx).results[0]
+    assert lat.verdict == "Error" and "legacy version" in str(lat.message)
 
 
 def test_ratio_gate_whose_query_ignores_the_version():
-    r = run([GateSpec("r", query="sum(x)", max_ratio_to_legacy=2)], Scripted({"x": 1.0}))
+    r = run([Gate(name="r", query="sum(x)", max_ratio_to_legacy=2)], Scripted({"x": 1.0}))
     assert r.results[0].verdict == "Error"
-    assert "same for both versions" in r.results[0].message
+    assert "same for both versions" in str(r.results[0].message)
 
 
 def test_provider_bug_becomes_an_error_verdict():
     def boom(q: str) -> float | None:
         raise RuntimeError("bug")
 
-    r = run([GateSpec("a", query='sum(x{v="{{ version }}"})', max=1)], Scripted(boom))
-    assert r.results[0].verdict == "Error" and "RuntimeError: bug" in r.results[0].message
+    r = run([Gate(name="a", query='sum(x{v="{{ version }}"})', max=1)], Scripted(boom))
+    assert r.results[0].verdict == "Error" and "RuntimeError: bug" in str(r.results[0].message)
     assert r.error is None
 
 

@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
-import pytest
+import re
+from typing import Any
 
-from segue.analysis.templates import (
+import pytest
+from pydantic import ValidationError
+
+from segue.analysis.bounds import bound_text, bounds
+from segue.analysis.providers.prometheus.templates import (
     TEMPLATES,
-    Bounds,
-    bound_text,
-    fallback_bound,
-    fallback_failure_limit,
-    fallback_severity,
     resolve_gate,
     template_query,
+    with_policy,
 )
-from segue.analysis.templating import TemplateError, render
-from segue.analysis.types import GateSpec
+from segue.analysis.providers.prometheus.templating import TemplateError, render
+from segue.api.spec import (
+    MSG_LABELS_NEED_TEMPLATE,
+    MSG_QUERY_NEEDS_BOUND,
+    MSG_QUERY_XOR_TEMPLATE,
+    Gate,
+)
 
 VALUES = {"version": "v2", "namespace": "shop", "rollout": "checkout", "interval": "30s"}
 
@@ -102,73 +108,91 @@ def test_bad_labels(labels, message):
 
 
 def test_defaults_follow_the_design():
-    err = resolve_gate(GateSpec("e", template="error-rate"))
-    assert (err.bounds, err.severity, err.failure_limit) == (Bounds(max=0.05), "rollback", 1)
-    lat = resolve_gate(GateSpec("l", template="latency"))
-    assert (lat.bounds, lat.severity) == (Bounds(max_ratio_to_legacy=2.0), "rollback-graceful")
-    tp = resolve_gate(GateSpec("t", template="throughput"))
-    assert tp.bounds == Bounds(min_ratio_to_legacy=0.9)
-    assert tp.per_traffic_share and tp.severity == "rollback-graceful"
-    ok = resolve_gate(GateSpec("s", template="success-rate"))
-    assert (ok.bounds, ok.severity) == (Bounds(min=0.95), "rollback-graceful")
+    # bounds: (max, min, maxRatioToLegacy, minRatioToLegacy)
+    err = resolve_gate(Gate(name="e", template="error-rate"))
+    assert (bounds(err), err.on_failure, err.failure_limit) == (
+        (0.05, None, None, None),
+        "rollback",
+        1,
+    )
+    lat = resolve_gate(Gate(name="l", template="latency"))
+    assert (bounds(lat), lat.on_failure) == ((None, None, 2.0, None), "rollback-graceful")
+    tp = resolve_gate(Gate(name="t", template="throughput"))
+    assert bounds(tp) == (None, None, None, 0.9)
+    assert tp.per_traffic_share and tp.on_failure == "rollback-graceful"
+    ok = resolve_gate(Gate(name="s", template="success-rate"))
+    assert (bounds(ok), ok.on_failure) == ((None, 0.95, None, None), "rollback-graceful")
     assert set(TEMPLATES) == {"error-rate", "latency", "throughput", "success-rate"}
+    # The gate as it runs carries its template's query, placeholders still in.
+    assert err.query == template_query("error-rate")
 
 
 def test_explicit_bounds_replace_the_templates_as_a_whole():
-    g = resolve_gate(GateSpec("l", template="latency", max=0.5))
-    assert g.bounds == Bounds(max=0.5)
-    g = resolve_gate(GateSpec("e", template="error-rate", max=0.01, on_failure="pause"))
-    assert g.bounds == Bounds(max=0.01) and g.severity == "pause"
-    g = resolve_gate(GateSpec("e", template="error-rate", failure_limit=4))
-    assert g.failure_limit == 4 and g.severity == "rollback"
+    g = resolve_gate(Gate(name="l", template="latency", max=0.5))
+    assert bounds(g) == (0.5, None, None, None)
+    g = resolve_gate(Gate(name="e", template="error-rate", max=0.01, on_failure="pause"))
+    assert bounds(g) == (0.01, None, None, None) and g.on_failure == "pause"
+    g = resolve_gate(Gate(name="e", template="error-rate", failure_limit=4))
+    assert g.failure_limit == 4 and g.on_failure == "rollback"
 
 
 def test_custom_query_defaults():
-    g = resolve_gate(GateSpec("c", query='sum(x{v="{{ version }}"})', max=1))
-    assert (g.severity, g.failure_limit, g.per_traffic_share) == ("rollback", 1, False)
-    g = resolve_gate(GateSpec("c", query="sum(x)", max=1, per_traffic_share=True))
+    g = resolve_gate(Gate(name="c", query='sum(x{v="{{ version }}"})', max=1))
+    assert (g.on_failure, g.failure_limit, g.per_traffic_share) == ("rollback", 1, False)
+    g = resolve_gate(Gate(name="c", query="sum(x)", max=1, per_traffic_share=True))
     assert g.per_traffic_share
 
 
 @pytest.mark.parametrize(
-    ("spec", "message"),
+    ("fields", "message"),
     [
-        (GateSpec("g"), "exactly one of query or template"),
-        (GateSpec("g", query="x", template="latency"), "exactly one of query or template"),
-        (GateSpec("g", template="latancy"), "unknown gate template 'latancy'"),
-        (GateSpec("g", query="sum(x)"), "has no bound"),
-        (GateSpec("g", query="sum(x)", max=1, on_failure="abort"), "onFailure 'abort'"),
-        (GateSpec("g", query="sum(x)", max=1, failure_limit=0), "failureLimit"),
-        (GateSpec("g", query="sum(x)", max_ratio_to_legacy=0), "must be positive"),
-        (GateSpec("g", query="sum(x)", max=float("nan")), "finite"),
-        (GateSpec("g", query="sum(x)", max=1, labels={"app": "x"}), "labels only apply"),
-        (GateSpec("g", query='x{v="{{ ver }}"}', max=1), "unknown placeholder"),
-        (GateSpec("", query="sum(x)", max=1), "needs a name"),
+        ({}, MSG_QUERY_XOR_TEMPLATE),
+        ({"query": "x", "template": "latency"}, MSG_QUERY_XOR_TEMPLATE),
+        ({"template": "latancy"}, "Input should be 'error-rate', 'latency'"),
+        ({"query": "sum(x)"}, MSG_QUERY_NEEDS_BOUND),
+        ({"query": "sum(x)", "max": 1, "onFailure": "abort"}, "Input should be 'rollback'"),
+        ({"query": "sum(x)", "max": 1, "failureLimit": 0}, "greater than or equal to 1"),
+        ({"query": "sum(x)", "maxRatioToLegacy": 0}, "greater than 0"),
+        ({"query": "sum(x)", "max": 1, "labels": {"app": "x"}}, MSG_LABELS_NEED_TEMPLATE),
+        ({"name": "", "query": "sum(x)", "max": 1}, "at least 1 character"),
     ],
 )
-def test_misconfigured_gates(spec, message):
+def test_gates_the_api_refuses_never_reach_resolution(fields: dict[str, Any], message: str):
+    with pytest.raises(ValidationError, match=re.escape(message)):
+        Gate.model_validate({"name": "g", **fields})
+
+
+@pytest.mark.parametrize(
+    ("gate", "message"),
+    [
+        (Gate(name="g", query="sum(x)", max=float("nan")), "max must be a finite number"),
+        (Gate(name="g", query='x{v="{{ ver }}"}', max=1), "unknown placeholder"),
+        (Gate(name="g", template="latency", labels={"bogus": "1"}), "unknown template label"),
+    ],
+)
+def test_misconfigured_gates(gate: Gate, message: str):
     with pytest.raises(TemplateError, match=message):
-        resolve_gate(spec)
+        resolve_gate(gate)
 
 
-def test_fallbacks_for_unresolvable_gates():
-    spec = GateSpec("g", template="error-rate", labels={"bogus": "1"})
-    assert fallback_severity(spec) == "rollback"
-    assert fallback_failure_limit(spec) == 1
-    assert fallback_bound(spec) == "<= 0.05"
-    spec = GateSpec("g", query="x", on_failure="nonsense", failure_limit=-1, min=3)
-    assert fallback_severity(spec) == "rollback"
-    assert fallback_failure_limit(spec) == 1
-    assert fallback_bound(spec) == ">= 3"
+def test_policy_for_unresolvable_gates():
+    # What a gate whose query cannot be built reports: the bound and policy it would run with.
+    gate = with_policy(Gate(name="g", template="error-rate", labels={"bogus": "1"}))
+    assert (gate.on_failure, gate.failure_limit, bound_text(gate)) == ("rollback", 1, "<= 0.05")
+    gate = with_policy(Gate(name="g", query="x", min=3, on_failure="pause"))
+    assert (gate.on_failure, gate.failure_limit, bound_text(gate)) == ("pause", 1, ">= 3")
+
+
+def _bounds(**values: Any) -> Gate:
+    return Gate.model_construct(name="g", query="q", **values)
 
 
 def test_bound_text():
-    assert bound_text(Bounds(max=0.05)) == "<= 0.05"
-    assert bound_text(Bounds(max_ratio_to_legacy=2)) == "<= 2x legacy"
-    assert bound_text(Bounds(min_ratio_to_legacy=0.9), per_traffic_share=True) == (
-        ">= 0.9x legacy per unit of traffic share"
-    )
-    assert bound_text(Bounds(max=1, min=0.5, max_ratio_to_legacy=1.5)) == (
+    assert bound_text(_bounds(max=0.05)) == "<= 0.05"
+    assert bound_text(_bounds(max_ratio_to_legacy=2)) == "<= 2x legacy"
+    per_share = Gate(name="g", query="q", min_ratio_to_legacy=0.9, per_traffic_share=True)
+    assert bound_text(per_share) == ">= 0.9x legacy per unit of traffic share"
+    assert bound_text(_bounds(max=1, min=0.5, max_ratio_to_legacy=1.5)) == (
         "<= 1 and >= 0.5 and <= 1.5x legacy"
     )
-    assert bound_text(Bounds()) == "no bound"
+    assert bound_text(_bounds()) == "no bound"

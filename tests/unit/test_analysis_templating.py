@@ -6,7 +6,7 @@ import pytest
 from hypothesis import event, given
 from hypothesis import strategies as st
 
-from segue.analysis.templating import (
+from segue.analysis.providers.prometheus.templating import (
     TemplateError,
     check,
     duration_ms,

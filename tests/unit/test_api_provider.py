@@ -11,11 +11,12 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from segue.analysis.addresses import AddressPolicy, normalise
+from segue.analysis.providers.prometheus.addresses import AddressPolicy, normalise
+from segue.analysis.providers.prometheus.settings import MSG_ADDRESS, MSG_PROVIDER_ADDRESS
 from segue.api.address import ADDRESS_PATTERN
 from segue.api.crd import PROVIDER_CRD_PATH, provider_crd, render
-from segue.api.provider import MSG_PROVIDER_ADDRESS, MetricProviderSpec
-from segue.api.spec import MSG_ADDRESS, MSG_PROVIDER_OR_INLINE, RolloutSpec
+from segue.api.provider import MetricProviderSpec
+from segue.api.spec import MSG_PROVIDER_OR_INLINE, RolloutSpec
 from tests.unit.conftest import analysis, spec_dict
 
 CHART_CRDS = Path(__file__).resolve().parents[2] / "charts" / "segue" / "crds"

@@ -1,5 +1,5 @@
-"""GateRunner: Prometheus credentials through a short-lived Secret cache, and whole rounds
-against real HTTP on loopback that end by their deadline."""
+"""GateRunner: which provider a Rollout's rounds use, credentials through a short-lived
+Secret cache, and whole rounds against real HTTP on loopback that end by their deadline."""
 
 from __future__ import annotations
 
@@ -9,6 +9,9 @@ from typing import Any
 
 import pytest
 
+from segue.analysis.providers.prometheus.client import PrometheusSettings
+from segue.analysis.providers.prometheus.provider import PROMETHEUS
+from segue.analysis.providers.prometheus.runtime import PrometheusConnection, PrometheusRuntime
 from segue.api.provider import MetricProviderSpec
 from segue.api.spec import Analysis
 from segue.controller.gates import CachedSecrets, GateRunner, SecretUnreadable
@@ -55,6 +58,18 @@ def cache(secrets: FakeSecrets, clock: Clock, **kw: Any) -> CachedSecrets:
 
 def read(c: CachedSecrets, name: str = "prom") -> Any:
     return asyncio.run(c.read("shop", name))
+
+
+def prometheus(default: str | None = None, *allowed: str) -> PrometheusRuntime:
+    """Prometheus as the operator's flags configure it."""
+    return PrometheusRuntime(default, allowed)
+
+
+def settings_of(runner: GateRunner, analysis: Analysis) -> PrometheusSettings:
+    """Where the runner sends this Rollout's queries, with which credentials."""
+    connection = asyncio.run(runner.connect("shop", analysis))
+    assert isinstance(connection, PrometheusConnection)
+    return connection.settings
 
 
 def test_a_secret_is_read_once_per_ttl() -> None:
@@ -123,8 +138,7 @@ def test_runner_settings_read_the_secret_once_per_ttl() -> None:
     secrets, clock = FakeSecrets({"token": "s3cret"}), Clock()
     runner = GateRunner(
         secrets,  # type: ignore[arg-type]
-        "http://default:9090",
-        allowed_addresses=["http://prom:9090"],
+        [prometheus("http://default:9090", "http://prom:9090")],
         clock=clock,
     )
     spec = Analysis.model_validate(
@@ -134,7 +148,7 @@ def test_runner_settings_read_the_secret_once_per_ttl() -> None:
         }
     )
     for _ in range(5):
-        settings = asyncio.run(runner.settings("shop", spec))
+        settings = settings_of(runner, spec)
         clock.now += 5
     assert settings.bearer_token == "s3cret"
     assert secrets.reads == [("shop", "prom-auth")]
@@ -146,7 +160,7 @@ def test_a_round_against_a_silent_prometheus_ends_by_its_deadline(silent: str) -
         for i in range(16)
     ]
     spec = make_spec(analysis=analysis(*gates, prometheus={"address": silent, "timeout": "1s"}))
-    runner = GateRunner(FakeSecrets(), None, allowed_addresses=[silent])  # type: ignore[arg-type]
+    runner = GateRunner(FakeSecrets(), [prometheus(None, silent)])  # type: ignore[arg-type]
 
     start = time.monotonic()
     r = asyncio.run(asyncio.wait_for(runner.run("shop", "checkout", spec, 10), timeout=60))
@@ -162,7 +176,7 @@ def test_a_round_without_its_secret_says_so() -> None:
     spec = make_spec(
         analysis=analysis(prometheus={"address": "http://prom:9090", "secretRef": {"name": "p"}})
     )
-    runner = GateRunner(secrets, None, allowed_addresses=["http://prom:9090"])  # type: ignore[arg-type]
+    runner = GateRunner(secrets, [prometheus(None, "http://prom:9090")])  # type: ignore[arg-type]
     r = asyncio.run(runner.run("shop", "checkout", spec, 10))
     assert r.results == ()
     assert r.error == "Prometheus credentials: cannot read Secret shop/p: HTTP 404 Not Found"
@@ -175,7 +189,7 @@ def test_a_refused_address_gets_no_query_and_its_secret_is_not_read() -> None:
             prometheus={"address": "http://internal.svc:8080", "secretRef": {"name": "p"}}
         )
     )
-    runner = GateRunner(secrets, "http://default:9090")  # type: ignore[arg-type]
+    runner = GateRunner(secrets, [prometheus("http://default:9090")])  # type: ignore[arg-type]
     assert runner.refusal(spec) is not None
     r = asyncio.run(runner.run("shop", "checkout", spec, 10))
     assert r.results == () and secrets.reads == []
@@ -196,13 +210,12 @@ def test_a_metric_provider_brings_its_address_timeout_and_secret() -> None:
     )
     runner = GateRunner(
         secrets,  # type: ignore[arg-type]
-        None,
-        providers={"shared": shared}.get,
+        metric_providers={"shared": shared}.get,
     )
     spec = make_spec(analysis=analysis(providerRef={"name": "shared"}))
     assert runner.refusal(spec) is None and runner.provider_problem(spec) is None
-    assert spec.analysis is not None
-    settings = asyncio.run(runner.settings("shop", spec.analysis))
+    assert spec.analysis is not None and runner.provider(spec) is PROMETHEUS
+    settings = settings_of(runner, spec.analysis)
     # The MetricProvider's namespace, never the Rollout's.
     assert secrets.reads == [("monitoring", "prom-auth")]
     assert settings.address == "https://prom.monitoring:9090"
@@ -212,8 +225,7 @@ def test_a_metric_provider_brings_its_address_timeout_and_secret() -> None:
 def test_a_missing_or_invalid_metric_provider_is_named() -> None:
     runner = GateRunner(
         FakeSecrets(),  # type: ignore[arg-type]
-        None,
-        providers={"broken": "its spec.prometheus is invalid: Field required"}.get,
+        metric_providers={"broken": "its spec.prometheus is invalid: Field required"}.get,
     )
     gone = make_spec(analysis=analysis(providerRef={"name": "gone"}))
     broken = make_spec(analysis=analysis(providerRef={"name": "broken"}))

@@ -12,6 +12,8 @@ from typing import Any
 import pytest
 from kubernetes.client.exceptions import ApiException
 
+from segue.analysis.providers.base import Provider
+from segue.analysis.providers.prometheus.runtime import PrometheusRuntime
 from segue.api.routing import Segment
 from segue.api.spec import RolloutSpec, Traffic, Workload
 from segue.controller import kube
@@ -151,9 +153,8 @@ class FakeGates:
         self.runs = 0
         self.runner = GateRunner(
             None,  # type: ignore[arg-type]  # no Secret is read here
-            "http://default:9090",
-            providers=store.metric_provider,
-            allowed_addresses=["https://allowed.example:9090"],
+            [PrometheusRuntime("http://default:9090", ["https://allowed.example:9090"])],
+            metric_providers=store.metric_provider,
         )
 
     async def run(self, namespace: str, name: str, spec: RolloutSpec, weight: int) -> GateRound:
@@ -165,6 +166,9 @@ class FakeGates:
 
     def provider_problem(self, spec: RolloutSpec) -> str | None:
         return self.runner.provider_problem(spec)
+
+    def provider(self, spec: RolloutSpec) -> Provider:
+        return self.runner.provider(spec)
 
 
 class Shell:

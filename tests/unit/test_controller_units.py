@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from segue.analysis.providers.prometheus.runtime import PrometheusConnection, PrometheusRuntime
 from segue.api.spec import Analysis
 from segue.controller.gates import GateRunner
 from segue.controller.reconcile import merge_patch
@@ -42,8 +43,7 @@ def test_prometheus_credentials_come_from_the_named_secret(monkeypatch, tmp_path
     secrets = FakeSecrets({"token": "s3cret", "ca.crt": "-----BEGIN CERTIFICATE-----\n"})
     runner = GateRunner(
         secrets,  # type: ignore[arg-type]
-        "http://default:9090",
-        allowed_addresses=["https://prom.example:9091"],
+        [PrometheusRuntime("http://default:9090", ["https://prom.example:9091"])],
     )
     analysis = Analysis.model_validate(
         {
@@ -55,7 +55,9 @@ def test_prometheus_credentials_come_from_the_named_secret(monkeypatch, tmp_path
             "gates": [{"name": "e", "template": "error-rate"}],
         }
     )
-    settings = asyncio.run(runner.settings("shop", analysis))
+    connection = asyncio.run(runner.connect("shop", analysis))
+    assert isinstance(connection, PrometheusConnection)
+    settings = connection.settings
     assert secrets.read_names == [("shop", "prom-auth")]
     assert settings.address == "https://prom.example:9091"
     assert settings.bearer_token == "s3cret" and settings.timeout_s == 2.0
@@ -64,7 +66,9 @@ def test_prometheus_credentials_come_from_the_named_secret(monkeypatch, tmp_path
 
 
 def test_without_an_address_the_operator_default_is_used():
-    runner = GateRunner(FakeSecrets({}), "http://default:9090")  # type: ignore[arg-type]
+    runner = GateRunner(FakeSecrets({}), [PrometheusRuntime("http://default:9090")])  # type: ignore[arg-type]
     analysis = Analysis.model_validate({"gates": [{"name": "e", "template": "error-rate"}]})
-    settings = asyncio.run(runner.settings("shop", analysis))
+    connection = asyncio.run(runner.connect("shop", analysis))
+    assert isinstance(connection, PrometheusConnection)
+    settings = connection.settings
     assert settings.address == "http://default:9090" and settings.bearer_token is None

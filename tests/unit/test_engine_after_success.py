@@ -93,7 +93,7 @@ def test_gate_failing_during_the_bake_rolls_back() -> None:
 
 def test_graceful_gate_during_the_bake_rolls_back_gracefully() -> None:
     sim = _baking()
-    failing = verdict(result="Fail", severity="rollback-graceful", value=0.2)
+    failing = verdict(result="Fail", on_failure="rollback-graceful", value=0.2)
     sim.gates = gate_round(sim.now + timedelta(seconds=30), failing)
     sim.tick(30)
     assert sim.phase() == "RollingBack"

@@ -1,4 +1,4 @@
-"""Gate rounds: counting once, streaks, severities, no data, unreachable provider."""
+"""Gate rounds: counting once, streaks, onFailure policies, no data, unreachable provider."""
 
 from __future__ import annotations
 
@@ -37,6 +37,23 @@ def test_a_round_counts_once() -> None:
     assert g.value == 0.2 and g.bound == "<= 0.05" and g.verdict == "Fail"
     assert g.last_evaluated == sim.gates.evaluated_at
     assert sim.phase() == "Progressing"
+
+
+def test_the_providers_status_is_kept_and_the_round_left_as_delivered() -> None:
+    sim = _sim({**ERRORS, "failureLimit": 3})
+    result = verdict("errors", "Fail", limit=3, value=0.2, message="0.2 > max 0.05")
+    sim.gates = gate_round(sim.now, result)
+    sim.tick(1)
+    g = _gate(sim, "errors")
+    assert (g.message, g.on_failure, g.failure_limit, g.legacy_value) == (
+        "0.2 > max 0.05",
+        "rollback",
+        3,
+        0.01,
+    )
+    assert g.consecutive_failures == 1 and g is not result
+    # The round is an observation: counting it changes the status, never the round.
+    assert (result.consecutive_failures, result.last_evaluated) == (0, None)
 
 
 def test_pass_resets_streaks_and_no_data_counts_apart() -> None:
@@ -78,9 +95,9 @@ def test_failure_at_limit_rolls_back_immediately_with_the_numbers() -> None:
     assert healthy is not None and healthy.status == "False"
 
 
-def test_graceful_severity_rolls_back_gracefully() -> None:
+def test_on_failure_rollback_graceful_rolls_back_gracefully() -> None:
     sim = _sim({**LATENCY, "onFailure": "rollback-graceful"})
-    sim.gates = gate_round(sim.now, verdict("latency", "Fail", severity="rollback-graceful"))
+    sim.gates = gate_round(sim.now, verdict("latency", "Fail", on_failure="rollback-graceful"))
     sim.tick(1)
     assert sim.st.rollback is not None and sim.st.rollback.mode == "graceful"
 
@@ -94,15 +111,15 @@ def test_failure_below_limit_holds_but_does_not_act() -> None:
     assert "gate errors failing (1/2)" in (sim.st.message or "")
 
 
-def test_pause_severity_pauses_and_resumes_when_the_gate_passes() -> None:
+def test_on_failure_pause_pauses_and_resumes_when_the_gate_passes() -> None:
     sim = _sim({**LATENCY, "onFailure": "pause", "failureLimit": 2})
     for _ in range(2):
-        sim.gates = gate_round(sim.now, verdict("latency", "Fail", severity="pause", limit=2))
+        sim.gates = gate_round(sim.now, verdict("latency", "Fail", on_failure="pause", limit=2))
         d = sim.tick(1)
     assert sim.phase() == "Paused" and sim.st.paused_reason == "GateFailed"
     assert "gate latency failed 2/2" in (sim.st.message or "")
     assert warnings_of(d) == ["Paused"]
-    sim.gates = gate_round(sim.now, verdict("latency", "Pass", severity="pause", limit=2))
+    sim.gates = gate_round(sim.now, verdict("latency", "Pass", on_failure="pause", limit=2))
     sim.tick(1)
     assert sim.phase() == "Progressing"
     # The observation window starts over after the gate recovered.
@@ -194,14 +211,14 @@ def test_immediate_failure_escalates_a_graceful_rollback() -> None:
         risk="medium",
     )
     sim.gates = gate_round(
-        sim.now, verdict("latency", "Fail", severity="rollback-graceful"), verdict("errors")
+        sim.now, verdict("latency", "Fail", on_failure="rollback-graceful"), verdict("errors")
     )
     sim.tick(1)
     assert sim.st.rollback is not None and sim.st.rollback.mode == "graceful"
     assert sim.router == 5  # the ramp starts where traffic is
     sim.gates = gate_round(
         sim.now,
-        verdict("latency", "Fail", severity="rollback-graceful"),
+        verdict("latency", "Fail", on_failure="rollback-graceful"),
         verdict("errors", "Fail", value=0.3),
     )
     d = sim.tick(1)

@@ -167,7 +167,7 @@ class Driver:
                 verdict(
                     gate.name,
                     result,
-                    severity=gate.on_failure or "rollback",
+                    on_failure=gate.on_failure or "rollback",
                     limit=gate.failure_limit or 1,
                     value=None if result in ("Inconclusive", "Error") else 0.5,
                 )

@@ -9,13 +9,13 @@ from typing import Any
 import pytest
 from prometheus_client import generate_latest
 
-from segue.api import PHASES, RolloutStatus
+from segue.api import PHASES, GateStatus, RolloutStatus
 from segue.controller.metrics import (
     REASON_KINDS,
     OperatorMetrics,
     rollback_reason,
 )
-from segue.engine import GateVerdict, PhaseChanged
+from segue.engine import PhaseChanged
 
 
 def status(**fields: Any) -> RolloutStatus:
@@ -134,7 +134,16 @@ def test_rollback_reasons_are_bounded() -> None:
 def change(actor: str = "segue", gate: bool = False) -> PhaseChanged:
     verdict = None
     if gate:
-        verdict = GateVerdict("errors", "Fail", 0.2, 0.0, "<= 0.05", "rollback", 1, "too high")
+        verdict = GateStatus(
+            name="errors",
+            verdict="Fail",
+            value=0.2,
+            legacy_value=0.0,
+            bound="<= 0.05",
+            on_failure="rollback",
+            failure_limit=1,
+            message="too high",
+        )
     return PhaseChanged(
         old="Progressing",
         new="RollingBack",

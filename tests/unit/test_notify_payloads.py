@@ -7,10 +7,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from segue.api import RolloutStatus
+from segue.api import GateStatus, RolloutStatus
 from segue.engine import PhaseChanged
 from segue.notify import (
-    GateDetails,
     Notification,
     WebhookTarget,
     json_payload,
@@ -23,7 +22,7 @@ from segue.notify.types import KINDS
 from tests.unit.conftest import Sim, analysis, gate_round, make_spec, verdict
 
 AT = datetime(2026, 3, 1, 12, 5, tzinfo=UTC)
-GATE = GateDetails("error-rate", 0.12, 0.01, "<= 0.05")
+GATE = GateStatus(name="error-rate", value=0.12, legacy_value=0.01, bound="<= 0.05")
 
 
 def note(**overrides: object) -> Notification:
@@ -68,7 +67,9 @@ def test_json_payload_has_every_field_camel_case() -> None:
 def test_json_payload_keeps_its_shape_without_a_gate_and_never_emits_nan() -> None:
     body = json_payload(note(kind="PhaseChanged", gate=None, previous_phase=None))
     assert body["gate"] is None and body["previousPhase"] is None
-    nan = json_payload(note(gate=GateDetails("latency", float("nan"), float("inf"))))
+    nan = json_payload(
+        note(gate=GateStatus(name="latency", value=float("nan"), legacy_value=float("inf")))
+    )
     assert nan["gate"] == {"name": "latency", "value": None, "legacyValue": None, "bound": ""}
     json.dumps(nan, allow_nan=False)
 
@@ -181,7 +182,14 @@ def test_gate_rollback_carries_the_gate_and_its_numbers() -> None:
     before, after = _step(sim)
     (n,) = notifications_for("shop", "checkout", before, after, AT, changes(sim))
     assert (n.kind, n.phase, n.previous_phase) == ("RollbackStarted", "RollingBack", "Progressing")
-    assert n.gate == GateDetails("errors", 0.12, 0.01, "<= 0.05")
+    assert n.gate is not None
+    assert (n.gate.name, n.gate.value, n.gate.legacy_value, n.gate.bound, n.gate.verdict) == (
+        "errors",
+        0.12,
+        0.01,
+        "<= 0.05",
+        "Fail",
+    )
     assert "gate errors" in n.message and n.time == AT
     assert n.total_steps == after.total_steps
 
@@ -222,7 +230,7 @@ def test_gate_pause_is_gate_failed() -> None:
         hold="1s",
         analysis=analysis({"name": "latency", "query": "q", "max": 1.0, "onFailure": "pause"}),
     )
-    sim.gates = gate_round(sim.now, verdict("latency", "Fail", severity="pause", value=2.5))
+    sim.gates = gate_round(sim.now, verdict("latency", "Fail", on_failure="pause", value=2.5))
     before, after = _step(sim)
     assert after.phase == "Paused" and after.paused_reason == "GateFailed"
     (n,) = notifications_for("shop", "checkout", before, after, AT, changes(sim))
@@ -232,7 +240,9 @@ def test_gate_pause_is_gate_failed() -> None:
 
 def test_payloads_cap_copied_texts() -> None:
     huge = "ü" * 100_000
-    n = note(message=huge, gate=GateDetails("g" * 1000, 0.1, 0.2, huge))
+    # Built unchecked: the API model would cap these itself; the payloads must not rely on it.
+    gate = GateStatus.model_construct(name="g" * 1000, value=0.1, legacy_value=0.2, bound=huge)
+    n = note(message=huge, gate=gate)
     body = json_payload(n)
     assert len(body["message"].encode()) <= 1024 and body["message"].endswith("…")
     assert len(body["gate"]["name"].encode()) <= 256

@@ -1,6 +1,6 @@
 """What can go wrong when a metric provider answers a query.
 
-``segue.analysis.provider`` re-exports these; import them from there.
+Every provider raises these, so rounds and messages treat all providers alike.
 """
 
 from __future__ import annotations

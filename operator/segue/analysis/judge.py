@@ -8,28 +8,32 @@ violated; it passes only when every bound could be checked and held.
 from __future__ import annotations
 
 import math
+from datetime import datetime
 from typing import Literal
 
-from segue.analysis.provider import (
+from segue.analysis.bounds import bound_text, compares_with_legacy
+from segue.analysis.errors import (
     ProviderError,
     ProviderUnavailable,
     QueryRejected,
     UnusableResult,
 )
-from segue.analysis.templates import ResolvedGate, bound_text
-from segue.analysis.types import GateVerdict, Severity
+from segue.api.spec import Gate
+from segue.api.status import GateStatus
 
 _Check = Literal["pass", "fail", "unknown"]
 
 
 def judge(
-    gate: ResolvedGate,
+    gate: Gate,
     value: float | None,
     legacy_value: float | None,
     *,
     weight: float,
-) -> GateVerdict:
-    """The verdict for the new version's ``value`` (and legacy's, for ratio bounds).
+    at: datetime | None = None,
+) -> GateStatus:
+    """The gate's status for the new version's ``value`` (and legacy's, for ratio bounds),
+    evaluated ``at``. ``gate`` is the gate as it runs: bounds and policy filled in.
 
     ``weight`` is the new version's traffic percentage; per-traffic-share gates divide each
     side's value by its share (new: weight/100, legacy: 1 - weight/100) first.
@@ -51,23 +55,22 @@ def judge(
                 legacy_value = legacy_value / legacy_share
             else:
                 legacy_value = None
-                if gate.bounds.relative:
+                if compares_with_legacy(gate):
                     notes.append("legacy receives no traffic (weight 100): nothing to compare")
 
         # A share so small that the division overflows carries no information.
         value = value if value is None or math.isfinite(value) else None
         legacy_value = legacy_value if legacy_value is None or math.isfinite(legacy_value) else None
 
-    b = gate.bounds
     checks: list[tuple[_Check, str]] = []
-    if b.max is not None:
-        checks.append(_absolute(value, b.max, upper=True))
-    if b.min is not None:
-        checks.append(_absolute(value, b.min, upper=False))
-    if b.max_ratio_to_legacy is not None:
-        checks.append(_relative(value, legacy_value, b.max_ratio_to_legacy, upper=True))
-    if b.min_ratio_to_legacy is not None:
-        checks.append(_relative(value, legacy_value, b.min_ratio_to_legacy, upper=False))
+    if gate.max is not None:
+        checks.append(_absolute(value, gate.max, upper=True))
+    if gate.min is not None:
+        checks.append(_absolute(value, gate.min, upper=False))
+    if gate.max_ratio_to_legacy is not None:
+        checks.append(_relative(value, legacy_value, gate.max_ratio_to_legacy, upper=True))
+    if gate.min_ratio_to_legacy is not None:
+        checks.append(_relative(value, legacy_value, gate.min_ratio_to_legacy, upper=False))
 
     failed = [text for state, text in checks if state == "fail"]
     unknown = [text for state, text in checks if state == "unknown"]
@@ -83,36 +86,38 @@ def judge(
     message = "; ".join(_dedupe(details))
     if notes:
         message += f" ({'; '.join(notes)})"
-    return GateVerdict(
+    return GateStatus(
         name=gate.name,
         verdict=verdict,
         value=value,
         legacy_value=legacy_value,
-        bound=bound_text(b, gate.per_traffic_share),
-        severity=gate.severity,
+        bound=bound_text(gate),
         failure_limit=gate.failure_limit,
+        on_failure=gate.on_failure,
+        last_evaluated=at,
         message=message,
     )
 
 
-def error_verdict(
-    name: str,
+def error_status(
+    gate: Gate,
     message: str,
     *,
-    bound: str,
-    severity: Severity,
-    failure_limit: int,
     value: float | None = None,
     legacy_value: float | None = None,
-) -> GateVerdict:
-    return GateVerdict(
-        name=name,
+    at: datetime | None = None,
+) -> GateStatus:
+    """An ``Error`` status: the gate could not be judged (misconfigured, or its query
+    failed). ``gate`` as it would run, for its bound and policy."""
+    return GateStatus(
+        name=gate.name,
         verdict="Error",
         value=value,
         legacy_value=legacy_value,
-        bound=bound,
-        severity=severity,
-        failure_limit=failure_limit,
+        bound=bound_text(gate),
+        failure_limit=gate.failure_limit,
+        on_failure=gate.on_failure,
+        last_evaluated=at,
         message=message,
     )
 

@@ -1,11 +1,12 @@
-"""One analysis round: every gate of a Rollout evaluated once, concurrently.
+"""One analysis round: the gates a provider planned, their queries run once each,
+concurrently, and judged into the API's ``GateStatus``. Shared by every metric provider.
 
-The provider is blocking, so each query runs on a worker of the provider's own query pool
+Query clients are blocking, so each query runs on a worker of its address's own query pool
 (its bulkhead, see ``pool.py``), never in asyncio's default executor, and the event loop
-never waits on the network. Every query has a hard deadline (the provider's timeout plus a
+never waits on the network. Every query has a hard deadline (the client's timeout plus a
 little slack), and so has the round: what has not answered by then is reported as an
 unreachable round, however many workers are stuck. Gates are independent: a broken gate
-yields an ``Error`` verdict of its own and never spoils the others.
+yields an ``Error`` status of its own and never spoils the others.
 """
 
 from __future__ import annotations
@@ -14,64 +15,73 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Protocol
 
-from segue.analysis.judge import error_verdict, judge, provider_error_message
-from segue.analysis.planning import GateMisconfigured, PlannedGate, plan_gate
-from segue.analysis.provider import (
-    MetricProvider,
-    PooledProvider,
-    ProviderError,
-    ProviderUnavailable,
-    QueryTimedOut,
-)
-from segue.analysis.templates import bound_text
-from segue.analysis.types import GateRound, GateSpec, GateVerdict, RoundContext
+from segue.analysis.bounds import compares_with_legacy
+from segue.analysis.clients import PooledClient, QueryClient
+from segue.analysis.errors import ProviderError, ProviderUnavailable, QueryTimedOut
+from segue.analysis.judge import error_status, judge, provider_error_message
+from segue.api.spec import Gate
+from segue.api.status import GateStatus
+from segue.engine.types import GateRound
 
 log = logging.getLogger(__name__)
 
 _Outcome = float | None | ProviderError
 
 
-async def evaluate_round(
-    gates: Sequence[GateSpec],
-    context: RoundContext,
-    provider: PooledProvider | MetricProvider,
+class Planned(Protocol):
+    """A gate a provider has planned for one round: the gate as it runs (bounds and policy
+    filled in) and one query per version (``legacy_query`` None: legacy is not asked)."""
+
+    @property
+    def gate(self) -> Gate: ...
+
+    @property
+    def new_query(self) -> str: ...
+
+    @property
+    def legacy_query(self) -> str | None: ...
+
+
+async def run_round(
+    items: Sequence[GateStatus | Planned],
+    provider: PooledClient | QueryClient,
     now: datetime,
     *,
+    weight: float,
     deadline_s: float | None = None,
 ) -> GateRound:
-    """Evaluate all gates for one round.
+    """Run the queries of the planned gates and judge them; a status among ``items`` (a gate
+    that could not be planned) is passed through as it is.
 
-    Each gate's query runs for the new version, and for the legacy version too: a ratio
-    bound needs it, and for absolute bounds it is shown next to the new value. Identical
-    queries run once, on ``provider``'s pool; a bare :class:`MetricProvider` gets a pool of
-    its own for this round. ``error`` is set on the round when every query that ran failed
-    with :class:`ProviderUnavailable` (a saturated pool included), or when the round's
-    deadline (``deadline_s``, by default the provider's ``round_deadline_s``) passed
-    before every query answered.
+    Identical queries run once, on ``provider``'s pool; a bare :class:`QueryClient` gets a
+    pool of its own for this round. ``error`` is set on the round when every query that
+    ran failed with :class:`ProviderUnavailable` (a saturated pool included), or when the
+    round's deadline (``deadline_s``, by default the provider's ``round_deadline_s``)
+    passed before every query answered.
     """
-    if isinstance(provider, PooledProvider):
+    if isinstance(provider, PooledClient):
         pooled, own_pool = provider, False
     else:
-        pooled, own_pool = PooledProvider.standalone(provider), True
+        pooled, own_pool = PooledClient.standalone(provider), True
     try:
-        return await _evaluate(gates, context, pooled, now, deadline_s)
+        return await _evaluate(items, pooled, now, weight, deadline_s)
     finally:
         if own_pool:
             pooled.pool.shutdown()
 
 
 async def _evaluate(
-    gates: Sequence[GateSpec],
-    context: RoundContext,
-    provider: PooledProvider,
+    items: Sequence[GateStatus | Planned],
+    provider: PooledClient,
     now: datetime,
+    weight: float,
     deadline_s: float | None,
 ) -> GateRound:
-    results: list[GateVerdict | PlannedGate] = [_plan(spec, context) for spec in gates]
     queries: list[str] = []
-    for item in results:
-        if isinstance(item, PlannedGate):
+    for item in items:
+        if not isinstance(item, GateStatus):
             for q in (item.new_query, item.legacy_query):
                 if q is not None and q not in queries:
                     queries.append(q)
@@ -102,9 +112,9 @@ async def _evaluate(
             else:
                 outcomes[q] = task.result()
 
-    verdicts = tuple(
-        item if isinstance(item, GateVerdict) else _verdict(item, outcomes, context, provider)
-        for item in results
+    results = tuple(
+        item if isinstance(item, GateStatus) else _status(item, outcomes, weight, provider, now)
+        for item in items
     )
     error = None
     if late:
@@ -115,53 +125,39 @@ async def _evaluate(
     elif outcomes and all(isinstance(o, ProviderUnavailable) for o in outcomes.values()):
         first = next(iter(outcomes.values()))
         error = f"{provider.name} unreachable for every query of the round: {first}"
-    return GateRound(evaluated_at=now, results=verdicts, error=error)
+    return GateRound(evaluated_at=now, results=results, error=error)
 
 
-def _plan(spec: GateSpec, ctx: RoundContext) -> GateVerdict | PlannedGate:
-    try:
-        return plan_gate(spec, ctx)
-    except GateMisconfigured as e:
-        return error_verdict(
-            spec.name,
-            e.message,
-            bound=e.bound,
-            severity=e.severity,
-            failure_limit=e.failure_limit,
-        )
-
-
-def _verdict(
-    item: PlannedGate,
+def _status(
+    item: Planned,
     outcomes: dict[str, _Outcome],
-    ctx: RoundContext,
-    provider: PooledProvider,
-) -> GateVerdict:
+    weight: float,
+    provider: PooledClient,
+    now: datetime,
+) -> GateStatus:
     gate = item.gate
     new = outcomes[item.new_query]
     legacy = outcomes[item.legacy_query] if item.legacy_query is not None else None
     failed: ProviderError | None = None
     if isinstance(new, ProviderError):
         failed = new
-    elif isinstance(legacy, ProviderError) and gate.bounds.relative:
+    elif isinstance(legacy, ProviderError) and compares_with_legacy(gate):
         failed = legacy
     if failed is not None:
-        return error_verdict(
-            gate.name,
+        return error_status(
+            gate,
             provider_error_message(gate.name, failed, provider.name),
-            bound=bound_text(gate.bounds, gate.per_traffic_share),
-            severity=gate.severity,
-            failure_limit=gate.failure_limit,
             value=None if isinstance(new, ProviderError) else new,
             legacy_value=None if isinstance(legacy, ProviderError) else legacy,
+            at=now,
         )
     # For absolute bounds the legacy value is informational: its failure does not matter.
     legacy_value = None if isinstance(legacy, ProviderError) else legacy
     assert not isinstance(new, ProviderError)
-    return judge(gate, new, legacy_value, weight=ctx.weight)
+    return judge(gate, new, legacy_value, weight=weight, at=now)
 
 
-async def _query(provider: PooledProvider, query: str) -> _Outcome:
+async def _query(provider: PooledClient, query: str) -> _Outcome:
     try:
         return await provider.query(query)
     except ProviderError as e:

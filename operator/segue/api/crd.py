@@ -26,7 +26,12 @@ from segue.api.migration import (
     MigrationSpec,
     MigrationStatus,
 )
-from segue.api.provider import PROVIDER_KIND, PROVIDER_PLURAL, MetricProviderSpec
+from segue.api.provider import (
+    PROVIDER_COLUMNS,
+    PROVIDER_KIND,
+    PROVIDER_PLURAL,
+    MetricProviderSpec,
+)
 from segue.api.spec import RolloutSpec
 from segue.api.status import RolloutStatus
 
@@ -225,17 +230,8 @@ def provider_crd() -> dict[str, Any]:
         plural=PROVIDER_PLURAL,
         scope="Cluster",
         short_names=None,
-        columns=[
-            {"name": "Address", "type": "string", "jsonPath": ".spec.prometheus.address"},
-            {"name": "Timeout", "type": "string", "jsonPath": ".spec.prometheus.timeout"},
-            {
-                "name": "Secret",
-                "type": "string",
-                "jsonPath": ".spec.prometheus.secretRef.name",
-                "priority": 1,
-            },
-            _AGE,
-        ],
+        # Each metric provider's columns (the Prometheus address, timeout, Secret), then Age.
+        columns=[*(dict(c) for c in PROVIDER_COLUMNS), _AGE],
         description="A metric provider declared by the platform team: Rollouts name it in "
         "spec.analysis.providerRef.",
         spec=model_schema(MetricProviderSpec),

@@ -14,14 +14,14 @@ from pydantic import (
     AfterValidator,
     Field,
     StringConstraints,
+    create_model,
     model_validator,
 )
 from pydantic.alias_generators import to_snake
 
-from segue.api.address import MAX_ADDRESS_LENGTH, AddressRule
+from segue.analysis.providers import catalog
 from segue.api.base import LabelName, LabelValue, ObjectName, SpecModel, cel_rules, exactly_one
 from segue.api.duration import DurationBounds, DurationText
-from segue.api.gate_labels import TEMPLATE_LABEL_RULES
 from segue.api.routing import RouterSettings, Segment
 from segue.traffic.catalog import ROUTERS
 
@@ -29,7 +29,11 @@ Risk = Literal["low", "medium", "critical"]
 RollbackMode = Literal["immediate", "graceful"]
 OnFailure = Literal["rollback", "rollback-graceful", "pause"]
 NoDataPolicy = Literal["pause", "fail"]
-GateTemplateName = Literal["error-rate", "latency", "throughput", "success-rate"]
+if TYPE_CHECKING:
+    GateTemplateName = str
+else:
+    # The built-in templates of the metric providers (catalog): a Literal of their names.
+    GateTemplateName = Literal[catalog.TEMPLATE_NAMES]
 NotificationFormat = Literal["slack", "json"]
 NotificationKind = Literal[
     "PhaseChanged",
@@ -75,26 +79,33 @@ MSG_LABELS_NEED_TEMPLATE: Final = (
 )
 MSG_UNIQUE_GATES: Final = "spec.analysis.gates: gate names must be unique"
 MSG_UNIQUE_DEPENDENCIES: Final = "spec.dependsOn: names must be unique"
+
+# At most one of providerRef and the providers' own sections (spec.analysis.prometheus, ...).
+_SOURCES: Final = ("providerRef", *catalog.KEYS)
 MSG_PROVIDER_OR_INLINE: Final = (
-    "spec.analysis: set providerRef or prometheus, not both "
+    f"spec.analysis: set providerRef or {_SOURCES[1]}, not both "
     "(the MetricProvider holds the address, timeout and credentials)"
+    if len(_SOURCES) == 2
+    else f"spec.analysis: set at most one of {', '.join(_SOURCES)} "
+    "(a MetricProvider holds the address, timeout and credentials)"
 )
-ADDRESS_RULE: Final = AddressRule("spec.analysis.prometheus.address")
-MSG_ADDRESS: Final = ADDRESS_RULE.message
+_PROVIDER_OR_INLINE_RULE: Final = (
+    f"!has(self.providerRef) || !has(self.{_SOURCES[1]})"
+    if len(_SOURCES) == 2
+    else " + ".join(f"(has(self.{s}) ? 1 : 0)" for s in _SOURCES) + " <= 1"
+)
 
 # Bounds of the duration fields: a hold or pause longer than a month is a forgotten Rollout,
-# an interval of 0s a busy loop, an unbounded timeout a stuck analysis worker.
+# an interval of 0s a busy loop (a provider bounds its own query timeout).
 HOLD_BOUNDS: Final = DurationBounds("spec.hold", "1ms", "720h", " (30 days)")
 PAUSE_BOUNDS: Final = DurationBounds("spec.steps[*].pause.duration", "1ms", "720h", " (30 days)")
 INTERVAL_BOUNDS: Final = DurationBounds("spec.analysis.interval", "1s", "1h")
-TIMEOUT_BOUNDS: Final = DurationBounds("spec.analysis.prometheus.timeout", "100ms", "30s")
 UNREACHABLE_BOUNDS: Final = DurationBounds("spec.analysis.unreachableLimit", "0s", "24h")
 ROLLBACK_BOUNDS: Final = DurationBounds("spec.rollback.duration", "1s", "24h")
 BAKE_BOUNDS: Final = DurationBounds("spec.bakeTime", "0s", "720h", " (30 days)")
 MSG_HOLD_BOUNDS: Final = HOLD_BOUNDS.message
 MSG_PAUSE_BOUNDS: Final = PAUSE_BOUNDS.message
 MSG_INTERVAL_BOUNDS: Final = INTERVAL_BOUNDS.message
-MSG_TIMEOUT_BOUNDS: Final = TIMEOUT_BOUNDS.message
 MSG_UNREACHABLE_BOUNDS: Final = UNREACHABLE_BOUNDS.message
 MSG_ROLLBACK_BOUNDS: Final = ROLLBACK_BOUNDS.message
 MSG_BAKE_BOUNDS: Final = BAKE_BOUNDS.message
@@ -102,7 +113,6 @@ MSG_BAKE_BOUNDS: Final = BAKE_BOUNDS.message
 HoldDuration = Annotated[DurationText, AfterValidator(HOLD_BOUNDS.check)]
 PauseDuration = Annotated[DurationText, AfterValidator(PAUSE_BOUNDS.check)]
 IntervalDuration = Annotated[DurationText, AfterValidator(INTERVAL_BOUNDS.check)]
-TimeoutDuration = Annotated[DurationText, AfterValidator(TIMEOUT_BOUNDS.check)]
 UnreachableDuration = Annotated[DurationText, AfterValidator(UNREACHABLE_BOUNDS.check)]
 RollbackDuration = Annotated[DurationText, AfterValidator(ROLLBACK_BOUNDS.check)]
 BakeDuration = Annotated[DurationText, AfterValidator(BAKE_BOUNDS.check)]
@@ -223,36 +233,6 @@ class Step(SpecModel):
         return self.approval is not None or (self.pause is not None and self.pause.duration is None)
 
 
-class SecretRef(SpecModel):
-    """A Secret in the Rollout's namespace with Prometheus credentials. Used only together
-    with an address the operator allows (``--allow-prometheus-address``)."""
-
-    name: ObjectName
-    token_key: str = Field("token", max_length=253, description="Key of the bearer token.")
-    ca_key: str = Field("ca.crt", max_length=253, description="Key of the CA bundle.")
-
-
-Address = Annotated[
-    str,
-    StringConstraints(min_length=1, max_length=MAX_ADDRESS_LENGTH),
-    AfterValidator(ADDRESS_RULE.check),
-]
-
-
-class Prometheus(SpecModel):
-    model_config = _validations(TIMEOUT_BOUNDS.cel("timeout"), ADDRESS_RULE.cel())
-
-    address: Address | None = Field(
-        None,
-        description="Base URL (http or https, no user info, query or fragment); it must be one "
-        "the operator allows. Default: the operator's configured one.",
-    )
-    secret_ref: SecretRef | None = None
-    timeout: TimeoutDuration = Field(
-        "5s", description="Timeout of a Prometheus query: 100ms to 30s."
-    )
-
-
 Query = Annotated[str, StringConstraints(min_length=1, max_length=MAX_QUERY_LENGTH)]
 
 
@@ -271,7 +251,7 @@ class Gate(SpecModel):
             MSG_QUERY_NEEDS_BOUND,
         ),
         ("!has(self.labels) || has(self.template)", MSG_LABELS_NEED_TEMPLATE),
-        *TEMPLATE_LABEL_RULES,
+        *catalog.GATE_RULES,
     )
 
     name: LabelName
@@ -323,24 +303,38 @@ class ProviderRef(SpecModel):
     name: ObjectName = Field(description="Name of the MetricProvider.")
 
 
-class Analysis(SpecModel):
+class _AnalysisSource(SpecModel):
+    interval: IntervalDuration = Field("30s", description="Time between analysis rounds: 1s to 1h.")
+    provider_ref: ProviderRef | None = Field(
+        None,
+        description="The MetricProvider to query (address, timeout and credentials); "
+        f"exclusive with {' and '.join(catalog.KEYS)}.",
+    )
+
+
+if TYPE_CHECKING:
+    _AnalysisProviders = _AnalysisSource
+else:
+    # One optional section per metric provider (spec.analysis.prometheus, ...), in catalog
+    # order, right after providerRef. Read them through ``catalog.inline_section``.
+    _AnalysisProviders = create_model(
+        "_AnalysisProviders",
+        __base__=_AnalysisSource,
+        **{p.key: (p.inline | None, None) for p in catalog.PROVIDERS},
+    )
+
+
+class Analysis(_AnalysisProviders):
     model_config = _validations(
         INTERVAL_BOUNDS.cel("interval"),
         UNREACHABLE_BOUNDS.cel("unreachableLimit"),
         {
-            "rule": "!has(self.providerRef) || !has(self.prometheus)",
+            "rule": _PROVIDER_OR_INLINE_RULE,
             "message": MSG_PROVIDER_OR_INLINE,
             "fieldPath": ".providerRef",
         },
     )
 
-    interval: IntervalDuration = Field("30s", description="Time between analysis rounds: 1s to 1h.")
-    provider_ref: ProviderRef | None = Field(
-        None,
-        description="The MetricProvider to query (address, timeout and credentials); "
-        "exclusive with prometheus.",
-    )
-    prometheus: Prometheus | None = None
     unreachable_limit: UnreachableDuration = Field(
         "1m",
         description="How long the provider may be unreachable before the Rollout pauses: "
@@ -357,7 +351,7 @@ class Analysis(SpecModel):
 
     @model_validator(mode="after")
     def _unique(self) -> Analysis:
-        if self.provider_ref is not None and self.prometheus is not None:
+        if (self.provider_ref is not None) + len(catalog.sections(self)) > 1:
             raise ValueError(MSG_PROVIDER_OR_INLINE)
         names = [g.name for g in self.gates]
         if len(set(names)) != len(names):

@@ -1,55 +1,44 @@
-"""Running health-gate rounds for one Rollout: spec to analysis inputs, credentials from
-the Secret a MetricProvider (or, with an allowed inline address, the Rollout) names, and
-the round's result as an engine observation.
+"""Running health-gate rounds for one Rollout with the metric provider it uses, and the
+round's result as an engine observation.
 
-Where queries go: the MetricProvider named in ``spec.analysis.providerRef`` (its address,
-timeout and Secret, read in the namespace the MetricProvider names); else an inline
-``spec.analysis.prometheus.address`` only when the operator allows it
-(``--allow-prometheus-address``; the operator-wide default address always is); else the
-default address. A refused address is never queried, so no token goes there.
+Which provider: the MetricProvider named in ``spec.analysis.providerRef``, else the one
+whose section ``spec.analysis`` sets, else the catalog's default provider
+(``segue.analysis.providers``). Nothing here names a provider: the registry gives each
+one's runtime, which says whether a Rollout's own section may be used (an inline address
+the operator does not allow is refused, and never queried) and where the queries go.
 
-A round runs as a background task, so a slow or unreachable Prometheus never delays the
+A round runs as a background task, so a slow or unreachable provider never delays the
 handling of an abort or an approval; its completion wakes the Rollout's loop. Its queries
-run on the query pool of the Prometheus address (``segue.analysis.pool``), never in a
+run on the query pool of the provider's address (``segue.analysis.pool``), never in a
 thread shared with Kubernetes calls, and the round ends by its deadline whatever the
-server does. The Secret holding the credentials is read through a short-lived cache, so a
-round every few seconds does not mean a Kubernetes GET every few seconds.
+server does. Secrets holding credentials are read through a short-lived cache, so a round
+every few seconds does not mean a Kubernetes GET every few seconds.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
-import os
-import tempfile
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Final
 
-from segue.analysis.addresses import AddressPolicy
-from segue.analysis.provider import provider_for, provider_kinds
-from segue.analysis.round import evaluate_round
-from segue.analysis.types import (
-    DEFAULT_PROMETHEUS_ADDRESS,
-    MAX_TIMEOUT_S,
-    PROMETHEUS_ADDRESS_ENV,
-    PrometheusSettings,
-)
-from segue.api.duration import parse_duration
+from segue.analysis.providers import catalog, registry
+from segue.analysis.providers.base import Provider
+from segue.analysis.providers.runtime import Connection, ProviderNotUsable, ProviderRuntime
+from segue.api.base import SpecModel
 from segue.api.provider import MetricProviderSpec
 from segue.api.spec import Analysis, RolloutSpec
 from segue.controller.kube import Secrets
-from segue.controller.resolution import gate_spec, round_context
+from segue.controller.resolution import round_context
 from segue.engine import GateRound
 
 log = logging.getLogger(__name__)
 
-# How long a Secret read for Prometheus credentials is used before it is read again.
+# How long a Secret read for provider credentials is used before it is read again.
 SECRET_TTL_S: Final = 30.0
 # How long a failed read is remembered (a missing Secret is not asked for every round).
 SECRET_FAILURE_TTL_S: Final = 5.0
@@ -57,22 +46,6 @@ SECRET_FAILURE_TTL_S: Final = 5.0
 # (the API server being down should not stop the analysis as well).
 SECRET_STALE_S: Final = 300.0
 SECRET_CACHE_MAX: Final = 256
-
-
-_written: set[str] = set()
-
-
-def _ca_file(pem: str) -> str:
-    """Write a CA bundle once per content (the HTTP client wants a path)."""
-    digest = hashlib.sha256(pem.encode()).hexdigest()[:16]
-    path = Path(tempfile.gettempdir()) / f"segue-ca-{digest}.pem"
-    if str(path) not in _written:
-        if not path.exists():
-            tmp = path.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(pem)
-            tmp.replace(path)
-        _written.add(str(path))
-    return str(path)
 
 
 class SecretUnreadable(Exception):
@@ -156,48 +129,39 @@ def _describe(namespace: str, name: str, e: Exception) -> str:
 ProviderLookup = Callable[[str], MetricProviderSpec | str | None]
 
 
-class ProviderNotUsable(Exception):
-    """The Rollout's provider cannot be used (missing, invalid, address refused); the
-    message names the field and is safe to show."""
-
-
 def provider_missing(name: str) -> str:
     return f"MetricProvider {name} named in spec.analysis.providerRef"
 
 
-def operator_default_address(configured: str | None) -> str:
-    """The operator-wide address: the flag, else the environment, else the built-in one."""
-    chosen = configured or os.environ.get(PROMETHEUS_ADDRESS_ENV) or DEFAULT_PROMETHEUS_ADDRESS
-    return chosen.rstrip("/")
-
-
 class GateRunner:
+    """Runs a Rollout's rounds with the metric provider it uses: the MetricProvider named
+    in ``spec.analysis.providerRef`` (``metric_providers`` looks it up), else the one whose
+    section ``spec.analysis`` sets, else the catalog's default provider. ``runtimes``: the
+    providers' running halves, configured with the operator's flags (any not given run with
+    their defaults)."""
+
     def __init__(
         self,
         secrets: Secrets,
-        default_address: str | None,
+        runtimes: Iterable[ProviderRuntime] = (),
         *,
-        providers: ProviderLookup = lambda name: None,
-        allowed_addresses: Iterable[str] = (),
+        metric_providers: ProviderLookup = lambda name: None,
         secret_ttl_s: float = SECRET_TTL_S,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.secrets = CachedSecrets(secrets, ttl_s=secret_ttl_s, clock=clock)
-        self._default_address = default_address
-        self._providers = providers
-        # The default address is always allowed; anything else only when listed.
-        self.policy = AddressPolicy.of(
-            [*allowed_addresses, operator_default_address(default_address)]
-        )
-        provider_kinds()  # imports the providers now, not during a round on the event loop
+        self._providers = metric_providers
+        # Loads every provider's runtime now, not during a round on the event loop.
+        self.runtimes = registry.runtimes(runtimes)
 
     def refusal(self, spec: RolloutSpec) -> str | None:
-        """Why the spec's inline address may not be queried (None: it may, or there is
+        """Why the spec's own provider section may not be used (None: it may, or there is
         none). Checked before every pass, so a refused Rollout never moves traffic."""
-        prom = spec.analysis.prometheus if spec.analysis is not None else None
-        if prom is None or prom.address is None or self.policy.allows(prom.address):
+        inline = catalog.inline_section(spec.analysis) if spec.analysis is not None else None
+        if inline is None:
             return None
-        return self.policy.refusal(prom.address)
+        provider, section = inline
+        return self.runtimes[provider.key].refusal(section)
 
     def provider_problem(self, spec: RolloutSpec) -> str | None:
         """What is wrong with the MetricProvider the spec names (None: nothing, or none)."""
@@ -211,69 +175,54 @@ class GateRunner:
             return f"{provider_missing(ref.name)} ({found})"
         return None
 
-    async def settings(self, namespace: str, analysis: Analysis) -> PrometheusSettings:
+    def provider(self, spec: RolloutSpec) -> Provider:
+        """The provider that runs, and so plans, the spec's gates: the named MetricProvider's
+        when it is known, else the one whose section the spec sets, else the default."""
+        analysis = spec.analysis
+        ref = analysis.provider_ref if analysis is not None else None
+        found = self._providers(ref.name) if ref is not None else None
+        if isinstance(found, MetricProviderSpec):
+            return catalog.endpoint_section(found)[0]
+        return catalog.provider_of(analysis)
+
+    def _source(self, analysis: Analysis) -> tuple[ProviderRuntime, SpecModel | None]:
+        """The runtime and the section (None: the operator's defaults) a round uses."""
         if analysis.provider_ref is not None:
-            return await self._provider_settings(analysis.provider_ref.name)
-        prom = analysis.prometheus
-        if prom is not None and prom.address is not None and not self.policy.allows(prom.address):
-            raise ProviderNotUsable(self.policy.refusal(prom.address))
-        token: str | None = None
-        ca: str | None = None
-        if prom is not None and prom.secret_ref is not None:
-            ref = prom.secret_ref
-            token, ca = await self._credentials(namespace, ref.name, ref.token_key, ref.ca_key)
-        timeout = parse_duration(prom.timeout).total_seconds() if prom else 5.0
-        return PrometheusSettings.from_env(
-            (prom.address if prom else None) or self._default_address,
-            bearer_token=token,
-            ca_file=ca,
-            timeout_s=min(timeout, MAX_TIMEOUT_S),
-        )
+            name = analysis.provider_ref.name
+            found = self._providers(name)
+            if found is None:
+                raise ProviderNotUsable(f"{provider_missing(name)} not found")
+            if isinstance(found, str):
+                raise ProviderNotUsable(f"{provider_missing(name)}: {found}")
+            provider, section = catalog.endpoint_section(found)
+            return self.runtimes[provider.key], section
+        inline = catalog.inline_section(analysis)
+        if inline is None:
+            return self.runtimes[catalog.DEFAULT.key], None
+        return self.runtimes[inline[0].key], inline[1]
 
-    async def _provider_settings(self, name: str) -> PrometheusSettings:
-        found = self._providers(name)
-        if found is None:
-            raise ProviderNotUsable(f"{provider_missing(name)} not found")
-        if isinstance(found, str):
-            raise ProviderNotUsable(f"{provider_missing(name)}: {found}")
-        prom = found.prometheus
-        token: str | None = None
-        ca: str | None = None
-        if prom.secret_ref is not None:
-            ref = prom.secret_ref
-            # The MetricProvider's namespace, never the Rollout's.
-            token, ca = await self._credentials(ref.namespace, ref.name, ref.token_key, ref.ca_key)
-        return PrometheusSettings(
-            address=prom.address.rstrip("/"),
-            bearer_token=token,
-            ca_file=ca,
-            timeout_s=min(parse_duration(prom.timeout).total_seconds(), MAX_TIMEOUT_S),
-        )
-
-    async def _credentials(
-        self, namespace: str, name: str, token_key: str, ca_key: str
-    ) -> tuple[str | None, str | None]:
-        data = await self.secrets.read(namespace, name)
-        pem = data.get(ca_key)
-        return data.get(token_key) or None, _ca_file(pem) if pem else None
+    async def connect(self, namespace: str, analysis: Analysis) -> Connection:
+        """Where this Rollout's queries go, with the credentials its provider names."""
+        runtime, section = self._source(analysis)
+        return await runtime.connect(section, namespace, self.secrets)
 
     async def run(self, namespace: str, name: str, spec: RolloutSpec, weight: int) -> GateRound:
         analysis = spec.analysis
         assert analysis is not None
         now = datetime.now(UTC)
         try:
-            settings = await self.settings(namespace, analysis)
+            runtime, section = self._source(analysis)
+        except ProviderNotUsable as e:
+            return GateRound(evaluated_at=now, results=(), error=str(e))
+        try:
+            connection = await runtime.connect(section, namespace, self.secrets)
         except ProviderNotUsable as e:
             return GateRound(evaluated_at=now, results=(), error=str(e))
         except Exception as e:  # the Secret is missing or unreadable: no round can run
-            return GateRound(evaluated_at=now, results=(), error=f"Prometheus credentials: {e}")
+            title = runtime.provider.title
+            return GateRound(evaluated_at=now, results=(), error=f"{title} credentials: {e}")
         context = round_context(namespace, name, spec, float(weight))
-        try:
-            # No I/O: builds a client the first time, then returns the cached provider.
-            provider = provider_for(settings)
-        except (TypeError, ValueError) as e:
-            return GateRound(evaluated_at=now, results=(), error=f"Prometheus: {e}")
-        return await evaluate_round([gate_spec(g) for g in analysis.gates], context, provider, now)
+        return await connection.evaluate(analysis.gates, context, now)
 
 
 class RoundScheduler:

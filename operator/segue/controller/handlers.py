@@ -20,7 +20,8 @@ from typing import Any, Final, cast
 import kopf
 
 from segue import GROUP, PLURAL, VERSION
-from segue.analysis.provider import close_providers
+from segue.analysis.clients import close_clients
+from segue.analysis.providers.runtime import ProviderRuntime
 from segue.api.migration import MIGRATION_KIND, MIGRATION_PLURAL
 from segue.api.provider import PROVIDER_KIND, PROVIDER_PLURAL
 from segue.api.text import MAX_MESSAGE_BYTES, cap
@@ -75,19 +76,19 @@ def post_event(obj: Json, type_: str, reason: str, message: str) -> None:
 
 
 def build(
-    prometheus_address: str | None,
+    runtimes: Sequence[ProviderRuntime] = (),
     namespaced: bool = False,
     destinations: Destinations | None = None,
     webhook_proxy: str | None = None,
     require_managed_label: bool = False,
-    allowed_addresses: Sequence[str] = (),
     routers: Sequence[str] = DEFAULT_ROUTERS,
 ) -> Operator:
-    """``require_managed_label``: write only to Deployments and routing objects labelled
-    ``segue.dev/managed=true`` (a Rollout naming another is Stalled, ``NotManaged``).
-    ``allowed_addresses``: inline Prometheus addresses Rollouts may name, besides
-    ``prometheus_address``. ``routers``: the routers this operator runs; it watches their
-    kinds, and a Rollout naming another router is Failed before any traffic moves."""
+    """``runtimes``: the metric providers' runtimes with the operator's flags applied (any
+    not given run with their defaults). ``require_managed_label``: write only to
+    Deployments and routing objects labelled ``segue.dev/managed=true`` (a Rollout naming
+    another is Stalled, ``NotManaged``). ``routers``: the routers this operator runs; it
+    watches their kinds, and a Rollout naming another router is Failed before any traffic
+    moves."""
     enabled = check_routers(routers)
     for key in enabled:
         for watched in plugin(key).watches:
@@ -119,12 +120,7 @@ def build(
             require_managed=require_managed_label,
             enabled=enabled,
         ),
-        GateRunner(
-            secrets,
-            prometheus_address,
-            providers=store.metric_provider,
-            allowed_addresses=allowed_addresses,
-        ),
+        GateRunner(secrets, runtimes, metric_providers=store.metric_provider),
         post_event,
         watch=lambda worker, refs: supervisor_ref[0].watch(worker, refs),
         hooks=[metrics, NotificationHook(dispatcher, targets.targets_for)],
@@ -201,7 +197,7 @@ async def shutdown(memo: Any, **_: Any) -> None:
     if op.migrations is not None:
         await op.migrations.stop()
     await op.dispatcher.stop(deadline=5.0)
-    close_providers()  # query pools: threads stuck on a hanging Prometheus must not hold exit
+    close_clients()  # query pools: threads stuck on a hanging provider must not hold exit
     op.kube.close()
 
 

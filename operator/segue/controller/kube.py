@@ -358,7 +358,7 @@ class Rollouts:
 
 
 class Secrets:
-    """Reads the few Secrets a Rollout names (Prometheus credentials, webhook URLs)."""
+    """Reads the few Secrets a Rollout names (metric provider credentials, webhook URLs)."""
 
     def __init__(self, kube: Kube) -> None:
         self._kube = kube

@@ -12,6 +12,7 @@ from typing import Any
 import kopf
 
 from segue import MANAGED_LABEL, MANAGED_VALUE, __version__
+from segue.analysis.providers import registry
 from segue.controller import leader
 from segue.notify.destinations import ALLOW_HOST_FLAG, ALLOW_INTERNAL_FLAG, Destinations
 from segue.traffic.catalog import ROUTERS
@@ -31,10 +32,6 @@ def _env_flag(name: str) -> bool:
     raise SystemExit(f"{name}={os.environ[name]!r}: expected true or false")
 
 
-def _split(text: str) -> list[str]:
-    return [part for part in text.replace(",", " ").split() if part]
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m segue", description="Run the Segue operator.")
     parser.add_argument(
@@ -49,20 +46,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=os.environ.get("SEGUE_LIVENESS", "http://0.0.0.0:8080/healthz"),
         help="liveness endpoint URL served by the operator (default %(default)s)",
     )
-    parser.add_argument(
-        "--prometheus-address",
-        default=os.environ.get("SEGUE_PROMETHEUS_ADDRESS"),
-        help="Prometheus for Rollouts that name none (env SEGUE_PROMETHEUS_ADDRESS)",
-    )
-    parser.add_argument(
-        "--allow-prometheus-address",
-        action="append",
-        default=_split(os.environ.get("SEGUE_ALLOW_PROMETHEUS_ADDRESSES", "")),
-        metavar="URL",
-        help="an address a Rollout may name in spec.analysis.prometheus.address (repeatable; "
-        "env SEGUE_ALLOW_PROMETHEUS_ADDRESSES, comma-separated); the --prometheus-address is "
-        "always allowed, any other inline address is refused: Rollouts use a MetricProvider",
-    )
+    # Each metric provider's own flags (--prometheus-address, ...).
+    registry.add_flags(parser)
     parser.add_argument(
         "--metrics-port",
         type=int,
@@ -133,7 +118,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if proxy is not None and not proxy.startswith(("http://", "https://")):
         parser.error(f"--webhook-proxy must be an http(s):// URL, not {proxy!r}")
     try:
-        args.routers = check_routers(_split(args.routers))
+        args.routers = check_routers(args.routers.replace(",", " ").split())
     except ValueError as e:
         parser.error(f"--routers: {e}")
     if not args.routers:
@@ -156,21 +141,19 @@ def main(argv: list[str] | None = None) -> int:
     from segue.controller import handlers
 
     destinations = Destinations.of(args.allow_internal_webhooks, args.allow_webhook_host)
+    runtimes = registry.configured(args)
     operator = handlers.build(
-        args.prometheus_address,
+        runtimes,
         namespaced=bool(args.namespace),
         destinations=destinations,
         webhook_proxy=args.webhook_proxy,
         require_managed_label=args.require_managed_label,
-        allowed_addresses=args.allow_prometheus_address,
         routers=args.routers,
     )
     log.info("routers: %s", ", ".join(args.routers))
-    if args.allow_prometheus_address:
-        log.info(
-            "Rollouts may name these Prometheus addresses: %s",
-            ", ".join(args.allow_prometheus_address),
-        )
+    for runtime in runtimes:
+        for line in runtime.describe():
+            log.info("%s", line)
     if args.require_managed_label:
         log.info(
             "writing only to Deployments and HTTPRoutes labelled %s=%s",

@@ -27,6 +27,7 @@ from typing import Any, Final, Protocol
 
 from pydantic import ValidationError
 
+from segue.analysis.providers.base import Provider
 from segue.api.duration import parse_duration
 from segue.api.phases import ANALYSED, ROLLED_BACK, STEPPING, TERMINAL, event_type
 from segue.api.provider import PROVIDER_KIND
@@ -153,11 +154,16 @@ class GateRounds(Protocol):
     async def run(self, namespace: str, name: str, spec: RolloutSpec, weight: int) -> GateRound: ...
 
     def refusal(self, spec: RolloutSpec) -> str | None:
-        """An inline address the operator may not query, as a message naming the field."""
+        """A provider section the operator may not use (an inline address it does not
+        allow), as a message naming the field."""
         ...
 
     def provider_problem(self, spec: RolloutSpec) -> str | None:
         """The named MetricProvider is missing or unusable, as a message naming the field."""
+        ...
+
+    def provider(self, spec: RolloutSpec) -> Provider:
+        """The metric provider that plans and runs the Rollout's gates."""
         ...
 
 
@@ -210,13 +216,13 @@ class Reconciler:
                 w, obj, raw_status, status, Routing.parse(raw_spec), _errors(e)
             )
         routing = Routing(spec.traffic, spec.legacy, spec.new)
-        # An address the operator may not query is a spec it cannot run: Failed, before any
-        # traffic moves, and nothing is sent there.
+        # A provider section the operator may not use (an address it may not query) is a spec
+        # it cannot run: Failed, before any traffic moves, and nothing is sent there.
         refusal = self.gates.refusal(spec)
         if refusal is not None:
             return await self._invalid(w, obj, raw_status, status, routing, refusal)
         # Gates no round could run make the spec invalid too, before any traffic moves.
-        problems = unresolvable_gates(spec, namespace, name)
+        problems = unresolvable_gates(spec, namespace, name, self.gates.provider(spec))
         if problems:
             return await self._invalid(w, obj, raw_status, status, routing, describe(problems))
 

@@ -1,33 +1,17 @@
-"""A Rollout's gates as analysis inputs, and the check that they can run at all.
+"""The Rollout context of a round, and the check that its gates can run at all.
 
 The operator runs :func:`unresolvable_gates` on every pass before it decides (a Rollout
 whose gates cannot run is handled as an invalid spec: Failed, no traffic moves), and
 ``segue lint`` runs the very same function offline. Both plan each gate exactly as an
-analysis round does (``segue.analysis.planning.plan_gate``). Imports nothing that does I/O,
-so the CLI can use it without the operator's clients.
+analysis round does (the provider's ``plan``, from the catalog). Imports nothing that does
+I/O, so the CLI can use it without the operator's clients.
 """
 
 from __future__ import annotations
 
-from segue.analysis.planning import GateProblem, gate_problems
-from segue.analysis.types import GateSpec, RoundContext
-from segue.api.spec import Gate, RolloutSpec
-
-
-def gate_spec(gate: Gate) -> GateSpec:
-    return GateSpec(
-        name=gate.name,
-        query=gate.query,
-        template=gate.template,
-        labels=dict(gate.labels or {}),
-        max=gate.max,
-        min=gate.min,
-        max_ratio_to_legacy=gate.max_ratio_to_legacy,
-        min_ratio_to_legacy=gate.min_ratio_to_legacy,
-        failure_limit=gate.failure_limit,
-        on_failure=gate.on_failure,
-        per_traffic_share=gate.per_traffic_share,
-    )
+from segue.analysis.providers import catalog
+from segue.analysis.providers.base import GateProblem, Provider, RoundContext
+from segue.api.spec import RolloutSpec
 
 
 def round_context(namespace: str, name: str, spec: RolloutSpec, weight: float) -> RoundContext:
@@ -42,12 +26,17 @@ def round_context(namespace: str, name: str, spec: RolloutSpec, weight: float) -
     )
 
 
-def unresolvable_gates(spec: RolloutSpec, namespace: str, name: str) -> list[GateProblem]:
-    """The gates of ``spec`` that no round could run, each with the field at fault."""
+def unresolvable_gates(
+    spec: RolloutSpec, namespace: str, name: str, provider: Provider | None = None
+) -> list[GateProblem]:
+    """The gates of ``spec`` that no round could run, each with the field at fault, as
+    ``provider`` plans them (by default the one whose section the spec sets, else the
+    catalog's default; the operator passes the provider of a named MetricProvider)."""
     if spec.analysis is None:
         return []
     context = round_context(namespace, name, spec, 0.0)
-    return gate_problems([gate_spec(g) for g in spec.analysis.gates], context)
+    chosen = provider or catalog.provider_of(spec.analysis)
+    return chosen.plan(spec.analysis.gates, context)
 
 
 def field_path(loc: tuple[str | int, ...]) -> str:

@@ -25,12 +25,10 @@ from segue.engine.types import (
     EmitEvent,
     EventType,
     GateRound,
-    GateVerdict,
     Observations,
     PhaseChanged,
     ReleaseFinalizer,
     SetWeight,
-    Severity,
 )
 
 __all__ = [
@@ -51,12 +49,10 @@ __all__ = [
     "EmitEvent",
     "EventType",
     "GateRound",
-    "GateVerdict",
     "Observations",
     "PhaseChanged",
     "ReleaseFinalizer",
     "SetWeight",
-    "Severity",
     "decide",
     "invalid_spec",
     "plan",

@@ -11,14 +11,20 @@ from segue.api.phases import ACTIVE, STEPPING
 from segue.api.plan import plan as expand_plan
 from segue.api.routing import Segment
 from segue.api.spec import RolloutSpec, Step
-from segue.api.status import MAX_HISTORY, HistoryEntry, PausedReason, Phase, RolloutStatus
+from segue.api.status import (
+    MAX_HISTORY,
+    GateStatus,
+    HistoryEntry,
+    PausedReason,
+    Phase,
+    RolloutStatus,
+)
 from segue.engine.types import (
     Action,
     ClearAnnotation,
     Decision,
     EmitEvent,
     EventType,
-    GateVerdict,
     Observations,
     PhaseChanged,
     ReleaseFinalizer,
@@ -98,7 +104,7 @@ class Recorder:
         event: str,
         reason: str | None = None,
         actor: str = ACTOR,
-        verdict: GateVerdict | None = None,
+        verdict: GateStatus | None = None,
     ) -> None:
         entry = HistoryEntry(
             time=self.now,
@@ -121,7 +127,7 @@ class Recorder:
         message: str,
         paused_reason: PausedReason | None = None,
         actor: str = ACTOR,
-        verdict: GateVerdict | None = None,
+        verdict: GateStatus | None = None,
     ) -> bool:
         """Set the phase; a change (of phase or pause reason) is one ``PhaseChanged`` and one
         history entry. Returns whether it changed."""

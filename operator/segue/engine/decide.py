@@ -243,8 +243,8 @@ def _act_on_gates(ctx: Context, triggers: list[Trigger]) -> None:
     if not triggers:
         return
     st = ctx.status
-    immediate = [t for t in triggers if t.verdict.severity == "rollback"]
-    graceful = [t for t in triggers if t.verdict.severity == "rollback-graceful"]
+    immediate = [t for t in triggers if t.verdict.on_failure == "rollback"]
+    graceful = [t for t in triggers if t.verdict.on_failure == "rollback-graceful"]
     if st.phase in STEPPING:
         if immediate:
             t = immediate[0]

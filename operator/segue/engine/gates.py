@@ -17,14 +17,14 @@ from segue.api.phases import ANALYSED
 from segue.api.spec import Analysis
 from segue.api.status import GateStatus
 from segue.engine.context import Context, Outcome, format_time, seconds
-from segue.engine.types import GateRound, GateVerdict
+from segue.engine.types import GateRound
 
 
 @dataclass(frozen=True)
 class Trigger:
     """A gate whose failure streak reached its limit in this round."""
 
-    verdict: GateVerdict
+    verdict: GateStatus  # the gate's result in the round that reached the limit
     failures: int
 
     def reason(self) -> str:
@@ -37,7 +37,7 @@ class Trigger:
         )
 
 
-def counts_as_failure(verdict: GateVerdict, analysis: Analysis) -> bool:
+def counts_as_failure(verdict: GateStatus, analysis: Analysis) -> bool:
     if verdict.verdict == "Fail":
         return True
     return verdict.verdict == "Inconclusive" and analysis.no_data == "fail"
@@ -66,27 +66,28 @@ def count_round(ctx: Context) -> list[Trigger]:
         return []
     results = {r.name: r for r in rnd.results}
     triggers: list[Trigger] = []
-    for entry in st.gates:
-        verdict = results.get(entry.name)
-        if verdict is None or not _newer(rnd.evaluated_at, entry.last_evaluated):
+    for i, entry in enumerate(st.gates):
+        result = results.get(entry.name)
+        if result is None or not _newer(rnd.evaluated_at, entry.last_evaluated):
             continue
-        entry.last_evaluated = rnd.evaluated_at
-        entry.verdict = verdict.verdict
-        entry.value = verdict.value
-        entry.legacy_value = verdict.legacy_value
-        entry.bound = verdict.bound
-        entry.message = verdict.message
-        entry.failure_limit = verdict.failure_limit
-        entry.on_failure = verdict.severity
-        if verdict.verdict == "Pass":
-            entry.consecutive_failures = 0
-            entry.consecutive_no_data = 0
-        elif counts_as_failure(verdict, analysis):
-            entry.consecutive_failures += 1
-            if entry.consecutive_failures >= verdict.failure_limit:
-                triggers.append(Trigger(verdict, entry.consecutive_failures))
+        failures, no_data = entry.consecutive_failures, entry.consecutive_no_data
+        if result.verdict == "Pass":
+            failures = no_data = 0
+        elif counts_as_failure(result, analysis):
+            failures += 1
+            if failures >= (result.failure_limit or 1):
+                triggers.append(Trigger(result, failures))
         else:
-            entry.consecutive_no_data += 1
+            no_data += 1
+        # The provider's status of the gate, with the streaks carried on; a copy, so the
+        # round (an observation) stays as it was delivered.
+        st.gates[i] = result.model_copy(
+            update={
+                "last_evaluated": rnd.evaluated_at,
+                "consecutive_failures": failures,
+                "consecutive_no_data": no_data,
+            }
+        )
     return triggers
 
 

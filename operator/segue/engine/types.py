@@ -5,38 +5,24 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal
 
 from segue.api.phases import EventType as EventType  # re-exported for the engine's users
 from segue.api.routing import Segment
-from segue.api.status import PausedReason, Phase, RolloutStatus, Verdict
+from segue.api.status import GateStatus, PausedReason, Phase, RolloutStatus
 
-Severity = Literal["rollback", "rollback-graceful", "pause"]
 ObjectRef = tuple[str, str, str]  # (kind, namespace, name)
 
 
 @dataclass(frozen=True)
-class GateVerdict:
-    """One gate's outcome in one analysis round (same fields as the analysis package's)."""
-
-    name: str
-    verdict: Verdict
-    value: float | None
-    legacy_value: float | None
-    bound: str
-    severity: Severity
-    failure_limit: int
-    message: str
-
-
-@dataclass(frozen=True)
 class GateRound:
-    """Every gate evaluated once. ``error``: the provider was unreachable for the round.
-    ``evaluated_at`` identifies the round: a round not newer than a gate's
-    ``lastEvaluated`` in status was already counted and never counts again."""
+    """Every gate evaluated once, each result the API's ``GateStatus`` as the metric
+    provider returned it: value, legacy value, bound, verdict, failure limit, onFailure and
+    message (its streaks are the engine's to count). ``error``: the provider was
+    unreachable for the round. ``evaluated_at`` identifies the round: a round not newer
+    than a gate's ``lastEvaluated`` in status was already counted and never counts again."""
 
     evaluated_at: datetime
-    results: tuple[GateVerdict, ...]
+    results: tuple[GateStatus, ...]
     error: str | None = None
 
 
@@ -133,7 +119,7 @@ class PhaseChanged:
     paused_reason: PausedReason | None
     message: str
     actor: str
-    verdict: GateVerdict | None
+    verdict: GateStatus | None
     at: datetime
 
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from segue.api import RolloutStatus
+from segue.api import GateStatus, RolloutStatus
 from segue.engine import PhaseChanged
-from segue.notify.types import GateDetails, Kind, Notification
+from segue.notify.types import Kind, Notification
 
 _KIND_OF_PHASE: dict[str, Kind] = {
     "AwaitingApproval": "ApprovalNeeded",
@@ -31,14 +31,13 @@ def _kind(status: RolloutStatus) -> Kind:
     return _KIND_OF_PHASE.get(status.phase or "", "PhaseChanged")
 
 
-def _gate(status: RolloutStatus, change: PhaseChanged | None) -> GateDetails | None:
+def _gate(status: RolloutStatus, change: PhaseChanged | None) -> GateStatus | None:
     if change is not None and change.verdict is not None:
-        v = change.verdict
-        return GateDetails(v.name, v.value, v.legacy_value, v.bound)
+        return change.verdict
     if status.phase == "Paused" and status.paused_reason == "GateFailed":
         failing = next((g for g in status.gates if g.verdict == "Fail"), None)
-        if failing is not None:
-            return GateDetails(failing.name, failing.value, failing.legacy_value, failing.bound)
+        # A copy: the notification outlives the status it was read from.
+        return failing.model_copy() if failing is not None else None
     return None
 
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 import math
 from typing import Any, Final
 
-from segue.api import format_timestamp
+from segue.api import GateStatus, format_timestamp
 from segue.api.text import MAX_GATE_TEXT_BYTES, MAX_MESSAGE_BYTES, cap
-from segue.notify.types import Format, GateDetails, Notification
+from segue.notify.types import Format, Notification
 
 API_VERSION: Final = "segue.dev/v1alpha1"
 # Slack rejects a section text above 3000 characters and a field above 2000.
@@ -26,7 +26,7 @@ def _message(n: Notification) -> str:
     return cap(n.message, MAX_MESSAGE_BYTES)
 
 
-def _gate_name(gate: GateDetails) -> str:
+def _gate_name(gate: GateStatus) -> str:
     return cap(gate.name, MAX_GATE_TEXT_BYTES)
 
 
@@ -59,7 +59,7 @@ def format_value(value: float | None) -> str:
     return f"{value:.4g}"
 
 
-def describe_gate(gate: GateDetails) -> str:
+def describe_gate(gate: GateStatus) -> str:
     """E.g. ``error-rate = 0.12 (legacy 0.01), bound <= 0.05``."""
     text = f"{_gate_name(gate)} = {format_value(gate.value)}"
     if gate.legacy_value is not None:

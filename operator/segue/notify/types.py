@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 from yarl import URL
 
 from segue.api.spec import NotificationFormat, NotificationKind
+from segue.api.status import GateStatus
 
 # The kinds a Rollout's spec.notifications[].events may name: the API's own list.
 Kind = NotificationKind
@@ -18,16 +19,6 @@ KINDS: Final[tuple[Kind, ...]] = get_args(Kind)
 
 Format = NotificationFormat
 FORMATS: Final[tuple[Format, ...]] = get_args(Format)
-
-
-@dataclass(frozen=True)
-class GateDetails:
-    """The gate behind a pause or rollback, with the numbers that decided it."""
-
-    name: str
-    value: float | None = None
-    legacy_value: float | None = None
-    bound: str = ""
 
 
 @dataclass(frozen=True)
@@ -44,7 +35,8 @@ class Notification:
     time: datetime
     total_steps: int | None = None
     previous_phase: str | None = None
-    gate: GateDetails | None = None
+    # The gate behind a pause or rollback, with the numbers that decided it.
+    gate: GateStatus | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:

@@ -22,17 +22,11 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Final
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Final
 
-from segue.analysis.templating import (
-    TemplateError,
-    check,
-    escape_string_literal,
-    validate_duration,
-)
-from segue.analysis.types import SEVERITIES, GateSpec, Severity
-from segue.api.gate_labels import (
+from segue.analysis.bounds import BOUND_FIELDS, BOUND_NAMES, bounds, has_bound
+from segue.analysis.providers.prometheus.labels import (
     LABEL_NAME_LABELS,
     LABEL_NAME_PATTERN,
     METRIC_LABELS,
@@ -40,14 +34,23 @@ from segue.api.gate_labels import (
     QUANTILE_PATTERN,
     WINDOW_PLACEHOLDER_PATTERN,
 )
+from segue.analysis.providers.prometheus.templating import (
+    TemplateError,
+    check,
+    escape_string_literal,
+    validate_duration,
+)
 
-# The CRD's CEL rules check the labels with the same patterns (segue.api.gate_labels).
+if TYPE_CHECKING:
+    from segue.api.spec import Gate, OnFailure
+
+# The CRD's CEL rules check the labels with the same patterns (``labels``).
 _METRIC_NAME_RE: Final = re.compile(METRIC_NAME_PATTERN)
 _LABEL_NAME_RE: Final = re.compile(LABEL_NAME_PATTERN)
 _WINDOW_PLACEHOLDER_RE: Final = re.compile(WINDOW_PLACEHOLDER_PATTERN)
 _QUANTILE_RE: Final = re.compile(QUANTILE_PATTERN)
 
-# In the order of segue.api.gate_labels.TEMPLATE_LABELS (a unit test holds them equal).
+# In the order of labels.TEMPLATE_LABELS (a unit test holds them equal).
 DEFAULT_LABELS: Final[Mapping[str, str]] = {
     "metric": "http_requests_total",
     "histogram": "http_request_duration_seconds_bucket",
@@ -63,39 +66,8 @@ DEFAULT_LABELS: Final[Mapping[str, str]] = {
 
 # A custom query that states no failure policy rolls back at once: a bound the user wrote
 # is a hard limit unless they say otherwise (the CRD documents the same default).
-CUSTOM_DEFAULT_SEVERITY: Final[Severity] = "rollback"
+CUSTOM_DEFAULT_ON_FAILURE: Final = "rollback"
 CUSTOM_DEFAULT_FAILURE_LIMIT: Final = 1
-
-
-@dataclass(frozen=True)
-class Bounds:
-    max: float | None = None
-    min: float | None = None
-    max_ratio_to_legacy: float | None = None
-    min_ratio_to_legacy: float | None = None
-
-    @property
-    def empty(self) -> bool:
-        return all(b is None for b in self.as_tuple())
-
-    @property
-    def relative(self) -> bool:
-        return self.max_ratio_to_legacy is not None or self.min_ratio_to_legacy is not None
-
-    def as_tuple(self) -> tuple[float | None, ...]:
-        return (self.max, self.min, self.max_ratio_to_legacy, self.min_ratio_to_legacy)
-
-
-@dataclass(frozen=True)
-class ResolvedGate:
-    """A gate ready to run: its query (still with placeholders) and everything to judge it."""
-
-    name: str
-    query: str
-    bounds: Bounds
-    failure_limit: int
-    severity: Severity
-    per_traffic_share: bool = False
 
 
 @dataclass(frozen=True)
@@ -110,14 +82,17 @@ class _Names:
 
 
 @dataclass(frozen=True)
-class GateTemplate:
+class Template:
+    """A built-in template: its query and what it fills in on a gate that names it.
+    ``bounds`` holds Gate bound fields (``max``, ``max_ratio_to_legacy``, ...)."""
+
     name: str
     description: str
-    bounds: Bounds
     failure_limit: int
-    severity: Severity
+    on_failure: OnFailure
     per_traffic_share: bool
     build: Callable[[_Names], str]
+    bounds: Mapping[str, float] = field(default_factory=dict)
 
 
 def _error_rate(n: _Names) -> str:
@@ -149,47 +124,48 @@ def _throughput(n: _Names) -> str:
     return f"sum(rate({n.metric}{{{n.selector}}}[{n.window}]))"
 
 
-TEMPLATES: Final[Mapping[str, GateTemplate]] = {
+TEMPLATES: Final[Mapping[str, Template]] = {
     t.name: t
     for t in (
-        GateTemplate(
+        Template(
             name="error-rate",
             description="share of requests answered with an error code",
-            bounds=Bounds(max=0.05),
+            bounds={"max": 0.05},
             failure_limit=1,
-            severity="rollback",
+            on_failure="rollback",
             per_traffic_share=False,
             build=_error_rate,
         ),
-        GateTemplate(
+        Template(
             name="latency",
             description="p99 request latency compared with the legacy version",
-            bounds=Bounds(max_ratio_to_legacy=2.0),
+            bounds={"max_ratio_to_legacy": 2.0},
             failure_limit=3,
-            severity="rollback-graceful",
+            on_failure="rollback-graceful",
             per_traffic_share=False,
             build=_latency,
         ),
-        GateTemplate(
+        Template(
             name="throughput",
             description="requests per second per unit of traffic share, compared with legacy",
-            bounds=Bounds(min_ratio_to_legacy=0.9),
+            bounds={"min_ratio_to_legacy": 0.9},
             failure_limit=3,
-            severity="rollback-graceful",
+            on_failure="rollback-graceful",
             per_traffic_share=True,
             build=_throughput,
         ),
-        GateTemplate(
+        Template(
             name="success-rate",
             description="share of requests answered without an error code",
-            bounds=Bounds(min=0.95),
+            bounds={"min": 0.95},
             failure_limit=3,
-            severity="rollback-graceful",
+            on_failure="rollback-graceful",
             per_traffic_share=False,
             build=_success_rate,
         ),
     )
 }
+TEMPLATE_NAMES: Final = tuple(TEMPLATES)
 
 
 def template_query(template: str, labels: Mapping[str, str] | None = None) -> str:
@@ -198,55 +174,41 @@ def template_query(template: str, labels: Mapping[str, str] | None = None) -> st
     return tpl.build(_names(labels or {}))
 
 
-def resolve_gate(spec: GateSpec) -> ResolvedGate:
-    """Merge a gate with its template. Bounds given on the gate replace the template's as a
-    whole (what is written is what is checked); the policy fields fall back one by one."""
-    if not spec.name:
-        raise TemplateError("a gate needs a name")
-    if (spec.query is None) == (spec.template is None):
-        raise TemplateError(f"gate {spec.name} needs exactly one of query or template")
-    own = Bounds(spec.max, spec.min, spec.max_ratio_to_legacy, spec.min_ratio_to_legacy)
-    _check_bounds(spec.name, own)
-    if spec.template is not None:
-        tpl = _template(spec.template)
-        query = tpl.build(_names(spec.labels))
-        _check_template_query(query, spec.labels)
-        bounds = tpl.bounds if own.empty else own
-        failure_limit = tpl.failure_limit
-        severity = tpl.severity
-        per_share = tpl.per_traffic_share
+def with_policy(gate: Gate) -> Gate:
+    """The gate with its bounds, ``failureLimit``, ``onFailure`` and ``perTrafficShare``
+    filled in: bounds given on the gate replace the template's as a whole (what is written
+    is what is checked); the policy fields fall back one by one, to the template's, else
+    (a custom query) to 1, ``rollback`` and false. Never fails, so even a gate whose query
+    cannot be built reports the bound and policy it would run with."""
+    tpl = TEMPLATES.get(gate.template) if gate.template is not None else None
+    update: dict[str, object] = {
+        "failure_limit": gate.failure_limit
+        or (tpl.failure_limit if tpl else CUSTOM_DEFAULT_FAILURE_LIMIT),
+        "on_failure": gate.on_failure or (tpl.on_failure if tpl else CUSTOM_DEFAULT_ON_FAILURE),
+        "per_traffic_share": gate.per_traffic_share
+        if gate.per_traffic_share is not None
+        else (tpl.per_traffic_share if tpl else False),
+    }
+    if tpl is not None and not has_bound(gate):
+        update.update({f: tpl.bounds.get(f) for f in BOUND_FIELDS})
+    return gate.model_copy(update=update)
+
+
+def resolve_gate(gate: Gate) -> Gate:
+    """The gate as it runs: :func:`with_policy`, and its query built from its template (or
+    its own), placeholders still in. TemplateError when the query cannot be built."""
+    _check_bounds(gate)
+    if gate.template is not None:
+        tpl = _template(gate.template)
+        labels = gate.labels or {}
+        query = tpl.build(_names(labels))
+        _check_template_query(query, labels)
     else:
-        assert spec.query is not None
-        if spec.labels:
-            raise TemplateError(
-                f"gate {spec.name}: labels only apply to templates; write them into the query"
-            )
-        query = spec.query
-        bounds = own
-        failure_limit = CUSTOM_DEFAULT_FAILURE_LIMIT
-        severity = CUSTOM_DEFAULT_SEVERITY
-        per_share = False
-    check(query)
-    if bounds.empty:
-        raise TemplateError(
-            f"gate {spec.name} has no bound: set max, min, maxRatioToLegacy or minRatioToLegacy"
-        )
-    if spec.failure_limit is not None:
-        if spec.failure_limit < 1:
-            raise TemplateError(f"gate {spec.name}: failureLimit must be at least 1")
-        failure_limit = spec.failure_limit
-    if spec.on_failure is not None:
-        severity = parse_severity(spec.name, spec.on_failure)
-    if spec.per_traffic_share is not None:
-        per_share = spec.per_traffic_share
-    return ResolvedGate(
-        name=spec.name,
-        query=query,
-        bounds=bounds,
-        failure_limit=failure_limit,
-        severity=severity,
-        per_traffic_share=per_share,
-    )
+        if gate.query is None:  # the API model refuses this; kept for a model built unchecked
+            raise TemplateError(f"gate {gate.name} needs exactly one of query or template")
+        query = gate.query
+        check(query)
+    return with_policy(gate).model_copy(update={"query": query})
 
 
 def _check_template_query(query: str, labels: Mapping[str, str]) -> None:
@@ -258,78 +220,23 @@ def _check_template_query(query: str, labels: Mapping[str, str]) -> None:
         raise TemplateError(str(e), e.field, label=culprit) from None
 
 
-def parse_severity(gate: str, value: str) -> Severity:
-    if value not in SEVERITIES:
-        raise TemplateError(
-            f"gate {gate}: onFailure {value!r} is not one of {', '.join(SEVERITIES)}"
-        )
-    return value
-
-
-def fallback_severity(spec: GateSpec) -> Severity:
-    """The severity to report for a gate that could not even be resolved."""
-    if spec.on_failure in SEVERITIES:
-        return spec.on_failure
-    if spec.template is not None and spec.template in TEMPLATES:
-        return TEMPLATES[spec.template].severity
-    return CUSTOM_DEFAULT_SEVERITY
-
-
-def bound_text(bounds: Bounds, per_traffic_share: bool = False) -> str:
-    """Human-readable bounds, e.g. ``<= 0.05`` or ``<= 2x legacy and <= 0.5``."""
-    parts = []
-    if bounds.max is not None:
-        parts.append(f"<= {_fmt_bound(bounds.max)}")
-    if bounds.min is not None:
-        parts.append(f">= {_fmt_bound(bounds.min)}")
-    if bounds.max_ratio_to_legacy is not None:
-        parts.append(f"<= {_fmt_bound(bounds.max_ratio_to_legacy)}x legacy")
-    if bounds.min_ratio_to_legacy is not None:
-        parts.append(f">= {_fmt_bound(bounds.min_ratio_to_legacy)}x legacy")
-    text = " and ".join(parts) if parts else "no bound"
-    return text + (" per unit of traffic share" if per_traffic_share and parts else "")
-
-
-def _fmt_bound(x: float) -> str:
-    return f"{x:.4g}"
-
-
-def fallback_bound(spec: GateSpec) -> str:
-    """The bound to report for a gate that could not be resolved (best effort)."""
-    own = Bounds(spec.max, spec.min, spec.max_ratio_to_legacy, spec.min_ratio_to_legacy)
-    if own.empty and spec.template is not None and spec.template in TEMPLATES:
-        tpl = TEMPLATES[spec.template]
-        return bound_text(tpl.bounds, tpl.per_traffic_share)
-    return bound_text(own) if not own.empty else ""
-
-
-def fallback_failure_limit(spec: GateSpec) -> int:
-    if spec.failure_limit is not None and spec.failure_limit >= 1:
-        return spec.failure_limit
-    if spec.template is not None and spec.template in TEMPLATES:
-        return TEMPLATES[spec.template].failure_limit
-    return CUSTOM_DEFAULT_FAILURE_LIMIT
-
-
-def _template(name: str) -> GateTemplate:
+def _template(name: str) -> Template:
     tpl = TEMPLATES.get(name)
     if tpl is None:
         raise TemplateError(f"unknown gate template {name!r}; known: {', '.join(TEMPLATES)}")
     return tpl
 
 
-def _check_bounds(gate: str, bounds: Bounds) -> None:
-    for label, b in zip(
-        ("max", "min", "maxRatioToLegacy", "minRatioToLegacy"), bounds.as_tuple(), strict=True
-    ):
+def _check_bounds(gate: Gate) -> None:
+    for label, b in zip(BOUND_NAMES, bounds(gate), strict=True):
         if b is not None and not math.isfinite(b):
-            raise TemplateError(f"gate {gate}: {label} must be a finite number")
+            raise TemplateError(f"gate {gate.name}: {label} must be a finite number")
     for label, r in (
-        ("maxRatioToLegacy", bounds.max_ratio_to_legacy),
-        ("minRatioToLegacy", bounds.min_ratio_to_legacy),
+        ("maxRatioToLegacy", gate.max_ratio_to_legacy),
+        ("minRatioToLegacy", gate.min_ratio_to_legacy),
     ):
         if r is not None and r <= 0:
-            raise TemplateError(f"gate {gate}: {label} must be positive")
+            raise TemplateError(f"gate {gate.name}: {label} must be positive")
 
 
 def _names(labels: Mapping[str, str]) -> _Names:

@@ -1,7 +1,7 @@
-"""Prometheus as a metric provider, on prometheus-api-client.
+"""Prometheus' query client, on prometheus-api-client.
 
-Blocking by nature (requests underneath): callers run :meth:`PrometheusProvider.query_scalar`
-on the worker threads of the provider's query pool (``provider.provider_for``). One query
+Blocking by nature (requests underneath): callers run :meth:`PrometheusClient.query_scalar`
+on the worker threads of the query pool of its address (``segue.analysis.clients``). One query
 keeps to ``settings.timeout_s`` in all: every request carries what is left of it as its
 connect and read timeout, and Prometheus gets it as its evaluation timeout. Connection
 errors and 5xx answers are retried while time is left, with a short backoff; 4xx answers
@@ -18,20 +18,16 @@ import re
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Final
 
 import requests
 from prometheus_api_client import PrometheusConnect
 from prometheus_api_client.exceptions import PrometheusApiClientException
 from urllib3.util.retry import Retry
 
-from segue.analysis.provider import (
-    ProviderUnavailable,
-    QueryRejected,
-    UnusableResult,
-    register_provider,
-)
-from segue.analysis.types import PrometheusSettings
+from segue.analysis.clients import DEFAULT_TIMEOUT_S, MAX_TIMEOUT_S
+from segue.analysis.errors import ProviderUnavailable, QueryRejected, UnusableResult
 
 DEFAULT_RETRIES = 2
 DEFAULT_BACKOFF_S = 0.2
@@ -43,8 +39,29 @@ _QUERY_STATUSES = frozenset({400, 422})
 # Prometheus' own error text is kept up to this many characters; nothing else of a reply is.
 MAX_ERROR_CHARS = 200
 
+DEFAULT_ADDRESS: Final = "http://127.0.0.1:9090"
 
-class PrometheusProvider:
+
+@dataclass(frozen=True)
+class PrometheusSettings:
+    """Where and how to reach Prometheus, credentials included. ``hash`` lets clients be
+    cached per settings.
+
+    ``timeout_s`` bounds one query (the HTTP timeouts and Prometheus' own evaluation
+    timeout); anything above :data:`~segue.analysis.clients.MAX_TIMEOUT_S` is capped to it.
+    """
+
+    address: str = DEFAULT_ADDRESS
+    bearer_token: str | None = field(default=None, repr=False)
+    ca_file: str | None = None
+    timeout_s: float = DEFAULT_TIMEOUT_S
+
+    def __post_init__(self) -> None:
+        if not self.timeout_s <= MAX_TIMEOUT_S:  # also catches NaN
+            object.__setattr__(self, "timeout_s", MAX_TIMEOUT_S)
+
+
+class PrometheusClient:
     """One Prometheus endpoint. Safe to share between threads: each thread gets its own
     client, since a requests session is not guaranteed thread-safe."""
 
@@ -262,6 +279,3 @@ def _short(e: BaseException) -> str:
             inner = inner.args[0]
     text = str(inner) or type(inner).__name__
     return _bounded(text)
-
-
-register_provider("prometheus", PrometheusSettings, PrometheusProvider)

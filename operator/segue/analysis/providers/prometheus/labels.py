@@ -1,9 +1,9 @@
 """The labels a gate template accepts, and the CEL rules that check them in the CRD.
 
-``segue.analysis.templates`` checks the same labels with the same patterns when it resolves a
-gate (for the operator and ``segue lint``); this module is the single list of names and
-patterns, so the API server refuses what resolution would refuse, as far as CEL can say it.
-Resolution checks more than CEL can: placeholders inside ``app``, and the query as a whole.
+``templates`` checks the same labels with the same patterns when it resolves a gate (for the
+operator and ``segue lint``); this module is the single list of names and patterns, so the
+API server refuses what resolution would refuse, as far as CEL can say it. Resolution checks
+more than CEL can: placeholders inside ``app``, and the query as a whole.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 for the new and the legacy version.
 
 The same function serves three callers: every analysis round (a gate that cannot be planned
-gets an ``Error`` verdict), the operator before the first step and on every spec change (a
+gets an ``Error`` status), the operator before the first step and on every spec change (a
 Rollout whose gates cannot be planned is Failed before any traffic moves), and
 ``segue lint`` (offline). So what lint accepts is what the operator runs.
 """
@@ -11,17 +11,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from segue.analysis.templates import (
-    ResolvedGate,
-    bound_text,
-    fallback_bound,
-    fallback_failure_limit,
-    fallback_severity,
-    resolve_gate,
-)
-from segue.analysis.templating import TemplateError, render
-from segue.analysis.types import GateSpec, RoundContext, Severity
+from segue.analysis.bounds import compares_with_legacy
+from segue.analysis.providers.base import GateProblem, Loc, RoundContext
+from segue.analysis.providers.prometheus.templates import resolve_gate, with_policy
+from segue.analysis.providers.prometheus.templating import TemplateError, render
+
+if TYPE_CHECKING:
+    from segue.api.spec import Gate
 
 # Where a placeholder's value comes from in a Rollout, for a value that cannot be used.
 _VALUE_SOURCES = {
@@ -30,90 +28,71 @@ _VALUE_SOURCES = {
     "namespace": ("metadata", "namespace"),
 }
 
-Loc = tuple[str | int, ...]
-
 
 @dataclass(frozen=True)
-class PlannedGate:
-    gate: ResolvedGate
+class QueryPlan:
+    """One gate ready for a round: the gate as it runs (its query built, bounds and policy
+    filled in from its template) and its PromQL rendered for each version. Internal to this
+    provider; the round reads it as ``segue.analysis.round.Planned``."""
+
+    gate: Gate
     new_query: str
     # None when the legacy side cannot be queried (then only absolute bounds can be judged).
     legacy_query: str | None
 
 
 class GateMisconfigured(Exception):
-    """A gate that cannot be planned. ``message`` is what its verdict says; ``detail`` says
+    """A gate that cannot be planned. ``message`` is what its status says; ``detail`` says
     the same without naming the gate, next to ``loc``: the field at fault, relative to the
     gate (``("labels", "metric")``) or, when it starts with ``"spec"`` or ``"metadata"``,
-    relative to the Rollout."""
+    relative to the Rollout. ``gate`` is the gate with the bound and policy it would have
+    run with."""
 
-    def __init__(
-        self,
-        message: str,
-        detail: str,
-        loc: Loc,
-        *,
-        bound: str,
-        severity: Severity,
-        failure_limit: int,
-    ) -> None:
+    def __init__(self, message: str, detail: str, loc: Loc, gate: Gate) -> None:
         super().__init__(message)
         self.message = message
         self.detail = detail
         self.loc = loc
-        self.bound = bound
-        self.severity = severity
-        self.failure_limit = failure_limit
+        self.gate = gate
 
 
-def plan_gate(spec: GateSpec, ctx: RoundContext) -> PlannedGate:
+def plan_gate(gate: Gate, ctx: RoundContext) -> QueryPlan:
     """The gate resolved and its queries rendered for this round; GateMisconfigured if not."""
     try:
-        gate = resolve_gate(spec)
+        running = resolve_gate(gate)
     except TemplateError as e:
         raise GateMisconfigured(
-            f"gate {spec.name} is misconfigured: {e}",
-            str(e),
-            _where(spec, e),
-            bound=fallback_bound(spec),
-            severity=fallback_severity(spec),
-            failure_limit=fallback_failure_limit(spec),
+            f"gate {gate.name} is misconfigured: {e}", str(e), _where(gate, e), with_policy(gate)
         ) from None
+    assert running.query is not None  # resolve_gate builds it
 
     def misconfigured(message: str, detail: str, loc: Loc) -> GateMisconfigured:
-        return GateMisconfigured(
-            message,
-            detail,
-            loc,
-            bound=bound_text(gate.bounds, gate.per_traffic_share),
-            severity=gate.severity,
-            failure_limit=gate.failure_limit,
-        )
+        return GateMisconfigured(message, detail, loc, running)
 
     common = {"namespace": ctx.namespace, "rollout": ctx.rollout, "interval": ctx.interval}
     try:
-        new_query = render(gate.query, version=ctx.new_version, **common)
+        new_query = render(running.query, version=ctx.new_version, **common)
     except TemplateError as e:
         raise misconfigured(
             f"cannot build the query of gate {gate.name} for the new version: {e}",
             f"cannot build the query for the new version: {e}",
-            _value_source(spec, e, "new"),
+            _value_source(gate, e, "new"),
         ) from None
     legacy_query: str | None = None
     try:
-        legacy_query = render(gate.query, version=ctx.legacy_version, **common)
+        legacy_query = render(running.query, version=ctx.legacy_version, **common)
     except TemplateError as e:
         # Only a ratio bound needs legacy; otherwise its value is merely shown.
-        if gate.bounds.relative:
+        if compares_with_legacy(running):
             raise misconfigured(
                 f"cannot build the query of gate {gate.name} for the legacy version: {e}",
                 f"cannot build the query for the legacy version: {e}",
-                _value_source(spec, e, "legacy"),
+                _value_source(gate, e, "legacy"),
             ) from None
     if legacy_query == new_query:
         # Legacy and new would be the same number, so a ratio bound would always read 1x.
         legacy_query = None
-        if gate.bounds.relative:
+        if compares_with_legacy(running):
             why = (
                 "compares with legacy but its query is the same for both versions "
                 "(does it use {{ version }}, and do the versions differ?)"
@@ -121,30 +100,20 @@ def plan_gate(spec: GateSpec, ctx: RoundContext) -> PlannedGate:
             raise misconfigured(
                 f"gate {gate.name} {why}",
                 why,
-                ("query",) if spec.query is not None else ("spec", "new", "version"),
+                ("query",) if gate.query is not None else ("spec", "new", "version"),
             )
-    return PlannedGate(gate, new_query, legacy_query)
+    return QueryPlan(running, new_query, legacy_query)
 
 
-@dataclass(frozen=True)
-class GateProblem:
-    """Why the gate at ``index`` cannot run; ``loc`` is the field at fault in the Rollout."""
-
-    index: int
-    name: str
-    loc: Loc
-    message: str
-
-
-def gate_problems(gates: Sequence[GateSpec], ctx: RoundContext) -> list[GateProblem]:
+def gate_problems(gates: Sequence[Gate], ctx: RoundContext) -> list[GateProblem]:
     """Every gate planned as a round would plan it; the ones that cannot be, and why."""
     problems = []
-    for i, spec in enumerate(gates):
+    for i, gate in enumerate(gates):
         try:
-            plan_gate(spec, ctx)
+            plan_gate(gate, ctx)
         except GateMisconfigured as e:
             loc = e.loc if e.loc[:1] in (("spec",), ("metadata",)) else _gate_loc(i, e.loc)
-            problems.append(GateProblem(i, spec.name, loc, e.detail))
+            problems.append(GateProblem(i, gate.name, loc, e.detail))
     return problems
 
 
@@ -152,14 +121,14 @@ def _gate_loc(index: int, loc: Loc) -> Loc:
     return ("spec", "analysis", "gates", index, *loc)
 
 
-def _where(spec: GateSpec, e: TemplateError) -> Loc:
+def _where(gate: Gate, e: TemplateError) -> Loc:
     if e.label is not None:
         return ("labels", e.label)
-    return ("query",) if spec.query is not None else ("template",)
+    return ("query",) if gate.query is not None else ("template",)
 
 
-def _value_source(spec: GateSpec, e: TemplateError, side: str) -> Loc:
+def _value_source(gate: Gate, e: TemplateError, side: str) -> Loc:
     """A query that resolved renders with every valid value: what failed is a value."""
     if e.field == "version":
         return ("spec", side, "version")
-    return _VALUE_SOURCES.get(e.field or "", ("query",) if spec.query is not None else ())
+    return _VALUE_SOURCES.get(e.field or "", ("query",) if gate.query is not None else ())
