@@ -387,6 +387,11 @@ def write_policy_args(helm: Path, *sets: str) -> list[str]:
     return [a for a in args if a.startswith("--require-managed-label")]
 
 
+def router_args(helm: Path, *sets: str) -> list[str]:
+    """The routers the chart runs (and grants RBAC for), as it renders them."""
+    return [a for a in container(render(helm, *sets))["args"] if a.startswith("--routers")]
+
+
 def test_the_managed_label_is_required_by_default(helm: Path) -> None:
     assert write_policy_args(helm) == ["--require-managed-label"]
     assert write_policy_args(helm, "rbac.scope=namespace") == ["--require-managed-label"]
@@ -822,6 +827,7 @@ def test_operator_runs_under_chart_rbac(
             "--leader-election-namespace",
             release.namespace,
             *write_policy_args(helm, f"rbac.scope={scope}"),
+            *router_args(helm, f"rbac.scope={scope}"),
         ],
     )
     try:
@@ -956,6 +962,7 @@ def test_namespaced_install_writes_only_to_labelled_objects_in_its_namespaces(
                 "--leader-election-namespace",
                 release.namespace,
                 *write_policy_args(helm, "rbac.scope=namespace"),
+                *router_args(helm, "rbac.scope=namespace"),
             ],
         )
         apply(

@@ -193,7 +193,9 @@ def test_cel_rules() -> None:
     }
     # setSegment only with a router that can route a segment, named at spec.steps.
     segment_rules = [
-        r for r in _at(".spec")["x-kubernetes-validations"] if "setSegment" in r["rule"]
+        r
+        for r in _at(".spec")["x-kubernetes-validations"]
+        if r["message"] == spec.MSG_SEGMENT_ROUTER
     ]
     assert segment_rules == [
         {

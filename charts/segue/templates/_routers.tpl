@@ -24,3 +24,10 @@ the value `routers`.
   resources: ["configmaps"]
   verbs: ["list", "watch", "patch"]
 {{- end }}
+{{- define "segue.routerRules.nginx" }}
+# Ingresses are watched (list, watch); the NGINX router JSON-patches the canary annotations of
+# the canary Ingress (weight and by-header rule) and nothing else.
+- apiGroups: ["networking.k8s.io"]
+  resources: ["ingresses"]
+  verbs: ["list", "watch", "patch"]
+{{- end }}

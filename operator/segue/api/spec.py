@@ -7,6 +7,7 @@ Rules the structural schema cannot express are written twice, once as a pydantic
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Annotated, Any, Final, Literal, cast
 
 from pydantic import (
@@ -408,6 +409,23 @@ class Notification(SpecModel):
     )
 
 
+def _segment_header_rules() -> list[dict[str, str]]:
+    """CEL: a setSegment header is one the router can route by (``segment_header``)."""
+    rules = []
+    for p in ROUTERS:
+        if p.settings.segment_header is not None:
+            pattern, message = p.settings.segment_header
+            rules.append(
+                {
+                    "rule": f"!has(self.traffic.{p.key}) || !has(self.steps) || self.steps.all("
+                    f"s, !has(s.setSegment) || s.setSegment.header.matches('{pattern}'))",
+                    "message": message,
+                    "fieldPath": ".steps",
+                }
+            )
+    return rules
+
+
 class RolloutSpec(SpecModel):
     """Move traffic from the legacy to the new version in gated steps."""
 
@@ -427,6 +445,7 @@ class RolloutSpec(SpecModel):
             for p in ROUTERS
             if not p.settings.segments
         ),
+        *_segment_header_rules(),
     )
 
     legacy: Workload = Field(description="What serves traffic today.")
@@ -482,6 +501,12 @@ class RolloutSpec(SpecModel):
             and not self.traffic.settings().segments
         ):
             raise ValueError(MSG_SEGMENT_ROUTER)
+        headers = type(self.traffic.settings()).segment_header
+        if headers is not None and any(
+            s.set_segment is not None and not re.fullmatch(headers[0], s.set_segment.header)
+            for s in self.steps or []
+        ):
+            raise ValueError(headers[1])
         if self.depends_on is not None:
             names = [d.name for d in self.depends_on]
             if len(set(names)) != len(names):

@@ -80,7 +80,7 @@ def start_operator(
         argv += ["--prometheus-address", prometheus]
     if verbose:
         argv.append("--verbose")
-    if "--routers" not in extra_args:
+    if not any(a == "--routers" or a.startswith("--routers=") for a in extra_args):
         # The test cluster installs the CRDs of every router in the catalog
         # (segue_testkit.cluster.crd_sources), so the operator runs them all.
         argv += ["--routers", ",".join(p.key for p in ROUTERS)]
