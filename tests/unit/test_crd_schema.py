@@ -193,7 +193,9 @@ def test_cel_rules() -> None:
     }
     # setSegment only with a router that can route a segment, named at spec.steps.
     segment_rules = [
-        r for r in _at(".spec")["x-kubernetes-validations"] if "setSegment" in r["rule"]
+        r
+        for r in _at(".spec")["x-kubernetes-validations"]
+        if r["message"] == spec.MSG_SEGMENT_ROUTER
     ]
     assert segment_rules == [
         {
@@ -336,3 +338,14 @@ def test_every_duration_field_has_a_bound_rule() -> None:
     covered = {f"{path}.{field}" for path, field, _ in DURATION_RULES}
     durations = {p for p, n in _nodes(_schema()) if n.get("pattern") == DURATION_PATTERN}
     assert durations == covered
+
+
+def test_kubectl_explain_describes_every_spec_field() -> None:
+    """Every field under spec has a description, so `kubectl explain rollout.spec...`
+    never says "no description"."""
+    missing = []
+    for path, node in _nodes(_at(".spec")):
+        for name, child in (node.get("properties") or {}).items():
+            if not child.get("description"):
+                missing.append(f"{path}.{name}")
+    assert missing == []

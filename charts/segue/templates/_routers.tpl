@@ -24,6 +24,13 @@ the value `routers`.
   resources: ["configmaps"]
   verbs: ["list", "watch", "patch"]
 {{- end }}
+{{- define "segue.routerRules.nginx" }}
+# Ingresses are watched (list, watch); the NGINX router JSON-patches the canary annotations of
+# the canary Ingress (weight and by-header rule) and nothing else.
+- apiGroups: ["networking.k8s.io"]
+  resources: ["ingresses"]
+  verbs: ["list", "watch", "patch"]
+{{- end }}
 {{- define "segue.routerRules.istio" }}
 # VirtualServices are watched (list, watch); the Istio router JSON-patches the weights of two
 # destinations of an HTTP route and its segment route.

@@ -61,6 +61,9 @@ class RouterSettings(SpecModel):
 
     # Whether the router can send a segment (setSegment steps) to the new version.
     segments: ClassVar[bool] = False
+    # When the router takes fewer header names than HEADER_PATTERN: (pattern, the message
+    # refusing a setSegment header that does not match it, naming the field and the fix).
+    segment_header: ClassVar[tuple[str, str] | None] = None
 
     def routing_object(self) -> str:
         """The object that carries the split, as a person names it (``HTTPRoute checkout``)."""

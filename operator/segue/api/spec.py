@@ -7,6 +7,7 @@ Rules the structural schema cannot express are written twice, once as a pydantic
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Annotated, Any, Final, Literal, cast
 
 from pydantic import (
@@ -253,9 +254,16 @@ class Gate(SpecModel):
         *catalog.GATE_RULES,
     )
 
-    name: LabelName
-    query: Query | None = None
-    template: GateTemplateName | None = None
+    name: LabelName = Field(description="Unique name of the gate, shown in status and Events.")
+    query: Query | None = Field(
+        None,
+        description="A query of the provider's language (PromQL); {{ version }}, "
+        "{{ namespace }}, {{ rollout }} and {{ interval }} are filled in. Exclusive with "
+        "template.",
+    )
+    template: GateTemplateName | None = Field(
+        None, description="A built-in gate template; its labels fill its query."
+    )
     labels: dict[str, Annotated[str, StringConstraints(max_length=1024)]] | None = Field(
         None,
         max_length=16,
@@ -319,7 +327,17 @@ else:
     _AnalysisProviders = create_model(
         "_AnalysisProviders",
         __base__=_AnalysisSource,
-        **{p.key: (p.inline | None, None) for p in catalog.PROVIDERS},
+        **{
+            p.key: (
+                p.inline | None,
+                Field(
+                    None,
+                    description=f"Where {p.title} is and how to reach it, for this Rollout "
+                    "alone; only addresses the operator allows. Prefer providerRef.",
+                ),
+            )
+            for p in catalog.PROVIDERS
+        },
     )
 
 
@@ -343,6 +361,7 @@ class Analysis(_AnalysisProviders):
         "pause", description="Inconclusive results: pause (never promote) or count as failure."
     )
     gates: list[Gate] = Field(
+        description="The gates, 1 to 16, with unique names; each judged every interval.",
         min_length=1,
         max_length=MAX_GATES,
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
@@ -374,7 +393,7 @@ class Dependency(SpecModel):
 class WebhookSecretRef(SpecModel):
     """The Secret (same namespace) holding a webhook URL: URLs carry credentials."""
 
-    name: ObjectName
+    name: ObjectName = Field(description="Name of the Secret in the Rollout's namespace.")
     key: str = Field("url", max_length=253, description="Key of the URL in the Secret.")
 
 
@@ -388,6 +407,23 @@ class Notification(SpecModel):
     events: list[NotificationKind] | None = Field(
         None, max_length=7, description="Which kinds to send; default: all."
     )
+
+
+def _segment_header_rules() -> list[dict[str, str]]:
+    """CEL: a setSegment header is one the router can route by (``segment_header``)."""
+    rules = []
+    for p in ROUTERS:
+        if p.settings.segment_header is not None:
+            pattern, message = p.settings.segment_header
+            rules.append(
+                {
+                    "rule": f"!has(self.traffic.{p.key}) || !has(self.steps) || self.steps.all("
+                    f"s, !has(s.setSegment) || s.setSegment.header.matches('{pattern}'))",
+                    "message": message,
+                    "fieldPath": ".steps",
+                }
+            )
+    return rules
 
 
 class RolloutSpec(SpecModel):
@@ -409,6 +445,7 @@ class RolloutSpec(SpecModel):
             for p in ROUTERS
             if not p.settings.segments
         ),
+        *_segment_header_rules(),
     )
 
     legacy: Workload = Field(description="What serves traffic today.")
@@ -464,6 +501,12 @@ class RolloutSpec(SpecModel):
             and not self.traffic.settings().segments
         ):
             raise ValueError(MSG_SEGMENT_ROUTER)
+        headers = type(self.traffic.settings()).segment_header
+        if headers is not None and any(
+            s.set_segment is not None and not re.fullmatch(headers[0], s.set_segment.header)
+            for s in self.steps or []
+        ):
+            raise ValueError(headers[1])
         if self.depends_on is not None:
             names = [d.name for d in self.depends_on]
             if len(set(names)) != len(names):

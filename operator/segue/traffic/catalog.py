@@ -8,6 +8,7 @@ from typing import Final
 from segue.traffic.flagd.plugin import PLUGIN as FLAGD
 from segue.traffic.gatewayapi.plugin import PLUGIN as GATEWAY_API
 from segue.traffic.istio.plugin import PLUGIN as ISTIO
+from segue.traffic.nginx.plugin import PLUGIN as NGINX
 from segue.traffic.plugin import RouterPlugin
 from segue.traffic.replicas.plugin import PLUGIN as REPLICAS
 
@@ -15,6 +16,7 @@ ROUTERS: Final[tuple[RouterPlugin, ...]] = (
     GATEWAY_API,
     REPLICAS,
     FLAGD,
+    NGINX,
     ISTIO,
 )
 

@@ -12,6 +12,7 @@ over to the next tick), so ``rate()`` in Prometheus reads back the configured nu
     python -m segue_testkit.trafficsim --port 0 --deployments shop/checkout-v1,shop/checkout-v2 ...
     python -m segue_testkit.trafficsim --port 0 --flagd shop/shop-flags --flag checkout \\
         --legacy-variant v1 --new-variant v2 ...    # flagd's evaluator reads the flag
+    python -m segue_testkit.trafficsim --port 0 --canary-ingress shop/checkout-canary ...
     python -m segue_testkit.trafficsim --port 0 --static-weight 25 ...   # no cluster needed
 
 The first line on stdout is ``listening on 127.0.0.1:PORT``. On that port:

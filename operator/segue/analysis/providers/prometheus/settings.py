@@ -52,7 +52,7 @@ class SecretRef(SpecModel):
     """A Secret in the Rollout's namespace with Prometheus credentials. Used only together
     with an address the operator allows (``--allow-prometheus-address``)."""
 
-    name: ObjectName
+    name: ObjectName = Field(description="Name of the Secret in the Rollout's namespace.")
     token_key: str = Field("token", max_length=253, description="Key of the bearer token.")
     ca_key: str = Field("ca.crt", max_length=253, description="Key of the CA bundle.")
 
