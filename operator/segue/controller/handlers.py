@@ -38,8 +38,9 @@ from segue.controller.metrics import OperatorMetrics
 from segue.controller.migrations import MigrationReconciler, migration_needs_work
 from segue.controller.notifications import WebhookTargets
 from segue.controller.reconcile import Reconciler
+from segue.controller.shards import Shard
 from segue.controller.store import Store
-from segue.controller.workers import Supervisor, Worker
+from segue.controller.workers import Supervisor, Worker, needs_work
 from segue.notify import Dispatcher, NotificationHook
 from segue.notify.destinations import Destinations
 from segue.traffic.catalog import plugin
@@ -66,6 +67,8 @@ class Operator:
     namespaced: bool = False
     # One worker per Migration with work, woken when a Rollout of its namespace changes.
     migrations: Supervisor | None = None
+    # Who posts this process's Events (reportingInstance): identity and shard.
+    instance: str = ""
 
 
 def post_event(obj: Json, type_: str, reason: str, message: str) -> None:
@@ -82,12 +85,16 @@ def build(
     require_managed_label: bool = False,
     allowed_addresses: Sequence[str] = (),
     routers: Sequence[str] = DEFAULT_ROUTERS,
+    shard: Shard | None = None,
 ) -> Operator:
     """``require_managed_label``: write only to Deployments and routing objects labelled
     ``segue.dev/managed=true`` (a Rollout naming another is Stalled, ``NotManaged``).
     ``allowed_addresses``: inline Prometheus addresses Rollouts may name, besides
     ``prometheus_address``. ``routers``: the routers this operator runs; it watches their
-    kinds, and a Rollout naming another router is Failed before any traffic moves."""
+    kinds, and a Rollout naming another router is Failed before any traffic moves.
+    ``shard``: only Rollouts and Migrations of this shard get workers; the store still holds
+    every one (dependsOn and Migrations read other Rollouts)."""
+    mine = shard or Shard()
     enabled = check_routers(routers)
     for key in enabled:
         for watched in plugin(key).watches:
@@ -135,14 +142,18 @@ def build(
         with metrics.reconcile_timer():
             return await reconciler.reconcile(worker)
 
-    supervisor = Supervisor(timed_pass)
+    supervisor = Supervisor(
+        timed_pass, has_work=lambda body: mine.owns_object(body) and needs_work(body)
+    )
     supervisor_ref.append(supervisor)
     kube.connectivity.listeners.append(supervisor.wake_all)
     migration_reconciler = MigrationReconciler(
         store, Rollouts(kube, MIGRATION_PLURAL), Rollouts(kube), post_event
     )
     migrations = Supervisor(
-        migration_reconciler.reconcile, has_work=migration_needs_work, kind=MIGRATION_KIND
+        migration_reconciler.reconcile,
+        has_work=lambda body: mine.owns_object(body) and migration_needs_work(body),
+        kind=MIGRATION_KIND,
     )
     kube.connectivity.listeners.append(migrations.wake_all)
     return Operator(
@@ -183,6 +194,8 @@ def configure_settings(settings: kopf.OperatorSettings) -> None:
 async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     configure_settings(settings)
     op: Operator = memo[MEMO_KEY]
+    if op.instance:
+        settings.posting.reporting_instance = op.instance[:128]
     # kopf's per-attempt retry lines become Segue's one line per outage.
     for handler in logging.getLogger().handlers:
         handler.addFilter(KopfRetries(op.kube))
