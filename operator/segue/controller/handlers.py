@@ -38,7 +38,7 @@ from segue.controller.metrics import OperatorMetrics
 from segue.controller.migrations import MigrationReconciler, migration_needs_work
 from segue.controller.notifications import WebhookTargets
 from segue.controller.reconcile import Reconciler
-from segue.controller.shards import Shard
+from segue.controller.shards import Shard, only_shard
 from segue.controller.store import Store
 from segue.controller.workers import Supervisor, Worker, needs_work
 from segue.notify import Dispatcher, NotificationHook
@@ -142,9 +142,7 @@ def build(
         with metrics.reconcile_timer():
             return await reconciler.reconcile(worker)
 
-    supervisor = Supervisor(
-        timed_pass, has_work=lambda body: mine.owns_object(body) and needs_work(body)
-    )
+    supervisor = Supervisor(timed_pass, has_work=only_shard(mine, needs_work))
     supervisor_ref.append(supervisor)
     kube.connectivity.listeners.append(supervisor.wake_all)
     migration_reconciler = MigrationReconciler(
@@ -152,7 +150,7 @@ def build(
     )
     migrations = Supervisor(
         migration_reconciler.reconcile,
-        has_work=lambda body: mine.owns_object(body) and migration_needs_work(body),
+        has_work=only_shard(mine, migration_needs_work),
         kind=MIGRATION_KIND,
     )
     kube.connectivity.listeners.append(migrations.wake_all)

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -104,6 +104,16 @@ class Shard:
     def labels(self) -> dict[str, str]:
         """Labels this shard's holder writes on its Lease."""
         return {SHARD_LABEL: str(self.index), SHARDS_LABEL: str(self.count)}
+
+
+def only_shard(shard: Shard, has_work: Callable[[Json], bool]) -> Callable[[Json], bool]:
+    """``has_work`` for the objects of ``shard`` alone: a supervisor starts no worker for the
+    others (their watch events still update the store)."""
+
+    def mine(body: Json) -> bool:
+        return shard.owns_object(body) and has_work(body)
+
+    return mine
 
 
 def lease_names(group: str) -> list[str]:
