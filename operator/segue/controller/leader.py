@@ -1001,6 +1001,8 @@ async def run_elected(
         finally:
             if closing is not None:
                 closing.cancel()
+            if gate is not None:
+                gate.stopped()  # kopf has stopped: said before anyone else may serve
             await asyncio.gather(holding, return_exceptions=True)
             await elector.release()
         return 0
