@@ -11,6 +11,7 @@ from __future__ import annotations
 import socket
 from collections import Counter
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -123,7 +124,7 @@ def test_three_shards_resized_to_two_during_rollouts_serve_each_rollout_once(
     old = [sharded(kube, namespace, tmp_path, f"{i}/3") for i in range(3)]
     operators.extend(old)
     for i, op in enumerate(old):
-        wait_until(f"shard {i}/3 to serve", lambda op=op: lines(op, "serving shard"), bool, 60)
+        wait_until(f"shard {i}/3 to serve", partial(lines, op, "serving shard"), bool, 60)
         assert f"serving shard {i}/3 (Lease {namespace}/{GROUP}-{i})" in lines(op, "serving")[0]
 
     docs: list[dict[str, Any]] = []
@@ -151,7 +152,7 @@ def test_three_shards_resized_to_two_during_rollouts_serve_each_rollout_once(
     new = [sharded(kube, namespace, tmp_path, f"{i}/2") for i in range(2)]
     operators.extend(new)
     for i, op in enumerate(new):
-        wait_until(f"shard {i}/2 to stand by", lambda op=op: lines(op, "standing by"), bool, 60)
+        wait_until(f"shard {i}/2 to stand by", partial(lines, op, "standing by"), bool, 60)
         assert (
             f"standing by: Lease {namespace}/{GROUP}-{i} is held by {identity(old[i])}"
             in lines(op, "standing by")[0]
@@ -166,20 +167,20 @@ def test_three_shards_resized_to_two_during_rollouts_serve_each_rollout_once(
         assert lines(op, "released Lease")
         if k < len(new):
             taker = new[k]
-            wait_until(f"shard {k}/2 to wait", lambda t=taker: lines(t, "waits to serve"), bool)
+            wait_until(f"shard {k}/2 to wait", partial(lines, taker, "waits to serve"), bool)
             waiting = lines(taker, "waits to serve")
             assert len(waiting) == 1, waiting
             assert f"shard {k}/2 holds Lease {namespace}/{GROUP}-{k} but waits" in waiting[0]
             assert f"{GROUP}-2 (3 shards, held by {identity(old[2])})" in waiting[0]
     for i, op in enumerate(new):
-        wait_until(f"shard {i}/2 to serve", lambda op=op: lines(op, "serving shard"), bool, 60)
+        wait_until(f"shard {i}/2 to serve", partial(lines, op, "serving shard"), bool, 60)
 
     for name in approved:
         status = rollouts.status(name)
         assert (status["phase"], status["weight"]) == ("AwaitingApproval", 20), (name, status)
         rollouts.annotate(name, {"segue.dev/approve": str(status["step"])})
     for name in names:
-        wait_until(f"{name} Succeeded", lambda n=name: rollouts.phase(n), "Succeeded".__eq__, 120)
+        wait_until(f"{name} Succeeded", partial(rollouts.phase, name), "Succeeded".__eq__, 120)
 
     # No two shard counts served at once: every old process had stopped serving before any
     # new one started.
