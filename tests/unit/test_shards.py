@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from kubernetes.client.exceptions import ApiException
 
 from segue.controller import leader
 from segue.controller.leader import SERVING_ANNOTATION, Conflict, Elector, LeaseGone, Timing
@@ -511,3 +512,35 @@ def test_sigterm_while_waiting_to_serve_releases_the_lease_and_returns_0(caplog)
     assert asyncio.run(scenario()) == 0
     assert "stopping while waiting to serve" in caplog.text
     assert leases.objs["g-0"]["spec"].get("holderIdentity") is None
+
+
+def test_a_refused_look_is_logged_once_with_the_permission_needed_and_an_outage_not_at_all(
+    caplog,
+):
+    caplog.set_level(logging.DEBUG, logger="segue.controller.shard_gate")
+    leases = Leases()
+    answers: list[Exception] = [
+        ApiException(status=403, reason="Forbidden"),
+        ApiException(status=403, reason="Forbidden"),
+        ConnectionRefusedError("connection refused"),
+        ConnectionRefusedError("connection refused"),
+    ]
+
+    def listing() -> list[dict[str, Any]]:
+        if answers:
+            raise answers.pop(0)
+        return leases.list()
+
+    async def scenario() -> None:
+        elector = Elector(leases.one("g-0"), "me-0", FAST, labels=Shard(0, 2).labels())
+        gate = ShardGate(elector, Shard(0, 2), "g", listing)
+        await asyncio.wait_for(gate.opened(), FAST.lease_duration * 2)
+        elector.close()
+
+    asyncio.run(scenario())
+    assert not answers
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert warnings == [
+        "shard 0/2: listing the Leases of ops failed: 403 Forbidden (the operator needs list "
+        "on leases in ops); retrying every 0.1s"
+    ]

@@ -15,6 +15,7 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 
 from segue.controller import leader
+from segue.controller.kube import unreachable
 from segue.controller.shards import GroupLease, GroupView, ServingCheck, Shard, group_lease
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,11 @@ class ShardGate:
         return [lease for obj in objects if (lease := group_lease(self.group, obj)) is not None]
 
     def _failed(self, failing: str | None, e: BaseException) -> str:
+        """Log a failed look once per kind; an outage is left to the elector and the
+        operator's Kubernetes client, which say so already."""
+        if unreachable(e):
+            log.debug("shard %s: listing Leases failed: %s", self.shard, leader.describe(e))
+            return leader.OUTAGE
         text = leader.describe(e)
         if text != failing:
             hint = ""
