@@ -23,6 +23,7 @@ import yaml
 from kubernetes import client
 
 from segue import GROUP, PLURAL, VERSION
+from segue.controller.shards import Shard, lease_names
 from segue_testkit import cluster
 from tests.e2e.conftest import Kube
 from tests.e2e.support import (
@@ -57,12 +58,20 @@ CLUSTER_ONLY_GRANTS: frozenset[Grant] = frozenset(
 )
 READ_VERBS = {"get", "list", "watch"}
 # Leader election, in the release namespace whatever the scope (templates/leader-election.yaml):
-# create a Lease, then read and renew only the named one.
+# create a Lease, list them (the resize check of shards), then read and renew only the names
+# an install may use: the plain one and one per possible shard, whatever `shards` is.
 LEASE = "segue-operator"
-LEASE_GRANTS: frozenset[Grant] = frozenset(
-    {("coordination.k8s.io", "leases", "create", ())}
-    | {("coordination.k8s.io", "leases", v, (LEASE,)) for v in ("get", "update")}
-)
+
+
+def lease_grants(lease: str) -> frozenset[Grant]:
+    names = tuple(sorted(lease_names(lease)))
+    return frozenset(
+        {("coordination.k8s.io", "leases", v, ()) for v in ("create", "list")}
+        | {("coordination.k8s.io", "leases", v, names) for v in ("get", "update")}
+    )
+
+
+LEASE_GRANTS = lease_grants(LEASE)
 LEADER_ELECTION_SUFFIX = "-leader-election"
 
 
@@ -316,7 +325,7 @@ def test_leader_election_role_in_the_release_namespace_for_both_scopes(
     assert sorted(d["kind"] for d in elected) == ["Role", "RoleBinding"]
     role, binding = one(elected, "Role"), one(elected, "RoleBinding")
     assert role["metadata"]["namespace"] == binding["metadata"]["namespace"] == "segue-system"
-    assert grants(role["rules"]) == LEASE_GRANTS  # no list, watch or delete; update by name
+    assert grants(role["rules"]) == LEASE_GRANTS  # no watch or delete; update by name
     assert binding["roleRef"] == {
         "apiGroup": "rbac.authorization.k8s.io",
         "kind": "Role",
@@ -340,7 +349,32 @@ def test_replicas_and_lease_name_reach_the_deployment_and_the_role(helm: Path) -
     assert one(docs, "Deployment")["spec"]["replicas"] == 2
     assert "--leader-election-name=segue-blue" in container(docs)["args"]
     role = one([d for d in docs if is_leader_election(d)], "Role")
-    assert ("coordination.k8s.io", "leases", "update", ("segue-blue",)) in grants(role["rules"])
+    assert grants(role["rules"]) == lease_grants("segue-blue")
+
+
+def test_shards_render_a_deployment_per_shard_and_the_same_role(helm: Path) -> None:
+    single = render(helm)
+    assert [d["metadata"]["name"] for d in by_kind(single, "Deployment")] == ["segue"]
+    assert not [a for a in container(single)["args"] if a.startswith("--shard")]
+
+    docs = render(helm, "shards=3", "replicas=2")
+    deployments = by_kind(docs, "Deployment")
+    assert [d["metadata"]["name"] for d in deployments] == ["segue-0", "segue-1", "segue-2"]
+    for i, d in enumerate(deployments):
+        assert d["spec"]["replicas"] == 2  # standbys per shard
+        # Each shard's pods, and only they, are its Deployment's.
+        assert d["spec"]["selector"]["matchLabels"]["segue.dev/shard"] == str(i)
+        assert d["spec"]["template"]["metadata"]["labels"]["segue.dev/shard"] == str(i)
+        args = d["spec"]["template"]["spec"]["containers"][0]["args"]
+        assert f"--shard={i}/3" in args
+        assert f"--leader-election-name={LEASE}" in args
+    # The Role is the same whatever `shards` is, so a resize never revokes a running pod's
+    # own Lease; it covers every shard Lease.
+    elected = [d for d in docs if is_leader_election(d)]
+    assert grants(one(elected, "Role")["rules"]) == LEASE_GRANTS
+    assert {Shard(i, 3).lease_name(LEASE) for i in range(3)} <= set(lease_names(LEASE))
+    # The metrics Service selects every shard's pods.
+    assert "segue.dev/shard" not in one(docs, "Service")["spec"]["selector"]
 
 
 def test_deployment_is_hardened(helm: Path) -> None:
@@ -504,6 +538,8 @@ def test_grafana_dashboard_configmap_only_when_enabled_and_present(
         ("prometheusAddress=prometheus:9090", "prometheusAddress"),
         ("resources.limits.gpu=1", "additional properties 'gpu'"),
         ("replicas=0", "replicas"),
+        ("shards=0", "shards"),
+        ("shards=33", "shards"),
         ("leaderElection.leaseName=Not_A_Name", "leaseName"),
         ("webhooks.allowInternal=yes", "webhooks/allowInternal"),
         ("webhooks.proxy=egress:3128", "webhooks/proxy"),
@@ -604,14 +640,19 @@ def releases(kube: Kube) -> Iterator[list[Release]]:
 
 
 def assert_lease_permissions(release: Release, watched: str) -> None:
-    """Leader election: the one Lease in the release namespace, and no other."""
+    """Leader election: its own Leases (one per possible shard) in the release namespace,
+    and no other; list there, for the resize check of shards."""
     ns = release.namespace
     assert release.can("create", "leases.coordination.k8s.io", ns)
+    assert release.can("list", "leases.coordination.k8s.io", ns)
     for verb in ("get", "update"):
-        assert release.can(verb, f"leases.coordination.k8s.io/{LEASE}", ns)
-        assert not release.can(verb, "leases.coordination.k8s.io/other", ns)
-    for verb in ("list", "watch", "delete", "patch"):
+        for name in (LEASE, f"{LEASE}-0", f"{LEASE}-31"):
+            assert release.can(verb, f"leases.coordination.k8s.io/{name}", ns)
+        for name in ("other", f"{LEASE}-32", f"{LEASE}-x"):
+            assert not release.can(verb, f"leases.coordination.k8s.io/{name}", ns)
+    for verb in ("watch", "delete", "patch"):
         assert not release.can(verb, "leases.coordination.k8s.io", ns)
+    assert not release.can("list", "leases.coordination.k8s.io", watched)
     assert not release.can("create", "leases.coordination.k8s.io", watched)
     assert not release.can("create", "leases.coordination.k8s.io", None)
 

@@ -39,8 +39,9 @@ from segue.controller.metrics import OperatorMetrics
 from segue.controller.migrations import MigrationReconciler, migration_needs_work
 from segue.controller.notifications import WebhookTargets
 from segue.controller.reconcile import Reconciler
+from segue.controller.shards import Shard, only_shard
 from segue.controller.store import Store
-from segue.controller.workers import Supervisor, Worker
+from segue.controller.workers import Supervisor, Worker, needs_work
 from segue.notify import Dispatcher, NotificationHook
 from segue.notify.destinations import Destinations
 from segue.traffic.catalog import plugin
@@ -67,6 +68,8 @@ class Operator:
     namespaced: bool = False
     # One worker per Migration with work, woken when a Rollout of its namespace changes.
     migrations: Supervisor | None = None
+    # Who posts this process's Events (reportingInstance): identity and shard.
+    instance: str = ""
 
 
 def post_event(obj: Json, type_: str, reason: str, message: str) -> None:
@@ -82,13 +85,16 @@ def build(
     webhook_proxy: str | None = None,
     require_managed_label: bool = False,
     routers: Sequence[str] = DEFAULT_ROUTERS,
+    shard: Shard | None = None,
 ) -> Operator:
     """``runtimes``: the metric providers' runtimes with the operator's flags applied (any
     not given run with their defaults). ``require_managed_label``: write only to
     Deployments and routing objects labelled ``segue.dev/managed=true`` (a Rollout naming
     another is Stalled, ``NotManaged``). ``routers``: the routers this operator runs; it
     watches their kinds, and a Rollout naming another router is Failed before any traffic
-    moves."""
+    moves. ``shard``: only Rollouts and Migrations of this shard get workers; the store
+    still holds every one (dependsOn and Migrations read other Rollouts)."""
+    mine = shard or Shard()
     enabled = check_routers(routers)
     for key in enabled:
         for watched in plugin(key).watches:
@@ -131,14 +137,16 @@ def build(
         with metrics.reconcile_timer():
             return await reconciler.reconcile(worker)
 
-    supervisor = Supervisor(timed_pass)
+    supervisor = Supervisor(timed_pass, has_work=only_shard(mine, needs_work))
     supervisor_ref.append(supervisor)
     kube.connectivity.listeners.append(supervisor.wake_all)
     migration_reconciler = MigrationReconciler(
         store, Rollouts(kube, MIGRATION_PLURAL), Rollouts(kube), post_event
     )
     migrations = Supervisor(
-        migration_reconciler.reconcile, has_work=migration_needs_work, kind=MIGRATION_KIND
+        migration_reconciler.reconcile,
+        has_work=only_shard(mine, migration_needs_work),
+        kind=MIGRATION_KIND,
     )
     kube.connectivity.listeners.append(migrations.wake_all)
     return Operator(
@@ -181,6 +189,8 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> Non
     for resource, selector in _LABEL_SELECTORS.items():
         settings.watching.label_selectors[resource] = selector
     op: Operator = memo[MEMO_KEY]
+    if op.instance:
+        settings.posting.reporting_instance = op.instance[:128]
     # kopf's per-attempt retry lines become Segue's one line per outage.
     for handler in logging.getLogger().handlers:
         handler.addFilter(KopfRetries(op.kube))

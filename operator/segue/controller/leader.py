@@ -101,6 +101,9 @@ LEASE_GROUP: Final = "coordination.k8s.io"
 LEASE_VERSION: Final = "v1"
 LEASE_PLURAL: Final = "leases"
 DEFAULT_LEASE_NAME: Final = "segue-operator"
+# On the holder's Lease while it serves (runs kopf), absent while it only holds it: with
+# shards, a holder may hold its Lease and wait for the end of a resize (segue.controller.shards).
+SERVING_ANNOTATION: Final = "segue.dev/serving"
 # A released Lease keeps this duration, so a candidate that reads it late still sees it expire.
 RELEASED_DURATION: Final = 1
 # After losing the Lease, how long kopf may take to stop before the process exits anyway
@@ -371,15 +374,32 @@ def release_spec(record: LeaseRecord, now: datetime) -> Json:
     return spec
 
 
-def lease_object(base: Json | None, namespace: str, name: str, spec: Json) -> Json:
+def lease_object(
+    base: Json | None,
+    namespace: str,
+    name: str,
+    spec: Json,
+    labels: dict[str, str] | None = None,
+    annotations: dict[str, str | None] | None = None,
+) -> Json:
     """A whole Lease for create or replace: ``base``'s metadata (labels, annotations and the
-    resourceVersion that guards the write) with a new spec."""
+    resourceVersion that guards the write) with a new spec, ``labels`` set over the base's,
+    and ``annotations`` set over the base's (None: removed)."""
     metadata: Json = {"name": name, "namespace": namespace}
     if base is not None:
         old = base.get("metadata") or {}
         metadata.update(
             {k: old[k] for k in ("labels", "annotations", "resourceVersion") if k in old}
         )
+    if labels:
+        metadata["labels"] = {**(metadata.get("labels") or {}), **labels}
+    if annotations:
+        merged = {**(metadata.get("annotations") or {}), **annotations}
+        kept = {k: v for k, v in merged.items() if v is not None}
+        if kept:
+            metadata["annotations"] = kept
+        else:
+            metadata.pop("annotations", None)
     return {
         "apiVersion": f"{LEASE_GROUP}/{LEASE_VERSION}",
         "kind": "Lease",
@@ -492,13 +512,27 @@ class KubeLeaseStore:
             raise
         return obj if isinstance(obj, dict) else {}
 
+    def list(self) -> list[Json]:
+        """Every Lease of the namespace (shards look at their group's)."""
+        answer = self._objects.list_namespaced_custom_object(
+            LEASE_GROUP, LEASE_VERSION, self.namespace, LEASE_PLURAL,
+            _request_timeout=self._timeout,
+        )  # fmt: skip
+        items = answer.get("items") if isinstance(answer, dict) else None
+        return [item for item in items or [] if isinstance(item, dict)]
 
-def elector_for(namespace: str, name: str, timing: Timing | None = None) -> Elector:
+
+def elector_for(
+    namespace: str,
+    name: str,
+    timing: Timing | None = None,
+    labels: dict[str, str] | None = None,
+) -> Elector:
     """An elector for this process on the Lease ``namespace``/``name``, with its own API
-    client."""
+    client; ``labels`` go on the Lease whenever it writes it."""
     timing = timing or Timing()
     store = KubeLeaseStore(make_api_client(), namespace, name, timing.request_timeout)
-    return Elector(store, default_identity(), timing)
+    return Elector(store, default_identity(), timing, labels=dict(labels or {}))
 
 
 @dataclass(frozen=True)
@@ -531,6 +565,11 @@ class Elector:
     timing: Timing = field(default_factory=Timing)
     clock: Callable[[], float] = time.monotonic
     wall: Callable[[], datetime] = utc_now
+    # Written on the Lease with every claim and renewal.
+    labels: dict[str, str] = field(default_factory=dict)
+    # Whether this process serves (runs kopf): SERVING_ANNOTATION on the Lease from the next
+    # renewal on. Only a holder serves; a claim and a release clear it.
+    serving: bool = field(default=False, init=False)
     _executor: concurrent.futures.ThreadPoolExecutor = field(init=False, repr=False)
     _obj: Json | None = field(default=None, init=False, repr=False)
     _record: LeaseRecord | None = field(default=None, init=False, repr=False)
@@ -546,6 +585,17 @@ class Elector:
     @property
     def where(self) -> str:
         return f"{self.store.namespace}/{self.store.name}"
+
+    def _body(self, base: Json | None, spec: Json) -> Json:
+        mark = "true" if self.serving and self.leading else None
+        return lease_object(
+            base, self.store.namespace, self.store.name, spec,
+            labels=self.labels, annotations={SERVING_ANNOTATION: mark},
+        )  # fmt: skip
+
+    async def call(self, fn: Callable[..., T], *args: Any, limit: float | None = None) -> T:
+        """A blocking request on the elector's own thread, bounded like its own."""
+        return await self._call(fn, *args, limit=limit)
 
     async def _call(self, fn: Callable[..., T], *args: Any, limit: float | None = None) -> T:
         loop = asyncio.get_running_loop()
@@ -601,12 +651,7 @@ class Elector:
                 await asyncio.sleep(max(0.0, decision.until - self.clock()))
                 continue
             previous = seen.record if seen else None
-            body = lease_object(
-                obj,
-                self.store.namespace,
-                self.store.name,
-                claim_spec(self.identity, previous, self.wall(), self.timing),
-            )
+            body = self._body(obj, claim_spec(self.identity, previous, self.wall(), self.timing))
             started = self.clock()
             try:
                 if obj is None:
@@ -700,12 +745,12 @@ class Elector:
         record = self._record
         assert record is not None, "hold() before acquire()"
         spec = claim_spec(self.identity, record, self.wall(), self.timing)
-        body = lease_object(self._obj, self.store.namespace, self.store.name, spec)
+        body = self._body(self._obj, spec)
         try:
             return await self._call(self.store.replace, body, limit=until - self.clock())
         except LeaseGone:
             # Deleted: whoever creates it first holds it; a 409 means that was not us.
-            fresh = lease_object(None, self.store.namespace, self.store.name, spec)
+            fresh = self._body(None, spec)
             try:
                 return await self._call(self.store.create, fresh, limit=until - self.clock())
             except Conflict:
@@ -758,13 +803,12 @@ class Elector:
         if not self.leading or self._record is None:
             return
         self.leading = False
+        self.serving = False
         until = self.clock() + 2 * self.timing.call_limit()
         obj, record = self._obj, self._record
         try:
             for last in (False, True):
-                body = lease_object(
-                    obj, self.store.namespace, self.store.name, release_spec(record, self.wall())
-                )
+                body = self._body(obj, release_spec(record, self.wall()))
                 try:
                     await self._call(self.store.replace, body, limit=until - self.clock())
                     break
@@ -821,25 +865,41 @@ def _flush_logs() -> None:
         handler.flush()
 
 
+class Gate(Protocol):
+    """Whether the holder may serve besides holding its Lease (shards: not while processes
+    of another shard count serve; segue.controller.shard_gate)."""
+
+    async def opened(self) -> None:
+        """Return once the holder may serve; it keeps its Lease meanwhile."""
+
+    async def closed(self) -> str:
+        """While the holder serves: return why it must stop."""
+
+    def stopped(self) -> None:
+        """The holder no longer serves."""
+
+
 async def run_elected(
     elector: Elector,
     operate: Callable[[asyncio.Event, asyncio.Event], Coroutine[Any, Any, None]],
     liveness: str | None,
     handle_signals: bool = True,
     exit_hard: Callable[[int], None] = os._exit,
+    gate: Gate | None = None,
 ) -> int:
-    """Stand by until this process holds the Lease, then run ``operate(stop, ready)`` (kopf
-    with ``stop_flag`` and ``ready_flag``) while renewing it.
+    """Stand by until this process holds the Lease (and ``gate`` opens), then run
+    ``operate(stop, ready)`` (kopf with ``stop_flag`` and ``ready_flag``) while renewing it.
 
-    - SIGTERM/SIGINT while standing by: return 0. While leading, the signal sets the stop
-      flag (kopf's own handlers are replaced once it is ready: a signal that kopf caught
-      itself would leave its stop-flag waiter behind, and kopf waits 5 s for that); once kopf
-      has stopped, the Lease is released and 0 returned.
-    - Lease lost (:meth:`Elector.hold` returned; an API server outage is not a loss): one
-      log line, kopf is asked to stop (``operate``'s event), and the process exits with
-      status 1 once kopf has stopped, or after ``STOP_GRACE`` and before
-      :meth:`Elector.stop_by` at the latest (a hard exit, so no thread left behind can write
-      after a standby took over).
+    - SIGTERM/SIGINT while standing by or waiting for the gate: release the Lease if held,
+      return 0. While leading, the signal sets the stop flag (kopf's own handlers are
+      replaced once it is ready: a signal that kopf caught itself would leave its stop-flag
+      waiter behind, and kopf waits 5 s for that); once kopf has stopped, the Lease is
+      released and 0 returned.
+    - Lease lost (:meth:`Elector.hold` returned; an API server outage is not a loss), or the
+      gate closed while serving: one log line, kopf is asked to stop (``operate``'s event),
+      and the process exits with status 1 once kopf has stopped, or after ``STOP_GRACE``
+      and before :meth:`Elector.stop_by` at the latest (a hard exit, so no thread left
+      behind can write after a standby took over).
     """
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -847,6 +907,8 @@ async def run_elected(
     acquiring = asyncio.create_task(elector.acquire(), name="segue leader election")
     ready = asyncio.Event()
     holding: asyncio.Task[str] | None = None
+    opening: asyncio.Task[None] | None = None
+    closing: asyncio.Task[str] | None = None
     readying: asyncio.Task[bool] | None = None
     running: asyncio.Task[None] | None = None
 
@@ -854,28 +916,69 @@ async def run_elected(
         stop.set()
         acquiring.cancel()
 
+    async def give_up(reason: str, what: str) -> int:
+        log.error("%s: %s; stopping the operator and exiting", what, reason)
+        if gate is not None and running is not None:
+            gate.stopped()
+        remaining = elector.stop_by() - elector.clock()
+        grace = max(0.0, min(remaining, STOP_GRACE))
+        if running is not None:
+            with contextlib.suppress(BaseException):  # not stopped in time: exit all the same
+                await asyncio.wait_for(asyncio.shield(running), grace)
+        _flush_logs()
+        exit_hard(1)
+        return 1
+
+    def lost_reason(task: asyncio.Task[str]) -> str:
+        try:
+            return task.result()
+        except Exception as e:  # a bug in renewal: all the same, stop acting
+            return f"renewing the Lease failed: {describe(e)}"
+
     if handle_signals:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, on_signal)
     try:
         await health.start()
         try:
-            await acquiring
-        except asyncio.CancelledError:
-            if not stop.is_set():
-                raise
-            log.info("stopping while standing by")
-            return 0
+            try:
+                await acquiring
+            except asyncio.CancelledError:
+                if not stop.is_set():
+                    raise
+                log.info("stopping while standing by")
+                return 0
+            # Created before kopf starts: kopf leaves tasks that predate it alone (it waits
+            # for, then cancels, the ones that appeared while it ran), so renewal goes on
+            # while kopf shuts down gracefully.
+            holding = asyncio.create_task(elector.hold(), name="segue lease renewal")
+            holding.add_done_callback(lambda _: stop.set())
+            if gate is not None:
+                opening = asyncio.create_task(gate.opened(), name="segue shard gate")
+                stopping = asyncio.create_task(stop.wait(), name="segue stop while waiting")
+                try:
+                    await asyncio.wait({opening, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    stopping.cancel()
+                if holding.done():
+                    return await give_up(lost_reason(holding), "lost leadership")
+                if not opening.done():
+                    log.info("stopping while waiting to serve")
+                    holding.cancel()
+                    await asyncio.gather(holding, return_exceptions=True)
+                    await elector.release()
+                    return 0
+                opening.result()
         finally:
             await health.stop()
-        # Created before kopf starts: kopf leaves tasks that predate it alone (it waits for,
-        # then cancels, the ones that appeared while it ran), so renewal goes on while kopf
-        # shuts down gracefully.
-        holding = asyncio.create_task(elector.hold(), name="segue lease renewal")
-        holding.add_done_callback(lambda _: stop.set())
+        elector.serving = True
         readying = asyncio.create_task(ready.wait(), name="segue operator ready")
         running = asyncio.create_task(operate(stop, ready), name="segue operator")
         waiting: set[asyncio.Task[Any]] = {holding, readying, running}
+        if gate is not None:
+            closing = asyncio.create_task(gate.closed(), name="segue shard check")
+            closing.add_done_callback(lambda _: stop.set())
+            waiting.add(closing)
         while True:
             done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
             if done != {readying}:
@@ -885,27 +988,28 @@ async def run_elected(
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     loop.add_signal_handler(sig, stop.set)
         if holding in done:
+            return await give_up(lost_reason(holding), "lost leadership")
+        if closing is not None and closing in done:
             try:
-                reason = holding.result()
-            except Exception as e:  # a bug in renewal: all the same, stop acting
-                reason = f"renewing the Lease failed: {describe(e)}"
-            log.error("lost leadership: %s; stopping the operator and exiting", reason)
-            remaining = elector.stop_by() - elector.clock()
-            grace = max(0.0, min(remaining, STOP_GRACE))
-            with contextlib.suppress(BaseException):  # not stopped in time: exit all the same
-                await asyncio.wait_for(asyncio.shield(running), grace)
-            _flush_logs()
-            exit_hard(1)
-            return 1
+                reason = closing.result()
+            except Exception as e:
+                reason = f"checking the shards failed: {describe(e)}"
+            return await give_up(reason, "must stop serving")
         holding.cancel()
         try:
             await running  # kopf stopped by itself (a signal) or failed
         finally:
+            if closing is not None:
+                closing.cancel()
+            if gate is not None:
+                gate.stopped()  # kopf has stopped: said before anyone else may serve
             await asyncio.gather(holding, return_exceptions=True)
             await elector.release()
         return 0
     finally:
-        for task in (acquiring, holding, readying, running):
+        if gate is not None and running is not None:
+            gate.stopped()
+        for task in (acquiring, holding, opening, closing, readying, running):
             if task is not None and not task.done():
                 task.cancel()
         if handle_signals:

@@ -14,6 +14,8 @@ import kopf
 from segue import MANAGED_LABEL, MANAGED_VALUE, __version__
 from segue.analysis.providers import registry
 from segue.controller import leader
+from segue.controller.shard_gate import elected_shard
+from segue.controller.shards import MAX_SHARDS, Shard
 from segue.notify.destinations import ALLOW_HOST_FLAG, ALLOW_INTERNAL_FLAG, Destinations
 from segue.traffic.catalog import ROUTERS
 from segue.traffic.registry import DEFAULT_ROUTERS, check_routers
@@ -81,6 +83,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="name of the Lease (default %(default)s)",
     )
     parser.add_argument(
+        "--shard",
+        default=os.environ.get("SEGUE_SHARD") or "0/1",
+        metavar="INDEX/COUNT",
+        help="serve only shard INDEX of COUNT (from 0; COUNT at most "
+        f"{MAX_SHARDS}): the Rollouts and Migrations whose hash of namespace/name falls in "
+        "it; each shard elects its own holder through the Lease <leader-election-name>-INDEX "
+        "(default %(default)s: everything, through the Lease <leader-election-name>; env "
+        "SEGUE_SHARD)",
+    )
+    parser.add_argument(
         ALLOW_INTERNAL_FLAG,
         action="store_true",
         default=_env_flag("SEGUE_ALLOW_INTERNAL_WEBHOOKS"),
@@ -123,6 +135,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"--routers: {e}")
     if not args.routers:
         parser.error("--routers: name at least one router")
+    try:
+        args.shard = Shard.parse(args.shard)
+    except ValueError as e:
+        parser.error(f"--shard: {e}")
+    if args.shard.count > 1 and not args.leader_election:
+        parser.error(
+            "--shard: shards need leader election (each shard holds its own Lease); "
+            "drop --no-leader-election"
+        )
     return args
 
 
@@ -149,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         webhook_proxy=args.webhook_proxy,
         require_managed_label=args.require_managed_label,
         routers=args.routers,
+        shard=args.shard,
     )
     log.info("routers: %s", ", ".join(args.routers))
     for runtime in runtimes:
@@ -187,11 +209,21 @@ def main(argv: list[str] | None = None) -> int:
     namespace = leader.lease_namespace(
         args.leader_election_namespace, dict(os.environ), args.namespace
     )
-    elector = leader.elector_for(namespace, args.leader_election_name)
-    log.info(
-        "leader election on Lease %s/%s as %s",
+    # With shards, each shard elects through a Lease of its own, and its holder serves only
+    # while no process of another shard count does (segue.controller.shards).
+    shard: Shard = args.shard
+    elector, gate = elected_shard(
         namespace,
         args.leader_election_name,
-        elector.identity,
+        shard,
+        on_serving=lambda on: operator.metrics.shard_serving(shard.index, shard.count, on),
     )
-    return asyncio.run(leader.run_elected(elector, run_kopf, args.liveness))
+    operator.metrics.shard_serving(shard.index, shard.count, False)
+    operator.instance = f"{elector.identity} (shard {shard})"
+    log.info(
+        "leader election on Lease %s as %s, shard %s",
+        elector.where,
+        elector.identity,
+        shard,
+    )
+    return asyncio.run(leader.run_elected(elector, run_kopf, args.liveness, gate=gate))

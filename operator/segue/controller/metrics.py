@@ -121,6 +121,13 @@ class OperatorMetrics:
             ["method"],
             registry=r,
         )
+        self.shard = Gauge(
+            "segue_shard_serving",
+            "1 while this process serves its shard (labels: its index and the shard count), "
+            "0 while it stands by or waits for processes of another shard count to stop.",
+            ("shard", "shards"),
+            registry=r,
+        )
         # Both results exist from the start, so a ratio of errors reads 0 rather than nothing.
         for result in RESULTS:
             self.reconcile_duration.labels(result)
@@ -174,6 +181,9 @@ class OperatorMetrics:
         with self._lock:
             self._series.setdefault((namespace, name), _Series()).reasons.add(reason)
             self.rollbacks.labels(namespace, name, reason).inc()
+
+    def shard_serving(self, index: int, count: int, serving: bool) -> None:
+        self.shard.labels(str(index), str(count)).set(1 if serving else 0)
 
     def forget(self, namespace: str, name: str) -> None:
         """Remove every series of a Rollout (it was deleted)."""
