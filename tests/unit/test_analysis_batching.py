@@ -305,3 +305,41 @@ def test_operator_metrics_count_queries_and_batch_sizes():
     assert sample("segue_metric_queries_total", labels) == 1.0
     assert sample("segue_metric_query_batch_size_count", {"provider": "Prometheus"}) == 2.0
     assert sample("segue_metric_query_batch_size_sum", {"provider": "Prometheus"}) == 41.0
+
+
+class Hanging(LabelledPrometheus):
+    """Answers nothing until released."""
+
+    def __init__(self) -> None:
+        super().__init__({})
+        self.release = threading.Event()
+        self.calls: list[str] = []
+
+    def query_scalar(self, query: str) -> float | None:
+        self.calls.append("scalar")
+        self.release.wait(10)
+        return super().query_scalar(query)
+
+    def query_vector(self, query: str) -> list[Series]:
+        self.calls.append("vector")
+        self.release.wait(10)
+        return super().query_vector(query)
+
+
+def test_a_hanging_batch_ends_by_the_deadline_like_single_queries():
+    plans = [([Gate(name="errors", template="error-rate")], ctx("r0"))]
+    rounds = []
+    for batcher in (None, Batcher(gather_s=0.01)):
+        fake = Hanging()
+        client = PooledClient.standalone(fake, timeout_s=0.2)
+        try:
+            rounds.append(asyncio.run(_rounds(client, batcher, plans))[0])
+        finally:
+            fake.release.set()
+            client.pool.shutdown()
+        assert fake.calls == (["vector"] if batcher else ["scalar", "scalar"])
+    single, batched = rounds
+    assert batched == single
+    (status,) = batched.results
+    assert status.verdict == "Error" and "did not answer within 1.2s" in status.message
+    assert batched.error is not None and "unreachable for every query" in batched.error

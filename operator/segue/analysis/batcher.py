@@ -156,7 +156,9 @@ class Batcher:
                 state.gathering = None
             batch.sent_at = self._now(loop)
             state.sent.append(batch)
-            outcomes = await _run(client, family, tuple(batch.members))
+            # Within the deadline of the rounds waiting for it, which began before the gather.
+            deadline = max(client.round_deadline_s - self.gather_s, client.query_deadline_s)
+            outcomes = await _run(client, family, tuple(batch.members), deadline)
         except asyncio.CancelledError:  # the loop is closing
             error = ProviderError("batched query cancelled")
             outcomes = dict.fromkeys(batch.members, error)
@@ -173,9 +175,9 @@ class Batcher:
 
 
 async def _run(
-    client: PooledClient, family: Family, members: tuple[Hashable, ...]
+    client: PooledClient, family: Family, members: tuple[Hashable, ...], deadline: float
 ) -> dict[Hashable, Outcome]:
-    """Every chunk's query on the client's pool, within the round's deadline."""
+    """Every chunk's query on the client's pool, within ``deadline`` seconds."""
     chunks = family.chunks(members)
     tasks = {
         asyncio.create_task(_chunk(client, family, query, part)): part for query, part in chunks
@@ -183,7 +185,6 @@ async def _run(
     outcomes: dict[Hashable, Outcome] = {}
     if not tasks:
         return outcomes
-    deadline = client.round_deadline_s
     try:
         done, pending = await asyncio.wait(tasks, timeout=deadline)
     finally:
