@@ -21,6 +21,7 @@ import kopf
 
 from segue import GROUP, PLURAL, VERSION
 from segue.analysis.clients import close_clients
+from segue.analysis.counting import QUERIES
 from segue.analysis.providers.runtime import ProviderRuntime
 from segue.api.migration import MIGRATION_KIND, MIGRATION_PLURAL
 from segue.api.provider import PROVIDER_KIND, PROVIDER_PLURAL
@@ -103,6 +104,7 @@ def build(
     secrets = Secrets(kube)
     metrics = OperatorMetrics()
     REQUESTS.listeners.append(lambda method: metrics.kube_requests.labels(method).inc())
+    QUERIES.listeners.append(metrics.metric_query)
     destinations = destinations if destinations is not None else Destinations()
     targets = WebhookTargets(secrets, destinations=destinations, post_event=post_event)
     dispatcher = Dispatcher(
