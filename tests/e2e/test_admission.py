@@ -301,7 +301,8 @@ def test_only_an_approver_approves_and_history_names_them(
         str(operator_kubeconfig),
         tmp_path / "operator.log",
         [namespace],
-        extra_args=["--no-leader-election"],
+        # The routers the chart's default RBAC (rendered above) grants.
+        extra_args=["--no-leader-election", "--routers=gatewayAPI,replicas"],
     )
     try:
         apply(kube, namespace, rollout("web"))
