@@ -13,7 +13,7 @@ objects changed. Segue manages its own finalizer; kopf writes nothing to the obj
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, cast
 
@@ -87,6 +87,7 @@ def build(
     require_managed_label: bool = False,
     routers: Sequence[str] = DEFAULT_ROUTERS,
     shard: Shard | None = None,
+    unusable: Mapping[str, str] | None = None,
 ) -> Operator:
     """``runtimes``: the metric providers' runtimes with the operator's flags applied (any
     not given run with their defaults). ``require_managed_label``: write only to
@@ -94,10 +95,15 @@ def build(
     another is Stalled, ``NotManaged``). ``routers``: the routers this operator runs; it
     watches their kinds, and a Rollout naming another router is Failed before any traffic
     moves. ``shard``: only Rollouts and Migrations of this shard get workers; the store
-    still holds every one (dependsOn and Migrations read other Rollouts)."""
+    still holds every one (dependsOn and Migrations read other Rollouts). ``unusable``:
+    enabled routers that cannot run here and why (``preflight``): their kinds are not
+    watched, and a Rollout naming one is Failed with the reason."""
     mine = shard or Shard()
     enabled = check_routers(routers)
+    unusable = dict(unusable or {})
     for key in enabled:
+        if key in unusable:
+            continue
         for watched in plugin(key).watches:
             _watch_router_kind(watched)
     kube = Kube(load_configuration())
@@ -127,6 +133,7 @@ def build(
             new,
             require_managed=require_managed_label,
             enabled=enabled,
+            unusable=unusable,
         ),
         GateRunner(secrets, runtimes, metric_providers=store.metric_provider),
         post_event,
