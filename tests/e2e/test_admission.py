@@ -23,7 +23,6 @@ import yaml
 from kubernetes import client
 
 from segue import GROUP, PLURAL, VERSION
-from segue.traffic.registry import DEFAULT_ROUTERS
 from segue_testkit import cluster
 from tests.e2e.conftest import Kube
 from tests.e2e.support import Rollouts, apply, shop_pair, start_operator, wait_until
@@ -302,8 +301,8 @@ def test_only_an_approver_approves_and_history_names_them(
         str(operator_kubeconfig),
         tmp_path / "operator.log",
         [namespace],
-        # The routers of the chart's default values, whose rules its Role holds.
-        extra_args=["--no-leader-election", "--routers", ",".join(DEFAULT_ROUTERS)],
+        # The routers the chart's default RBAC (rendered above) grants.
+        extra_args=["--no-leader-election", "--routers=gatewayAPI,replicas"],
     )
     try:
         apply(kube, namespace, rollout("web"))
@@ -576,3 +575,40 @@ def test_only_an_approver_starts_a_migration_wave(
         "segue.dev/approved-by=carol", f"--as={dan}", check=False,
     )  # fmt: skip
     assert r.returncode != 0 and f'must name the requesting user "{dan}"' in r.stderr
+
+
+def test_a_router_the_operator_may_not_watch_fails_its_rollouts_and_holds_no_other(
+    kube: Kube, crds: None, namespace: str, operator_kubeconfig: Path, tmp_path: Path
+) -> None:
+    """Every router enabled, under the chart's default RBAC (Gateway API and replicas only):
+    the start-up check finds the others may not be listed, so they are not run; a Rollout
+    naming one is Failed with the reason, and a Gateway API Rollout beside it progresses
+    (before the check, kopf waited forever for the forbidden listings and handled none)."""
+    rollouts = shop_pair(kube, namespace)
+    op = start_operator(
+        str(operator_kubeconfig), tmp_path / "operator.log", [namespace],
+        extra_args=["--no-leader-election"],  # no --routers: the kit enables every router
+    )  # fmt: skip
+    try:
+        nginx = rollout("edge")
+        nginx["spec"]["traffic"] = {
+            "nginx": {"ingress": "shop", "legacyService": "shop-v1", "newService": "shop-v2"}
+        }
+        apply(kube, namespace, rollout("web"), nginx)
+        status = wait_until(
+            "the nginx Rollout Failed",
+            lambda: rollouts.status("edge"),
+            lambda s: s.get("phase") == "Failed",
+        )
+        assert "spec.traffic.nginx: the nginx router cannot run in this operator" in (
+            status.get("message") or ""
+        )
+        assert "may not list ingresses" in (status.get("message") or "")
+        wait_until(
+            "the Gateway API Rollout moves",
+            lambda: rollouts.phase("web"),
+            lambda p: p == "AwaitingApproval",
+        )
+    finally:
+        op.stop()
+    assert "router nginx cannot run" in (tmp_path / "operator.log").read_text()

@@ -16,6 +16,7 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Final, Protocol, TypeVar, runtime_checkable
 
+from segue.analysis.batches import Series
 from segue.analysis.pool import QueryPool
 
 __all__ = [
@@ -25,6 +26,8 @@ __all__ = [
     "ROUND_DEADLINE_CAP_S",
     "PooledClient",
     "QueryClient",
+    "Series",
+    "VectorClient",
     "client_for",
     "close_clients",
 ]
@@ -59,6 +62,15 @@ class QueryClient(Protocol):
         ...
 
     def query_scalar(self, query: str) -> float | None: ...
+
+
+@runtime_checkable
+class VectorClient(QueryClient, Protocol):
+    """A client that can also answer a query with several series, labels included: what a
+    batched query (``segue.analysis.batcher``) needs. Same errors and time bound as
+    ``query_scalar``."""
+
+    def query_vector(self, query: str) -> list[Series]: ...
 
 
 @dataclass(frozen=True, eq=False)
@@ -99,6 +111,18 @@ class PooledClient:
         return await self.pool.run(
             self.client.query_scalar, query, deadline_s=self.query_deadline_s
         )
+
+    @property
+    def batches(self) -> bool:
+        """Whether this client can run batched (vector) queries."""
+        return isinstance(self.client, VectorClient)
+
+    async def query_vector(self, query: str) -> list[Series]:
+        """``query_vector`` on this client's pool, within ``query_deadline_s``."""
+        client = self.client
+        if not isinstance(client, VectorClient):
+            raise TypeError(f"{self.name} cannot answer vector queries")
+        return await self.pool.run(client.query_vector, query, deadline_s=self.query_deadline_s)
 
 
 S = TypeVar("S", bound=Hashable)

@@ -1,5 +1,6 @@
 """One analysis round: the gates a provider planned, their queries run once each,
-concurrently, and judged into the API's ``GateStatus``. Shared by every metric provider.
+concurrently (or read from a batched query shared with other Rollouts, ``batcher``), and
+judged into the API's ``GateStatus``. Shared by every metric provider.
 
 Query clients are blocking, so each query runs on a worker of its address's own query pool
 (its bulkhead, see ``pool.py``), never in asyncio's default executor, and the event loop
@@ -14,11 +15,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
+from segue.analysis.batcher import Batcher
+from segue.analysis.batches import BatchRef
 from segue.analysis.bounds import compares_with_legacy
 from segue.analysis.clients import PooledClient, QueryClient
+from segue.analysis.counting import CUSTOM, QUERIES
 from segue.analysis.errors import ProviderError, ProviderUnavailable, QueryTimedOut
 from segue.analysis.judge import error_status, judge, provider_error_message
 from segue.api.spec import Gate
@@ -43,6 +48,23 @@ class Planned(Protocol):
     @property
     def legacy_query(self) -> str | None: ...
 
+    @property
+    def new_batch(self) -> BatchRef | None:
+        """Where the new version's value comes from when it shares a batched query."""
+        ...
+
+    @property
+    def legacy_batch(self) -> BatchRef | None: ...
+
+
+@dataclass(frozen=True)
+class Batching:
+    """Share queries with other Rollouts' rounds through ``batcher``, on the tick grid of
+    ``interval_s`` (the Rollout's analysis interval)."""
+
+    batcher: Batcher
+    interval_s: float
+
 
 async def run_round(
     items: Sequence[GateStatus | Planned],
@@ -51,12 +73,16 @@ async def run_round(
     *,
     weight: float,
     deadline_s: float | None = None,
+    batching: Batching | None = None,
 ) -> GateRound:
     """Run the queries of the planned gates and judge them; a status among ``items`` (a gate
     that could not be planned) is passed through as it is.
 
     Identical queries run once, on ``provider``'s pool; a bare :class:`QueryClient` gets a
-    pool of its own for this round. ``error`` is set on the round when every query that
+    pool of its own for this round. With ``batching`` (and a pooled client that answers
+    vector queries), a side with a batch ref reads its value from a batched query shared
+    with other Rollouts (``batcher``); its outcome, errors included, is what its own query
+    would have given. ``error`` is set on the round when every query that
     ran failed with :class:`ProviderUnavailable` (a saturated pool included), or when the
     round's deadline (``deadline_s``, by default the provider's ``round_deadline_s``)
     passed before every query answered.
@@ -66,7 +92,7 @@ async def run_round(
     else:
         pooled, own_pool = PooledClient.standalone(provider), True
     try:
-        return await _evaluate(items, pooled, now, weight, deadline_s)
+        return await _evaluate(items, pooled, now, weight, deadline_s, batching)
     finally:
         if own_pool:
             pooled.pool.shutdown()
@@ -78,13 +104,21 @@ async def _evaluate(
     now: datetime,
     weight: float,
     deadline_s: float | None,
+    batching: Batching | None,
 ) -> GateRound:
     queries: list[str] = []
+    batched: dict[str, BatchRef] = {}
+    templates: dict[str, str] = {}
+    share = batching is not None and provider.batches
     for item in items:
         if not isinstance(item, GateStatus):
-            for q in (item.new_query, item.legacy_query):
+            sides = ((item.new_query, item.new_batch), (item.legacy_query, item.legacy_batch))
+            for q, ref in sides:
                 if q is not None and q not in queries:
                     queries.append(q)
+                    templates[q] = item.gate.template or CUSTOM
+                    if share and ref is not None:
+                        batched[q] = ref
 
     deadline = provider.round_deadline_s if deadline_s is None else deadline_s
     outcomes: dict[str, _Outcome] = {}
@@ -94,7 +128,14 @@ async def _evaluate(
         # Fail fast: the pool would not take a single query now.
         outcomes = dict.fromkeys(queries, refused)
     elif queries:
-        tasks = {q: asyncio.create_task(_query(provider, q)) for q in queries}
+        tasks = {
+            q: asyncio.create_task(
+                _shared(provider, batched[q], batching)
+                if q in batched and batching is not None
+                else _query(provider, q, templates[q])
+            )
+            for q in queries
+        }
         try:
             _, pending = await asyncio.wait(tasks.values(), timeout=deadline)
         finally:
@@ -157,7 +198,15 @@ def _status(
     return judge(gate, new, legacy_value, weight=weight, at=now)
 
 
-async def _query(provider: PooledClient, query: str) -> _Outcome:
+async def _shared(provider: PooledClient, ref: BatchRef, batching: Batching) -> _Outcome:
+    try:
+        return await batching.batcher.value(provider, ref, batching.interval_s)
+    except ProviderError as e:
+        return e
+
+
+async def _query(provider: PooledClient, query: str, template: str) -> _Outcome:
+    QUERIES.sent(provider.name, template, 1)
     try:
         return await provider.query(query)
     except ProviderError as e:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
@@ -225,8 +226,19 @@ class GateRunner:
         return await connection.evaluate(analysis.gates, context, now)
 
 
+def next_tick(loop_now: float, interval_s: float) -> float:
+    """When the round after one started at ``loop_now`` is due: the first point of the
+    interval's grid of loop time at least half an interval away. Rounds of Rollouts with
+    the same interval so start together and share batched queries
+    (``segue.analysis.batcher``); after the first, rounds are one interval apart."""
+    if interval_s <= 0:
+        return loop_now
+    return math.ceil((loop_now + interval_s / 2) / interval_s) * interval_s
+
+
 class RoundScheduler:
-    """At most one round in flight per Rollout, started every ``interval``."""
+    """At most one round in flight per Rollout, started every ``interval`` on the
+    interval's grid (:func:`next_tick`)."""
 
     def __init__(self) -> None:
         self.latest: GateRound | None = None
@@ -256,7 +268,7 @@ class RoundScheduler:
     ) -> None:
         if self._task is None and loop_now >= self._next_at:
             self._task = start()
-            self._next_at = loop_now + interval_s
+            self._next_at = next_tick(loop_now, interval_s)
 
     def cancel(self) -> None:
         if self._task is not None:

@@ -13,7 +13,7 @@ objects changed. Segue manages its own finalizer; kopf writes nothing to the obj
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, cast
 
@@ -21,6 +21,7 @@ import kopf
 
 from segue import GROUP, PLURAL, VERSION
 from segue.analysis.clients import close_clients
+from segue.analysis.counting import QUERIES
 from segue.analysis.providers.runtime import ProviderRuntime
 from segue.api.migration import MIGRATION_KIND, MIGRATION_PLURAL
 from segue.api.provider import PROVIDER_KIND, PROVIDER_PLURAL
@@ -86,6 +87,7 @@ def build(
     require_managed_label: bool = False,
     routers: Sequence[str] = DEFAULT_ROUTERS,
     shard: Shard | None = None,
+    unusable: Mapping[str, str] | None = None,
 ) -> Operator:
     """``runtimes``: the metric providers' runtimes with the operator's flags applied (any
     not given run with their defaults). ``require_managed_label``: write only to
@@ -93,16 +95,22 @@ def build(
     another is Stalled, ``NotManaged``). ``routers``: the routers this operator runs; it
     watches their kinds, and a Rollout naming another router is Failed before any traffic
     moves. ``shard``: only Rollouts and Migrations of this shard get workers; the store
-    still holds every one (dependsOn and Migrations read other Rollouts)."""
+    still holds every one (dependsOn and Migrations read other Rollouts). ``unusable``:
+    enabled routers that cannot run here and why (``preflight``): their kinds are not
+    watched, and a Rollout naming one is Failed with the reason."""
     mine = shard or Shard()
     enabled = check_routers(routers)
+    unusable = dict(unusable or {})
     for key in enabled:
+        if key in unusable:
+            continue
         for watched in plugin(key).watches:
             _watch_router_kind(watched)
     kube = Kube(load_configuration())
     secrets = Secrets(kube)
     metrics = OperatorMetrics()
     REQUESTS.listeners.append(lambda method: metrics.kube_requests.labels(method).inc())
+    QUERIES.listeners.append(metrics.metric_query)
     destinations = destinations if destinations is not None else Destinations()
     targets = WebhookTargets(secrets, destinations=destinations, post_event=post_event)
     dispatcher = Dispatcher(
@@ -125,6 +133,7 @@ def build(
             new,
             require_managed=require_managed_label,
             enabled=enabled,
+            unusable=unusable,
         ),
         GateRunner(secrets, runtimes, metric_providers=store.metric_provider),
         post_event,

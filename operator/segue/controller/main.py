@@ -10,10 +10,13 @@ from collections.abc import Coroutine
 from typing import Any
 
 import kopf
+from kubernetes import client
 
 from segue import MANAGED_LABEL, MANAGED_VALUE, __version__
 from segue.analysis.providers import registry
 from segue.controller import leader
+from segue.controller.kube import load_configuration
+from segue.controller.preflight import router_problems
 from segue.controller.shard_gate import elected_shard
 from segue.controller.shards import MAX_SHARDS, Shard
 from segue.notify.destinations import ALLOW_HOST_FLAG, ALLOW_INTERNAL_FLAG, Destinations
@@ -163,6 +166,10 @@ def main(argv: list[str] | None = None) -> int:
 
     destinations = Destinations.of(args.allow_internal_webhooks, args.allow_webhook_host)
     runtimes = registry.configured(args)
+    with client.ApiClient(load_configuration()) as api:
+        unusable = router_problems(api, args.routers, args.namespace or [])
+    for key, why in unusable.items():
+        log.error("router %s cannot run, so Rollouts naming it are Failed: %s", key, why)
     operator = handlers.build(
         runtimes,
         namespaced=bool(args.namespace),
@@ -171,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         require_managed_label=args.require_managed_label,
         routers=args.routers,
         shard=args.shard,
+        unusable=unusable,
     )
     log.info("routers: %s", ", ".join(args.routers))
     for runtime in runtimes:

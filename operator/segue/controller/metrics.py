@@ -35,6 +35,8 @@ RESULTS: Final = ("ok", "error")
 # Reconciles are mostly API round trips: milliseconds to a few seconds, more when the
 # API server is slow; the long tail is what to see.
 _DURATION_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+# Rollout versions per batched query: up to 200 (100 Rollouts, two versions each).
+_BATCH_BUCKETS: Final = (1, 2, 5, 10, 20, 50, 100, 200)
 _ABORT_ACTOR: Final = "segue.dev/abort"
 
 
@@ -128,6 +130,21 @@ class OperatorMetrics:
             ("shard", "shards"),
             registry=r,
         )
+        self.metric_queries = Counter(
+            "segue_metric_queries",
+            "Queries sent to metric providers, by provider and gate template (custom: a "
+            "gate's own query); a batched query serving many Rollouts counts once.",
+            ("provider", "template"),
+            registry=r,
+        )
+        self.metric_query_batch_size = Histogram(
+            "segue_metric_query_batch_size",
+            "Rollout versions served by one query sent to a metric provider (1: a query of "
+            "its own).",
+            ("provider",),
+            buckets=_BATCH_BUCKETS,
+            registry=r,
+        )
         # Both results exist from the start, so a ratio of errors reads 0 rather than nothing.
         for result in RESULTS:
             self.reconcile_duration.labels(result)
@@ -208,6 +225,11 @@ class OperatorMetrics:
             result = "ok"
         finally:
             self.reconcile_duration.labels(result).observe(time.perf_counter() - start)
+
+    def metric_query(self, provider: str, template: str, served: int) -> None:
+        """Count a query sent to a metric provider (``segue.analysis.counting``)."""
+        self.metric_queries.labels(provider, template).inc()
+        self.metric_query_batch_size.labels(provider).observe(served)
 
     def notification_dropped(self) -> None:
         self.notifications_dropped.inc()

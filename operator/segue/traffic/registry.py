@@ -4,7 +4,7 @@ for that key. Adding a router is its folder plus one line in ``catalog.py``."""
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from functools import cache
 from typing import Any
 
@@ -55,12 +55,18 @@ def router_for(
     *,
     require_managed: bool = False,
     enabled: Collection[str] | None = None,
+    unusable: Mapping[str, str] | None = None,
 ) -> Router:
     """The router for these parts of a spec. Taking the parts rather than the whole spec
     lets an abort move traffic even when another part of the spec does not parse.
     ``require_managed``: write only to objects labelled ``segue.dev/managed=true``;
-    ``enabled``: the routers this operator runs (RouterDisabled for any other)."""
+    ``enabled``: the routers this operator runs (RouterDisabled for any other);
+    ``unusable``: enabled routers that cannot run here, and why (RouterDisabled too)."""
     key, settings = traffic.chosen()
+    if unusable and key in unusable:
+        raise RouterDisabled(
+            f"spec.traffic.{key}: the {key} router cannot run in this operator: {unusable[key]}"
+        )
     if enabled is not None and key not in enabled:
         raise RouterDisabled(disabled_message(key, enabled))
     ctx = RouterContext(view, calls, namespace, legacy, new, require_managed)

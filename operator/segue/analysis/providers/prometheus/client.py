@@ -26,6 +26,7 @@ from prometheus_api_client import PrometheusConnect
 from prometheus_api_client.exceptions import PrometheusApiClientException
 from urllib3.util.retry import Retry
 
+from segue.analysis.batches import Series
 from segue.analysis.clients import DEFAULT_TIMEOUT_S, MAX_TIMEOUT_S
 from segue.analysis.errors import ProviderUnavailable, QueryRejected, UnusableResult
 
@@ -40,6 +41,9 @@ _QUERY_STATUSES = frozenset({400, 422})
 MAX_ERROR_CHARS = 200
 
 DEFAULT_ADDRESS: Final = "http://127.0.0.1:9090"
+# A batched query returns a few series per Rollout in its batch (see ``batching``); more
+# than this is not a batch Segue built, and is refused rather than held in memory.
+MAX_VECTOR_SERIES: Final = 10_000
 
 
 @dataclass(frozen=True)
@@ -125,6 +129,15 @@ class PrometheusClient:
 
     def query_scalar(self, query: str) -> float | None:
         """Run an instant query; one number, or None for no data (empty, NaN, ±Inf)."""
+        return parse_result(self._instant(query))
+
+    def query_vector(self, query: str) -> list[Series]:
+        """Run an instant query that returns a vector: each series' labels and its number
+        (None for NaN or ±Inf). At most :data:`MAX_VECTOR_SERIES` series are accepted."""
+        return parse_vector(self._instant(query))
+
+    def _instant(self, query: str) -> Any:
+        """The ``data.result`` of an instant query, with this client's retries and timeout."""
         client = self._client()
         # Prometheus stops evaluating at this server-side timeout too, so a heavy query does
         # not keep running after we gave up on it.
@@ -186,7 +199,7 @@ class PrometheusClient:
                 ) from e
             except requests.exceptions.RequestException as e:
                 raise ProviderUnavailable(f"request to {self._where()} failed: {_short(e)}") from e
-            return parse_result(result)
+            return result
         tries = "attempt" if attempts == 1 else "attempts"
         within = "" if attempts == self.retries + 1 else f", no time left within {timeout:g}s"
         raise ProviderUnavailable(f"{last} (after {attempts} {tries}{within})")
@@ -219,6 +232,30 @@ def parse_result(result: Any) -> float | None:
     if not isinstance(value, list) or len(value) != 2:
         raise UnusableResult("not a Prometheus query result")
     return _to_float(value[1])
+
+
+def parse_vector(result: Any) -> list[Series]:
+    """The ``data.result`` of an instant vector query as (labels, number) pairs; NaN and ±Inf
+    read as None. An empty result is an empty list."""
+    if not isinstance(result, list):
+        raise UnusableResult("not a Prometheus query result")
+    if len(result) == 2 and not isinstance(result[0], dict):
+        raise UnusableResult("query returns a scalar; a vector is needed")
+    if len(result) > MAX_VECTOR_SERIES:
+        raise UnusableResult(
+            f"query returns {len(result)} series, more than the {MAX_VECTOR_SERIES} accepted"
+        )
+    series: list[Series] = []
+    for item in result:
+        if not isinstance(item, dict) or "values" in item:
+            raise UnusableResult("query returns a range vector; an instant vector is needed")
+        metric = item.get("metric")
+        value = item.get("value")
+        if not isinstance(metric, dict) or not isinstance(value, list) or len(value) != 2:
+            raise UnusableResult("not a Prometheus query result")
+        labels = {str(k): str(v) for k, v in metric.items()}
+        series.append((labels, _to_float(value[1])))
+    return series
 
 
 def _to_float(raw: Any) -> float | None:

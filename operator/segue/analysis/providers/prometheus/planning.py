@@ -13,8 +13,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from segue.analysis.batches import BatchRef
 from segue.analysis.bounds import compares_with_legacy
 from segue.analysis.providers.base import GateProblem, Loc, RoundContext
+from segue.analysis.providers.prometheus.batching import batch_refs
 from segue.analysis.providers.prometheus.templates import resolve_gate, with_policy
 from segue.analysis.providers.prometheus.templating import TemplateError, render
 
@@ -39,6 +41,10 @@ class QueryPlan:
     new_query: str
     # None when the legacy side cannot be queried (then only absolute bounds can be judged).
     legacy_query: str | None
+    # Where each side's value comes from when the gate shares a batched query with other
+    # Rollouts' (``batching``); None: its query runs alone.
+    new_batch: BatchRef | None = None
+    legacy_batch: BatchRef | None = None
 
 
 class GateMisconfigured(Exception):
@@ -102,7 +108,12 @@ def plan_gate(gate: Gate, ctx: RoundContext) -> QueryPlan:
                 why,
                 ("query",) if gate.query is not None else ("spec", "new", "version"),
             )
-    return QueryPlan(running, new_query, legacy_query)
+    refs = batch_refs(running, ctx)
+    if refs is None:
+        return QueryPlan(running, new_query, legacy_query)
+    return QueryPlan(
+        running, new_query, legacy_query, refs[0], refs[1] if legacy_query is not None else None
+    )
 
 
 def gate_problems(gates: Sequence[Gate], ctx: RoundContext) -> list[GateProblem]:

@@ -9,7 +9,9 @@ goes there.
 
 A round's queries run on the query pool of the Prometheus address
 (``segue.analysis.clients``), never in a thread shared with Kubernetes calls, and the round
-ends by its deadline whatever the server does.
+ends by its deadline whatever the server does. Template gates share batched queries with the
+rounds of other Rollouts on the same connection and interval (``segue.analysis.batcher``,
+``batching``); custom queries run alone.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Final
 
+from segue.analysis.batcher import BATCHER, Batcher
 from segue.analysis.clients import (
     DEFAULT_TIMEOUT_S,
     MAX_TIMEOUT_S,
@@ -41,7 +44,7 @@ from segue.analysis.providers.prometheus.planning import GateMisconfigured, plan
 from segue.analysis.providers.prometheus.provider import PROMETHEUS
 from segue.analysis.providers.prometheus.settings import Prometheus, PrometheusEndpoint
 from segue.analysis.providers.runtime import Connection, ProviderNotUsable, SecretReader
-from segue.analysis.round import Planned, run_round
+from segue.analysis.round import Batching, Planned, run_round
 from segue.api.base import SpecModel
 from segue.api.duration import parse_duration
 from segue.api.spec import Gate
@@ -65,9 +68,11 @@ async def evaluate_round(
     now: datetime,
     *,
     deadline_s: float | None = None,
+    batcher: Batcher | None = None,
 ) -> GateRound:
     """Every gate planned into PromQL for both versions and run on ``client``; a gate that
-    cannot be planned gets an ``Error`` status of its own. See
+    cannot be planned gets an ``Error`` status of its own. With ``batcher``, template gates
+    share batched queries with other Rollouts' rounds on the same client and interval. See
     :func:`segue.analysis.round.run_round` for the round's deadline and errors."""
     items: list[GateStatus | Planned] = []
     for gate in gates:
@@ -75,7 +80,13 @@ async def evaluate_round(
             items.append(plan_gate(gate, context))
         except GateMisconfigured as e:
             items.append(error_status(e.gate, e.message, at=now))
-    return await run_round(items, client, now, weight=context.weight, deadline_s=deadline_s)
+    batching = None
+    if batcher is not None:
+        interval_s = parse_duration(context.interval).total_seconds()
+        batching = Batching(batcher, interval_s)
+    return await run_round(
+        items, client, now, weight=context.weight, deadline_s=deadline_s, batching=batching
+    )
 
 
 @dataclass(frozen=True)
@@ -92,7 +103,7 @@ class PrometheusConnection:
             client = client_for_settings(self.settings)
         except (TypeError, ValueError) as e:
             return GateRound(evaluated_at=now, results=(), error=f"Prometheus: {e}")
-        return await evaluate_round(gates, context, client, now)
+        return await evaluate_round(gates, context, client, now, batcher=BATCHER)
 
 
 def client_for_settings(settings: PrometheusSettings) -> PooledClient:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Final
 
 from segue.analysis.bounds import BOUND_FIELDS, BOUND_NAMES, bounds, has_bound
@@ -79,6 +79,8 @@ class _Names:
     error_codes: str
     window: str
     quantile: str
+    # Batched forms only: the labels every aggregation keeps (``app, version``).
+    by: str = ""
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,9 @@ class Template:
     on_failure: OnFailure
     per_traffic_share: bool
     build: Callable[[_Names], str]
+    # The same measure for many Rollouts at once (``batching``): one series per
+    # (app, version[, namespace]), each equal to what ``build`` gives for that one.
+    build_batch: Callable[[_Names], str]
     bounds: Mapping[str, float] = field(default_factory=dict)
 
 
@@ -124,6 +129,40 @@ def _throughput(n: _Names) -> str:
     return f"sum(rate({n.metric}{{{n.selector}}}[{n.window}]))"
 
 
+# Batched forms. Every aggregation keeps ``by (<app label>, <version label>[, namespace
+# label])``, so each Rollout's version reads the series of its own label values; a ratio
+# divides series with the same labels. The single forms' ``or vector(0)`` (errors absent:
+# 0, not "no data") becomes ``or 0 * <all requests>``: 0 for exactly the groups that serve
+# traffic, as ``vector(0) / sum(...)`` is 0 only where the denominator exists.
+
+
+def _all_requests(n: _Names) -> str:
+    return f"sum by ({n.by}) (rate({n.metric}{{{n.selector}}}[{n.window}]))"
+
+
+def _error_rate_batch(n: _Names) -> str:
+    errors = (
+        f"sum by ({n.by}) "
+        f'(rate({n.metric}{{{n.selector},{n.code_label}=~"{n.error_codes}"}}[{n.window}]))'
+    )
+    return f"({errors} or (0 * {_all_requests(n)})) / {_all_requests(n)}"
+
+
+def _success_rate_batch(n: _Names) -> str:
+    ok = (
+        f"sum by ({n.by}) "
+        f'(rate({n.metric}{{{n.selector},{n.code_label}!~"{n.error_codes}"}}[{n.window}]))'
+    )
+    return f"({ok} or (0 * {_all_requests(n)})) / {_all_requests(n)}"
+
+
+def _latency_batch(n: _Names) -> str:
+    return (
+        f"histogram_quantile({n.quantile}, "
+        f"sum by (le, {n.by}) (rate({n.histogram}{{{n.selector}}}[{n.window}])))"
+    )
+
+
 TEMPLATES: Final[Mapping[str, Template]] = {
     t.name: t
     for t in (
@@ -135,6 +174,7 @@ TEMPLATES: Final[Mapping[str, Template]] = {
             on_failure="rollback",
             per_traffic_share=False,
             build=_error_rate,
+            build_batch=_error_rate_batch,
         ),
         Template(
             name="latency",
@@ -144,6 +184,7 @@ TEMPLATES: Final[Mapping[str, Template]] = {
             on_failure="rollback-graceful",
             per_traffic_share=False,
             build=_latency,
+            build_batch=_latency_batch,
         ),
         Template(
             name="throughput",
@@ -153,6 +194,7 @@ TEMPLATES: Final[Mapping[str, Template]] = {
             on_failure="rollback-graceful",
             per_traffic_share=True,
             build=_throughput,
+            build_batch=_all_requests,
         ),
         Template(
             name="success-rate",
@@ -162,6 +204,7 @@ TEMPLATES: Final[Mapping[str, Template]] = {
             on_failure="rollback-graceful",
             per_traffic_share=False,
             build=_success_rate,
+            build_batch=_success_rate_batch,
         ),
     )
 }
@@ -172,6 +215,22 @@ def template_query(template: str, labels: Mapping[str, str] | None = None) -> st
     """The query of a built-in template for these labels, with placeholders left in."""
     tpl = _template(template)
     return tpl.build(_names(labels or {}))
+
+
+def merged_labels(labels: Mapping[str, str] | None) -> dict[str, str]:
+    """A gate's template labels with the defaults filled in (not checked)."""
+    return {**DEFAULT_LABELS, **(labels or {})}
+
+
+def batched_template_query(
+    template: str, labels: Mapping[str, str], *, selector: str, by: str, window: str
+) -> str:
+    """The batched form of a built-in template for these labels: its series selected by
+    ``selector`` (label matchers without braces), aggregated ``by`` these labels, over the
+    rendered ``window``. TemplateError as :func:`template_query`."""
+    tpl = _template(template)
+    names = replace(_names(labels), selector=selector, by=by, window=window)
+    return tpl.build_batch(names)
 
 
 def with_policy(gate: Gate) -> Gate:

@@ -40,6 +40,7 @@ _DURATION_UNITS_MS: Final = (
     1_000,
     1,
 )
+_REGEX_META: Final = frozenset("\\.+*?()|[]{}^$")
 _PLACEHOLDER_RE: Final = re.compile(r"\{\{\s*(.*?)\s*\}\}", re.DOTALL)
 # Control, surrogate, format (bidi overrides...) and line/paragraph separators: none belongs
 # in a label value, and some could make a rendered query read differently than it parses.
@@ -139,6 +140,33 @@ def render(template: str, *, version: str, namespace: str, rollout: str, interva
     """
     values = {"version": version, "namespace": namespace, "rollout": rollout, "interval": interval}
     return _Renderer(template, values).render()
+
+
+def render_value(
+    text: str, *, version: str, namespace: str, rollout: str, interval: str, field: str = "value"
+) -> str:
+    """``text`` (a label value, such as a template's ``app``) with its placeholders replaced
+    by their validated values, unescaped: the value as Prometheus compares it. Raises
+    TemplateError as ``render`` would."""
+    values = {"version": version, "namespace": namespace, "rollout": rollout, "interval": interval}
+    renderer = _Renderer(text, values)
+
+    def value(m: re.Match[str]) -> str:
+        name = m.group(1)
+        if name not in values:
+            raise TemplateError(f"unknown placeholder {{{{ {name} }}}}", name)
+        return renderer.validated(name)
+
+    rendered = _PLACEHOLDER_RE.sub(value, text)
+    _refuse_control_characters(rendered, field)
+    return rendered
+
+
+def regex_escape(value: str) -> str:
+    """``value`` as an RE2 regex (Prometheus' ``=~``) matching exactly ``value``: each RE2
+    metacharacter behind a backslash. Escape the result again for the string literal it
+    stands in (:func:`escape_string_literal`)."""
+    return "".join("\\" + ch if ch in _REGEX_META else ch for ch in value)
 
 
 def check(template: str) -> None:
