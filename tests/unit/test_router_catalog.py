@@ -59,3 +59,10 @@ def test_unknown_routers_are_refused_by_name() -> None:
     assert check_routers(["replicas", "replicas"]) == ["replicas"]
     with pytest.raises(ValueError, match=r"unknown router.*linkerd"):
         check_routers(["gatewayAPI", "linkerd"])
+
+
+def test_make_crds_writes_the_catalog_routers_into_the_chart_schema() -> None:
+    text = (ROOT / "charts/segue/values.schema.json").read_text()
+    stale = text.replace(json.dumps(chart.router_keys()), '["gatewayAPI"]')
+    assert stale != text
+    assert chart.with_router_keys(stale) == text

@@ -1,11 +1,11 @@
 """The chart's router parts, generated from the catalog (``make crds``): one named template
 of RBAC rules per router (``charts/segue/templates/_routers.tpl``), included for each router
-in the chart value ``routers``; a unit test keeps values.schema.json's list of routers equal
-to the catalog's."""
+in the chart value ``routers``, and the routers values.schema.json allows in that value."""
 
 from __future__ import annotations
 
 import json
+import re
 import sys
 import textwrap
 from pathlib import Path
@@ -13,6 +13,9 @@ from pathlib import Path
 from segue.traffic.catalog import ROUTERS
 
 TEMPLATE = Path("charts/segue/templates/_routers.tpl")
+SCHEMA = Path("charts/segue/values.schema.json")
+# The one line of values.schema.json that lists the routers, inside "routers".
+_ENUM = re.compile(r'("routers": \{[^}]*?"items": \{ "enum": )\[[^\]]*\]', re.S)
 
 
 def render() -> str:
@@ -35,15 +38,26 @@ def render() -> str:
 
 
 def router_keys() -> list[str]:
-    """What values.schema.json must allow in ``routers`` (a unit test keeps them equal)."""
+    """What values.schema.json allows in ``routers``."""
     return [p.key for p in ROUTERS]
+
+
+def with_router_keys(schema: str) -> str:
+    """values.schema.json with the catalog's routers in the ``routers`` enum, the rest of
+    the text (and its layout) unchanged."""
+    updated, count = _ENUM.subn(lambda m: m.group(1) + json.dumps(router_keys()), schema)
+    if count != 1:
+        raise ValueError(f"{SCHEMA}: no single routers enum to update")
+    return updated
 
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     root = Path(args[0]) if args else Path(".")
     (root / TEMPLATE).write_text(render())
-    print(f"wrote {root / TEMPLATE}")
+    schema = root / SCHEMA
+    schema.write_text(with_router_keys(schema.read_text()))
+    print(f"wrote {root / TEMPLATE}, {schema}")
     return 0
 
 
