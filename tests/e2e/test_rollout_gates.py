@@ -279,3 +279,42 @@ def _yaml(doc: dict[str, Any]) -> str:
     import yaml
 
     return yaml.safe_dump(doc)
+
+
+def test_a_new_version_that_cannot_keep_up_fails_the_throughput_gate(
+    kube, namespace, setup, operator
+):
+    """The simulator's throughput knob: the new version completes only half the requests
+    routed to it, so per unit of traffic share it serves half of legacy's rate, below the
+    throughput template's 90 % bound; the gate fails and the Rollout rolls back gracefully
+    (the template's onFailure), while the same plan with both at full throughput holds."""
+    gate_spec = {
+        "name": "throughput",
+        "template": "throughput",
+        "labels": {"app": setup.app, "window": "5s"},
+        "failureLimit": 2,
+    }
+    steps = [{"setWeight": 40}, {"approval": {}}]
+    apply(kube, namespace, gated(setup.app, steps, [gate_spec], rollback={"duration": "2s"}))
+    status = wait_until(
+        "a passing throughput round at 40%",
+        lambda: setup.rollouts.status("shop"),
+        lambda s: gate(s, "throughput").get("verdict") == "Pass",
+        120,
+    )
+    assert status["phase"] == "AwaitingApproval"
+    setup.sim.set("new", throughput=0.5)
+    status = wait_until(
+        "RolledBack",
+        lambda: setup.rollouts.status("shop"),
+        lambda s: s.get("phase") == "RolledBack",
+        120,
+    )
+    # The history entry of the rollback carries the numbers of the gate that started it.
+    (started,) = [h for h in status["history"] if h["event"] == "RollingBack"]
+    assert started["gate"] == "throughput"
+    # Per unit of share the new version served less than 90 % of legacy's rate (half,
+    # once the rate window has only requests from after the change).
+    assert 0.3 * started["legacyValue"] < started["value"] < 0.9 * started["legacyValue"]
+    assert status["rollback"]["mode"] == "graceful"
+    assert setup.rollouts.new_weight("shop") == 0
