@@ -37,6 +37,7 @@ from segue.controller.kube import (
 from segue.controller.metrics import OperatorMetrics
 from segue.controller.migrations import MigrationReconciler, migration_needs_work
 from segue.controller.notifications import WebhookTargets
+from segue.controller.ratelimit import DEFAULT_BURST, DEFAULT_QPS
 from segue.controller.reconcile import Reconciler
 from segue.controller.store import Store
 from segue.controller.workers import Supervisor, Worker
@@ -82,17 +83,20 @@ def build(
     require_managed_label: bool = False,
     allowed_addresses: Sequence[str] = (),
     routers: Sequence[str] = DEFAULT_ROUTERS,
+    kube_qps: float = DEFAULT_QPS,
+    kube_burst: int = DEFAULT_BURST,
 ) -> Operator:
     """``require_managed_label``: write only to Deployments and routing objects labelled
     ``segue.dev/managed=true`` (a Rollout naming another is Stalled, ``NotManaged``).
     ``allowed_addresses``: inline Prometheus addresses Rollouts may name, besides
     ``prometheus_address``. ``routers``: the routers this operator runs; it watches their
-    kinds, and a Rollout naming another router is Failed before any traffic moves."""
+    kinds, and a Rollout naming another router is Failed before any traffic moves.
+    ``kube_qps``, ``kube_burst``: the client-side rate limit of each Kubernetes lane."""
     enabled = check_routers(routers)
     for key in enabled:
         for watched in plugin(key).watches:
             _watch_router_kind(watched)
-    kube = Kube(load_configuration())
+    kube = Kube(load_configuration(), qps=kube_qps, burst=kube_burst)
     secrets = Secrets(kube)
     metrics = OperatorMetrics()
     REQUESTS.listeners.append(lambda method: metrics.kube_requests.labels(method).inc())
