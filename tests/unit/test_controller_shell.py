@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -16,7 +16,7 @@ from segue.api.routing import Segment
 from segue.api.spec import RolloutSpec, Traffic, Workload
 from segue.controller import kube
 from segue.controller.gates import GateRunner
-from segue.controller.reconcile import CONFLICT_WAIT_S, Reconciler
+from segue.controller.reconcile import CONFLICT_WAIT_S, ROUND_LEAD_S, Reconciler
 from segue.controller.store import Store
 from segue.controller.workers import FINALIZER, Supervisor, Worker, needs_work
 from segue.engine import GateRound
@@ -618,5 +618,50 @@ def test_a_second_approval_set_while_the_first_is_handled_is_not_removed():
         await shell.run()
         assert not [e for e in shell.log if e[0] == "annotations"]
         assert shell.rollouts.obj["metadata"]["annotations"] == {"segue.dev/approve": "2"}
+
+    asyncio.run(scenario())
+
+
+# -- analysis rounds and holds ----------------------------------------------------------
+
+
+def _holding_with_round(evaluated_ago_s: float) -> tuple[Shell, asyncio.Task[GateRound]]:
+    """At 30 % in a 5 s hold that started NOW, analysis every 30 s, and a round evaluated
+    ``evaluated_ago_s`` before NOW that has just completed (the next is 30 s away)."""
+    spec = spec_dict(
+        steps=[{"setWeight": 30}, {"pause": {"duration": "5s"}}, {"setWeight": 60}],
+        analysis=analysis(),
+    )
+    obj = rollout("Progressing", 30, spec=spec, stepStartedAt="2026-03-01T12:00:00Z")
+    shell = Shell(obj, weight=30)
+
+    async def earlier() -> GateRound:
+        return GateRound(evaluated_at=NOW - timedelta(seconds=evaluated_ago_s), results=())
+
+    task = asyncio.ensure_future(earlier())
+    shell.worker.rounds.maybe_start(asyncio.get_running_loop().time(), 30.0, lambda: task)
+    return shell, task
+
+
+def test_a_hold_gets_a_round_of_its_step_just_before_it_ends():
+    async def scenario() -> None:
+        shell, task = _holding_with_round(evaluated_ago_s=10)
+        await task
+        wait = await shell.run()
+        loop = asyncio.get_running_loop()
+        # The interval would bring the next round 30 s from now, 25 s after the hold's end.
+        assert shell.worker.rounds.due_in(loop.time()) <= 5 - ROUND_LEAD_S
+        assert wait is not None and wait <= 5 - ROUND_LEAD_S
+        assert shell.gates.runs == 0  # not yet: the round runs near the hold's end
+
+    asyncio.run(scenario())
+
+
+def test_a_hold_with_a_round_of_its_step_keeps_the_interval():
+    async def scenario() -> None:
+        shell, task = _holding_with_round(evaluated_ago_s=-1)  # evaluated within the step
+        await task
+        await shell.run()
+        assert shell.worker.rounds.due_in(asyncio.get_running_loop().time()) > 25
 
     asyncio.run(scenario())

@@ -65,6 +65,8 @@ ANNOTATIONS: Final = OBSERVED
 MAX_SLEEP_S: Final = 60.0
 # After a lost race (409), wait this long for the watch to bring the newer object.
 CONFLICT_WAIT_S: Final = 0.5
+# A round a hold's end needs starts this long before it (the queries' time to answer).
+ROUND_LEAD_S: Final = 1.0
 
 
 class PostEvent(Protocol):
@@ -575,8 +577,22 @@ class Reconciler:
         if decision.requeue_after is not None:
             waits.append(decision.requeue_after)
         if spec is not None and spec.analysis is not None and phase in ANALYSED:
-            waits.append(w.rounds.due_in(asyncio.get_running_loop().time()))
+            now = asyncio.get_running_loop().time()
+            wait = decision.requeue_after
+            if wait is not None and not _round_within_step(w.rounds.latest, decision.status):
+                # Ending a hold needs a passing round evaluated after the step started: run
+                # it just before the hold ends rather than wait for the interval.
+                w.rounds.due_by(now + max(0.0, wait - ROUND_LEAD_S))
+            waits.append(w.rounds.due_in(now))
         return max(0.01, min(waits))
+
+
+def _round_within_step(latest: GateRound | None, status: RolloutStatus) -> bool:
+    """Whether the latest analysis round was evaluated after the current step started."""
+    if latest is None:
+        return False
+    started = status.step_started_at
+    return started is None or latest.evaluated_at >= started
 
 
 def _refs(namespace: str, legacy: Workload, new: Workload, router: Router | None) -> list[Ref]:
