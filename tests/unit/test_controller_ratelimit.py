@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from typing import Any
 
 import pytest
@@ -104,4 +105,32 @@ def _fake_lane(
 ) -> kube_module.Lane:
     from concurrent.futures import ThreadPoolExecutor
 
-    return kube_module.Lane(name, object(), ThreadPoolExecutor(1), TokenBucket(qps, burst))  # type: ignore[arg-type]
+    return kube_module.Lane(
+        name,
+        object(),  # type: ignore[arg-type]
+        ThreadPoolExecutor(workers),
+        TokenBucket(qps, burst),
+        asyncio.Semaphore(workers),
+    )
+
+
+def test_waiting_for_a_thread_is_not_an_outage(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A request queued behind others gets its deadline from when it is sent: requests
+    piling up on a busy lane are not taken for an API server that does not answer."""
+    monkeypatch.setattr(kube_module.Lane, "create", _fake_lane)
+    monkeypatch.setattr(kube_module, "NORMAL_WORKERS", 1)
+    kube = Kube(object(), deadline_s=2.0)  # type: ignore[arg-type]
+
+    def slow(api: Any) -> str:
+        threading.Event().wait(1.2)  # each well within the deadline, both together not
+        return "ok"
+
+    async def go() -> None:
+        results = await asyncio.gather(kube.call(slow), kube.call(slow))
+        assert list(results) == ["ok", "ok"]
+        assert not kube.connectivity.down
+
+    try:
+        asyncio.run(go())
+    finally:
+        kube.close()

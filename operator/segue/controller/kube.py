@@ -182,6 +182,9 @@ class Lane:
     api: client.ApiClient
     executor: ThreadPoolExecutor
     limit: TokenBucket
+    # One per thread: a request waits for a free thread here, where no deadline runs, so
+    # a queue of requests is never taken for an API server that does not answer.
+    slots: asyncio.Semaphore
 
     @classmethod
     def create(
@@ -211,7 +214,7 @@ class Lane:
         for api_class in (client.AppsV1Api, client.CoreV1Api, client.CustomObjectsApi):
             api_class(api)
         executor = ThreadPoolExecutor(workers, thread_name_prefix=f"kube-{name}")
-        return cls(name, api, executor, TokenBucket(qps, burst))
+        return cls(name, api, executor, TokenBucket(qps, burst), asyncio.Semaphore(workers))
 
 
 def _copy(configuration: client.Configuration) -> client.Configuration:
@@ -251,10 +254,11 @@ class Kube:
         if wait > 0:
             await asyncio.sleep(wait)
         loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(lane.executor, functools.partial(fn, lane.api))
         try:
-            async with asyncio.timeout(self.deadline_s):
-                result = await future
+            async with lane.slots:
+                future = loop.run_in_executor(lane.executor, functools.partial(fn, lane.api))
+                async with asyncio.timeout(self.deadline_s):
+                    result = await future
         except Exception as e:
             if is_status(e, 429):
                 assert isinstance(e, ApiException)
