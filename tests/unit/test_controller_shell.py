@@ -16,13 +16,18 @@ from segue.api.routing import Segment
 from segue.api.spec import RolloutSpec, Traffic, Workload
 from segue.controller import kube
 from segue.controller.gates import GateRunner
-from segue.controller.reconcile import CONFLICT_WAIT_S, ROUND_LEAD_S, Reconciler
+from segue.controller.reconcile import (
+    CONFLICT_WAIT_S,
+    READINGS_REFRESH_S,
+    ROUND_LEAD_S,
+    Reconciler,
+)
 from segue.controller.store import Store
 from segue.controller.workers import FINALIZER, Supervisor, Worker, needs_work
 from segue.engine import GateRound
 from segue.traffic.base import Ref, RouterError
 from segue.workloads.deployments import DeploymentState
-from tests.unit.conftest import analysis, spec_dict
+from tests.unit.conftest import analysis, gate_round, spec_dict, verdict
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 Log = list[tuple[Any, ...]]
@@ -158,7 +163,9 @@ class FakeGates:
 
     async def run(self, namespace: str, name: str, spec: RolloutSpec, weight: int) -> GateRound:
         self.runs += 1
-        return GateRound(evaluated_at=NOW, results=())
+        return self.round
+
+    round = GateRound(evaluated_at=NOW, results=())
 
     def refusal(self, spec: RolloutSpec) -> str | None:
         return self.runner.refusal(spec)
@@ -663,5 +670,71 @@ def test_a_hold_with_a_round_of_its_step_keeps_the_interval():
         await task
         await shell.run()
         assert shell.worker.rounds.due_in(asyncio.get_running_loop().time()) > 25
+
+    asyncio.run(scenario())
+
+
+# -- gate readings in status ------------------------------------------------------------
+
+
+def _waiting_with_gate(last_evaluated_ago_s: float) -> Shell:
+    """At 30 % awaiting approval, its gate passing in status as of ``last_evaluated_ago_s``
+    before NOW."""
+    spec = spec_dict(steps=[{"setWeight": 30}, {"approval": {}}], analysis=analysis())
+    written = NOW - timedelta(seconds=last_evaluated_ago_s)
+    gate = {
+        "name": "errors",
+        "value": 0.01,
+        "legacyValue": 0.01,
+        "bound": "<= 0.05",
+        "verdict": "Pass",
+        "consecutiveFailures": 0,
+        "consecutiveNoData": 0,
+        "failureLimit": 1,
+        "onFailure": "rollback",
+        "lastEvaluated": written.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "message": "errors pass",
+    }
+    obj = rollout(
+        "AwaitingApproval", 30, spec=spec, stepStartedAt="2026-03-01T11:50:00Z", gates=[gate]
+    )
+    return Shell(obj, weight=30)
+
+
+async def _one_round(shell: Shell, *verdicts: Any) -> None:
+    shell.gates.round = gate_round(NOW, *verdicts)
+    await shell.run()  # starts the round
+    await asyncio.sleep(0)
+    shell.log.clear()
+    shell.worker.obj = copy.deepcopy(shell.rollouts.obj)
+    await shell.run()  # folds it in
+
+
+def test_a_round_that_only_refreshes_readings_is_not_written():
+    async def scenario() -> None:
+        shell = _waiting_with_gate(last_evaluated_ago_s=10)
+        await _one_round(shell, verdict(value=0.02, message="errors 0.02 <= 0.05"))
+        assert "status" not in shell.kinds()
+
+    asyncio.run(scenario())
+
+
+def test_readings_are_written_once_they_are_a_minute_old():
+    async def scenario() -> None:
+        shell = _waiting_with_gate(last_evaluated_ago_s=READINGS_REFRESH_S)
+        await _one_round(shell, verdict(value=0.02))
+        assert "status" in shell.kinds()
+        gate = shell.rollouts.obj["status"]["gates"][0]
+        assert gate["value"] == 0.02
+
+    asyncio.run(scenario())
+
+
+def test_a_failing_round_is_written_at_once():
+    async def scenario() -> None:
+        shell = _waiting_with_gate(last_evaluated_ago_s=10)
+        await _one_round(shell, verdict(result="Fail", value=0.5, limit=3))
+        assert "status" in shell.kinds()
+        assert shell.rollouts.obj["status"]["gates"][0]["consecutiveFailures"] == 1
 
     asyncio.run(scenario())
