@@ -51,10 +51,13 @@ from segue import GROUP, PLURAL, VERSION
 from segue.traffic.replicas.router import targets
 from segue.workloads.deployments import DeploymentState
 from segue_testkit import cluster, scenario
+from segue_testkit.cluster.nodes import fake_nodes_manifest
+from segue_testkit.cluster.settings import NODE_COUNT
 from segue_testkit.scenario import ObjectWatch, Progress, percentile
 
 WEIGHTS: Final = (25, 50, 75, 100)
 LEGACY_PODS: Final = 4  # replicas router: 25 % steps are whole pods
+PODS_PER_NODE: Final = 100  # of the 110 a KWOK node takes, so a few are left over
 SHARED: Final = "scale"  # the Deployment pair all Gateway API Rollouts share
 ROUTERS: Final = ("gatewayAPI", "replicas")
 IDLE_S: Final = 10.0
@@ -194,6 +197,10 @@ class Run:
         scenario.ensure_namespace(self.env, self.ns)
         self.start_watches()
         if self.replicas:
+            # KWOK nodes take 110 pods each: enough of them for every pair at its peak.
+            nodes = -(-self.n * (LEGACY_PODS + 1) // PODS_PER_NODE)
+            if nodes > NODE_COUNT:
+                self.env.kubectl("apply", "-f", "-", input=fake_nodes_manifest(nodes))
             docs = [
                 d
                 for app in self.names("r")
@@ -580,10 +587,12 @@ def main() -> int:
     try:
         for n in counts:
             rows.append(bench(env, args, n, args.shards))
+            report(rows[-1:], args)  # each row as soon as it is measured
     finally:
         if sim is not None:
             sim.stop()
-    report(rows, args)
+    if len(rows) > 1:
+        report(rows, args)
     return 0
 
 
