@@ -134,3 +134,36 @@ def test_waiting_for_a_thread_is_not_an_outage(monkeypatch: pytest.MonkeyPatch) 
         asyncio.run(go())
     finally:
         kube.close()
+
+
+def test_ordinary_requests_wait_while_urgent_ones_are_under_way(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(kube_module.Lane, "create", _fake_lane)
+    kube = Kube(object())  # type: ignore[arg-type]
+    release = threading.Event()
+    order: list[str] = []
+
+    def abort(api: Any) -> None:
+        release.wait(10)
+        order.append("urgent")
+
+    def progress(api: Any) -> None:
+        order.append("normal")
+
+    async def go() -> None:
+        with kube_module.urgent():
+            first = asyncio.create_task(kube.call(abort))
+        await asyncio.sleep(0)  # the urgent request is under way
+        second = asyncio.create_task(kube.call(progress))
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert order == []  # the ordinary request has not been sent
+        release.set()
+        await asyncio.gather(first, second)
+        assert order == ["urgent", "normal"]
+
+    try:
+        asyncio.run(go())
+    finally:
+        kube.close()

@@ -242,14 +242,33 @@ class Kube:
         self.urgent = Lane.create("urgent", configuration, URGENT_WORKERS, qps, burst)
         self.connectivity = connectivity or Connectivity()
         self.deadline_s = deadline_s
+        # Requests of the urgent lane under way; while there are any, the normal lane sends
+        # nothing new, so on a saturated API server pulling traffic back goes first.
+        self._urgent_active = 0
+        self._urgent_idle = asyncio.Event()
+        self._urgent_idle.set()
         self._probe: asyncio.Task[None] | None = None
 
     def lane(self) -> Lane:
         return self.urgent if _urgent.get() else self.normal
 
     async def call(self, fn: Callable[[client.ApiClient], T]) -> T:
-        """Run ``fn(api_client)`` on the current lane's pool."""
+        """Run ``fn(api_client)`` on the current lane's pool. An ordinary request waits
+        while urgent ones are under way."""
         lane = self.lane()
+        if lane is not self.urgent:
+            await self._urgent_idle.wait()
+            return await self._send(lane, fn)
+        self._urgent_active += 1
+        self._urgent_idle.clear()
+        try:
+            return await self._send(lane, fn)
+        finally:
+            self._urgent_active -= 1
+            if not self._urgent_active:
+                self._urgent_idle.set()
+
+    async def _send(self, lane: Lane, fn: Callable[[client.ApiClient], T]) -> T:
         wait = lane.limit.reserve()
         if wait > 0:
             await asyncio.sleep(wait)
