@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 BIN    := $(VENV)/bin
 
-.PHONY: test demo lint unit e2e cluster-up cluster-down crds bench clean
+.PHONY: test demo lint unit e2e cluster-up cluster-down crds bench bench-scale clean
 
 # Reinstall when the dependencies change; the stamp keeps repeated runs fast. The operator and
 # its test kit (testkit/: local cluster, traffic simulator, scenario helpers) in one command, so
@@ -44,6 +44,13 @@ bench: $(VENV)/.installed
 	$(PY) hack/count_requests.py --steps 5
 	$(PY) hack/bench_steps.py --rollouts 4
 	$(PY) hack/bench_abort.py --rollouts 50
+
+## bench-scale: N = 100 and 1,000 Rollouts on one operator (Gateway API router, two gates each,
+## abort latency), the replicas router at N = 10 and 100 against its floor, and 3 shards at 1,000
+bench-scale: $(VENV)/.installed
+	$(PY) hack/bench_scale.py --rollouts 100,1000 --router gatewayAPI --gates 2 --abort
+	$(PY) hack/bench_scale.py --rollouts 10,100 --router replicas --floor
+	$(PY) hack/bench_scale.py --rollouts 1000 --router gatewayAPI --gates 2 --abort --shards 3
 
 cluster-up: $(VENV)/.installed
 	$(PY) -m segue_testkit.cluster up

@@ -35,7 +35,7 @@ from segue.traffic.base import Json
 from segue.traffic.replicas.router import WEIGHT, ReplicasRouter, targets
 from segue.workloads.deployments import DeploymentState
 from segue_testkit import scenario
-from segue_testkit.scenario import ObjectWatch, Seen, parse_time, spread
+from segue_testkit.scenario import ObjectWatch, Seen, spread
 
 WEIGHTS: Final = (25, 50, 75, 100)
 LEGACY_PODS: Final = 4  # replicas router: 25 % steps are whole pods
@@ -190,13 +190,11 @@ class Bench:
 
     def analyse(self, router: str, app: str, created: float, done: Seen) -> Result:
         history = (done.obj.get("status") or {}).get("history") or []
-        confirmed = [
-            (parse_time(h["time"]), int(h["weight"])) for h in history if h["event"] == "WeightSet"
-        ]
-        succeeded = [parse_time(h["time"]) for h in history if h["event"] == "Succeeded"]
-        if [w for _, w in confirmed] != list(WEIGHTS) or not succeeded:
+        confirmed = scenario.confirmed_weights(history)
+        succeeded = scenario.finished_at(history)
+        if [w for _, w in confirmed] != list(WEIGHTS) or succeeded is None:
             raise SystemExit(f"{app}: unexpected history {history}")
-        result = Result(router, app, succeeded[-1] - created, confirmed[0][0] - created)
+        result = Result(router, app, succeeded - created, confirmed[0][0] - created)
         for (held_from, _), (at, weight) in itertools.pairwise(confirmed):
             marks = self.marks(router, app, weight, held_from)
             result.steps.append(Step(held_from + self.hold_s, at, marks))

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -18,13 +18,18 @@ from segue.api.routing import Segment
 from segue.api.spec import RolloutSpec, Traffic, Workload
 from segue.controller import kube
 from segue.controller.gates import GateRunner
-from segue.controller.reconcile import CONFLICT_WAIT_S, Reconciler
+from segue.controller.reconcile import (
+    CONFLICT_WAIT_S,
+    READINGS_REFRESH_S,
+    ROUND_LEAD_S,
+    Reconciler,
+)
 from segue.controller.store import Store
 from segue.controller.workers import FINALIZER, Supervisor, Worker, needs_work
 from segue.engine import GateRound
 from segue.traffic.base import Ref, RouterError
 from segue.workloads.deployments import DeploymentState
-from tests.unit.conftest import analysis, spec_dict
+from tests.unit.conftest import analysis, gate_round, spec_dict, verdict
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 Log = list[tuple[Any, ...]]
@@ -159,7 +164,9 @@ class FakeGates:
 
     async def run(self, namespace: str, name: str, spec: RolloutSpec, weight: int) -> GateRound:
         self.runs += 1
-        return GateRound(evaluated_at=NOW, results=())
+        return self.round
+
+    round = GateRound(evaluated_at=NOW, results=())
 
     def refusal(self, spec: RolloutSpec) -> str | None:
         return self.runner.refusal(spec)
@@ -622,5 +629,119 @@ def test_a_second_approval_set_while_the_first_is_handled_is_not_removed():
         await shell.run()
         assert not [e for e in shell.log if e[0] == "annotations"]
         assert shell.rollouts.obj["metadata"]["annotations"] == {"segue.dev/approve": "2"}
+
+    asyncio.run(scenario())
+
+
+# -- analysis rounds and holds ----------------------------------------------------------
+
+
+def _holding_with_round(evaluated_ago_s: float) -> tuple[Shell, asyncio.Task[GateRound]]:
+    """At 30 % in a 5 s hold that started NOW, analysis every 30 s, and a round evaluated
+    ``evaluated_ago_s`` before NOW that has just completed (the next is on the interval's
+    grid, 15 to 45 s away)."""
+    spec = spec_dict(
+        steps=[{"setWeight": 30}, {"pause": {"duration": "5s"}}, {"setWeight": 60}],
+        analysis=analysis(),
+    )
+    obj = rollout("Progressing", 30, spec=spec, stepStartedAt="2026-03-01T12:00:00Z")
+    shell = Shell(obj, weight=30)
+
+    async def earlier() -> GateRound:
+        return GateRound(evaluated_at=NOW - timedelta(seconds=evaluated_ago_s), results=())
+
+    task = asyncio.ensure_future(earlier())
+    shell.worker.rounds.maybe_start(asyncio.get_running_loop().time(), 30.0, lambda: task)
+    return shell, task
+
+
+def test_a_hold_gets_a_round_of_its_step_just_before_it_ends():
+    async def scenario() -> None:
+        shell, task = _holding_with_round(evaluated_ago_s=10)
+        await task
+        wait = await shell.run()
+        loop = asyncio.get_running_loop()
+        # The interval would bring the next round 30 s from now, 25 s after the hold's end.
+        assert shell.worker.rounds.due_in(loop.time()) <= 5 - ROUND_LEAD_S
+        assert wait is not None and wait <= 5 - ROUND_LEAD_S
+        assert shell.gates.runs == 0  # not yet: the round runs near the hold's end
+
+    asyncio.run(scenario())
+
+
+def test_a_hold_with_a_round_of_its_step_keeps_the_interval():
+    async def scenario() -> None:
+        shell, task = _holding_with_round(evaluated_ago_s=-1)  # evaluated within the step
+        await task
+        await shell.run()
+        # No round of its own before the hold ends (5 s): the next is the interval's, on
+        # its grid at least half an interval (15 s) after the last one started.
+        assert shell.worker.rounds.due_in(asyncio.get_running_loop().time()) > 10
+
+    asyncio.run(scenario())
+
+
+# -- gate readings in status ------------------------------------------------------------
+
+
+def _waiting_with_gate(last_evaluated_ago_s: float) -> Shell:
+    """At 30 % awaiting approval, its gate passing in status as of ``last_evaluated_ago_s``
+    before NOW."""
+    spec = spec_dict(steps=[{"setWeight": 30}, {"approval": {}}], analysis=analysis())
+    written = NOW - timedelta(seconds=last_evaluated_ago_s)
+    gate = {
+        "name": "errors",
+        "value": 0.01,
+        "legacyValue": 0.01,
+        "bound": "<= 0.05",
+        "verdict": "Pass",
+        "consecutiveFailures": 0,
+        "consecutiveNoData": 0,
+        "failureLimit": 1,
+        "onFailure": "rollback",
+        "lastEvaluated": written.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "message": "errors pass",
+    }
+    obj = rollout(
+        "AwaitingApproval", 30, spec=spec, stepStartedAt="2026-03-01T11:50:00Z", gates=[gate]
+    )
+    return Shell(obj, weight=30)
+
+
+async def _one_round(shell: Shell, *verdicts: Any) -> None:
+    shell.gates.round = gate_round(NOW, *verdicts)
+    await shell.run()  # starts the round
+    await asyncio.sleep(0)
+    shell.log.clear()
+    shell.worker.obj = copy.deepcopy(shell.rollouts.obj)
+    await shell.run()  # folds it in
+
+
+def test_a_round_that_only_refreshes_readings_is_not_written():
+    async def scenario() -> None:
+        shell = _waiting_with_gate(last_evaluated_ago_s=10)
+        await _one_round(shell, verdict(value=0.02, message="errors 0.02 <= 0.05"))
+        assert "status" not in shell.kinds()
+
+    asyncio.run(scenario())
+
+
+def test_readings_are_written_once_they_are_a_minute_old():
+    async def scenario() -> None:
+        shell = _waiting_with_gate(last_evaluated_ago_s=READINGS_REFRESH_S)
+        await _one_round(shell, verdict(value=0.02))
+        assert "status" in shell.kinds()
+        gate = shell.rollouts.obj["status"]["gates"][0]
+        assert gate["value"] == 0.02
+
+    asyncio.run(scenario())
+
+
+def test_a_failing_round_is_written_at_once():
+    async def scenario() -> None:
+        shell = _waiting_with_gate(last_evaluated_ago_s=10)
+        await _one_round(shell, verdict(result="Fail", value=0.5, limit=3))
+        assert "status" in shell.kinds()
+        assert shell.rollouts.obj["status"]["gates"][0]["consecutiveFailures"] == 1
 
     asyncio.run(scenario())

@@ -270,6 +270,11 @@ class RoundScheduler:
             self._task = start()
             self._next_at = next_tick(loop_now, interval_s)
 
+    def due_by(self, loop_time: float) -> None:
+        """Start the next round no later than ``loop_time`` (a hold that ends then needs a
+        round evaluated within its step; the interval alone might bring it seconds late)."""
+        self._next_at = min(self._next_at, loop_time)
+
     def cancel(self) -> None:
         if self._task is not None:
             self._task.cancel()

@@ -39,6 +39,7 @@ from segue.controller.kube import (
 from segue.controller.metrics import OperatorMetrics
 from segue.controller.migrations import MigrationReconciler, migration_needs_work
 from segue.controller.notifications import WebhookTargets
+from segue.controller.ratelimit import DEFAULT_BURST, DEFAULT_QPS
 from segue.controller.reconcile import Reconciler
 from segue.controller.shards import Shard, only_shard
 from segue.controller.store import Store
@@ -88,6 +89,8 @@ def build(
     routers: Sequence[str] = DEFAULT_ROUTERS,
     shard: Shard | None = None,
     unusable: Mapping[str, str] | None = None,
+    kube_qps: float = DEFAULT_QPS,
+    kube_burst: int = DEFAULT_BURST,
 ) -> Operator:
     """``runtimes``: the metric providers' runtimes with the operator's flags applied (any
     not given run with their defaults). ``require_managed_label``: write only to
@@ -97,7 +100,8 @@ def build(
     moves. ``shard``: only Rollouts and Migrations of this shard get workers; the store
     still holds every one (dependsOn and Migrations read other Rollouts). ``unusable``:
     enabled routers that cannot run here and why (``preflight``): their kinds are not
-    watched, and a Rollout naming one is Failed with the reason."""
+    watched, and a Rollout naming one is Failed with the reason. ``kube_qps``,
+    ``kube_burst``: the client-side rate limit of each Kubernetes lane."""
     mine = shard or Shard()
     enabled = check_routers(routers)
     unusable = dict(unusable or {})
@@ -106,7 +110,7 @@ def build(
             continue
         for watched in plugin(key).watches:
             _watch_router_kind(watched)
-    kube = Kube(load_configuration())
+    kube = Kube(load_configuration(), qps=kube_qps, burst=kube_burst)
     secrets = Secrets(kube)
     metrics = OperatorMetrics()
     REQUESTS.listeners.append(lambda method: metrics.kube_requests.labels(method).inc())

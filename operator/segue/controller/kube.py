@@ -34,6 +34,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from segue import FIELD_MANAGER, GROUP, PLURAL, VERSION
+from segue.controller.ratelimit import DEFAULT_BURST, DEFAULT_QPS, TokenBucket, retry_after
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +52,10 @@ PROBE_INTERVAL_S: Final = 0.5
 # that cannot reach it (502, 504) or the server itself, starting or stopping (503). Status 0:
 # no HTTP answer at all (the client's TLS failures).
 UNAVAILABLE: Final = frozenset({0, 502, 503, 504})
-NORMAL_WORKERS: Final = 8
-URGENT_WORKERS: Final = 16
+# Threads (and connections) per lane; how fast they may send is the rate limit's business
+# (``ratelimit.TokenBucket``), so a lane never has fewer requests in flight than it may send.
+NORMAL_WORKERS: Final = 32
+URGENT_WORKERS: Final = 32
 
 _urgent: contextvars.ContextVar[bool] = contextvars.ContextVar("segue_urgent", default=False)
 
@@ -87,6 +90,15 @@ REQUESTS = RequestCounter()
 
 class ApiUnavailable(Exception):
     """The API server could not be reached (connection refused, timed out)."""
+
+
+class ApiThrottled(Exception):
+    """The API server answered 429 (priority and fairness, or a CRD still initialising):
+    the lane sends nothing for ``retry_after_s`` and the pass is retried after it."""
+
+    def __init__(self, retry_after_s: float) -> None:
+        super().__init__(f"throttled by the API server; retrying after {retry_after_s:g}s")
+        self.retry_after_s = retry_after_s
 
 
 class Connectivity:
@@ -169,9 +181,20 @@ class Lane:
     name: str
     api: client.ApiClient
     executor: ThreadPoolExecutor
+    limit: TokenBucket
+    # One per thread: a request waits for a free thread here, where no deadline runs, so
+    # a queue of requests is never taken for an API server that does not answer.
+    slots: asyncio.Semaphore
 
     @classmethod
-    def create(cls, name: str, configuration: client.Configuration, workers: int) -> Lane:
+    def create(
+        cls,
+        name: str,
+        configuration: client.Configuration,
+        workers: int,
+        qps: float = DEFAULT_QPS,
+        burst: int = DEFAULT_BURST,
+    ) -> Lane:
         configuration = _copy(configuration)
         configuration.connection_pool_maxsize = workers
         configuration.retries = False
@@ -191,7 +214,7 @@ class Lane:
         for api_class in (client.AppsV1Api, client.CoreV1Api, client.CustomObjectsApi):
             api_class(api)
         executor = ThreadPoolExecutor(workers, thread_name_prefix=f"kube-{name}")
-        return cls(name, api, executor)
+        return cls(name, api, executor, TokenBucket(qps, burst), asyncio.Semaphore(workers))
 
 
 def _copy(configuration: client.Configuration) -> client.Configuration:
@@ -201,33 +224,67 @@ def _copy(configuration: client.Configuration) -> client.Configuration:
 
 
 class Kube:
-    """Runs blocking client calls on the current lane, with a deadline, and notices
-    outages."""
+    """Runs blocking client calls on the current lane, with a deadline and the lane's rate
+    limit, and notices outages.
+
+    Each lane has a budget of ``qps`` requests a second (``burst`` at once) of its own, so
+    pulling traffic back never waits behind ordinary progress for its turn either."""
 
     def __init__(
         self,
         configuration: client.Configuration,
         connectivity: Connectivity | None = None,
         deadline_s: float = CALL_DEADLINE_S,
+        qps: float = DEFAULT_QPS,
+        burst: int = DEFAULT_BURST,
     ) -> None:
-        self.normal = Lane.create("normal", configuration, NORMAL_WORKERS)
-        self.urgent = Lane.create("urgent", configuration, URGENT_WORKERS)
+        self.normal = Lane.create("normal", configuration, NORMAL_WORKERS, qps, burst)
+        self.urgent = Lane.create("urgent", configuration, URGENT_WORKERS, qps, burst)
         self.connectivity = connectivity or Connectivity()
         self.deadline_s = deadline_s
+        # Requests of the urgent lane under way; while there are any, the normal lane sends
+        # nothing new, so on a saturated API server pulling traffic back goes first.
+        self._urgent_active = 0
+        self._urgent_idle = asyncio.Event()
+        self._urgent_idle.set()
         self._probe: asyncio.Task[None] | None = None
 
     def lane(self) -> Lane:
         return self.urgent if _urgent.get() else self.normal
 
     async def call(self, fn: Callable[[client.ApiClient], T]) -> T:
-        """Run ``fn(api_client)`` on the current lane's pool."""
+        """Run ``fn(api_client)`` on the current lane's pool. An ordinary request waits
+        while urgent ones are under way."""
         lane = self.lane()
-        loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(lane.executor, functools.partial(fn, lane.api))
+        if lane is not self.urgent:
+            await self._urgent_idle.wait()
+            return await self._send(lane, fn)
+        self._urgent_active += 1
+        self._urgent_idle.clear()
         try:
-            async with asyncio.timeout(self.deadline_s):
-                result = await future
+            return await self._send(lane, fn)
+        finally:
+            self._urgent_active -= 1
+            if not self._urgent_active:
+                self._urgent_idle.set()
+
+    async def _send(self, lane: Lane, fn: Callable[[client.ApiClient], T]) -> T:
+        wait = lane.limit.reserve()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        loop = asyncio.get_running_loop()
+        try:
+            async with lane.slots:
+                future = loop.run_in_executor(lane.executor, functools.partial(fn, lane.api))
+                async with asyncio.timeout(self.deadline_s):
+                    result = await future
         except Exception as e:
+            if is_status(e, 429):
+                assert isinstance(e, ApiException)
+                seconds = retry_after(e.headers)
+                lane.limit.hold(seconds)
+                self.connectivity.answered()
+                raise ApiThrottled(seconds) from e
             if unreachable(e):
                 why = f"HTTP {e.status} {e.reason}" if isinstance(e, ApiException) else _short(e)
                 self.unreachable(why)

@@ -17,6 +17,7 @@ from segue.analysis.providers import registry
 from segue.controller import leader
 from segue.controller.kube import load_configuration
 from segue.controller.preflight import router_problems
+from segue.controller.ratelimit import DEFAULT_BURST, DEFAULT_QPS, MAX_BURST, MAX_QPS
 from segue.controller.shard_gate import elected_shard
 from segue.controller.shards import MAX_SHARDS, Shard
 from segue.notify.destinations import ALLOW_HOST_FLAG, ALLOW_INTERNAL_FLAG, Destinations
@@ -35,6 +36,18 @@ def _env_flag(name: str) -> bool:
     if raw in ("true", "1", "yes"):
         return True
     raise SystemExit(f"{name}={os.environ[name]!r}: expected true or false")
+
+
+def _number(name: str, default: float) -> float:
+    """A number from the environment, or ``default`` when unset; anything else is an error
+    naming the variable."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise SystemExit(f"{name}={raw!r}: expected a number") from None
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -127,6 +140,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         f"{','.join(DEFAULT_ROUTERS)}; known: {', '.join(p.key for p in ROUTERS)}; env "
         "SEGUE_ROUTERS)",
     )
+    parser.add_argument(
+        "--kube-qps",
+        type=float,
+        default=_number("SEGUE_KUBE_QPS", DEFAULT_QPS),
+        help="Kubernetes requests a second the operator may send, on average (client-side "
+        "rate limit, like client-go's; 429s are retried after their Retry-After; default "
+        "%(default)g, sized for 1,000 Rollouts; env SEGUE_KUBE_QPS)",
+    )
+    parser.add_argument(
+        "--kube-burst",
+        type=int,
+        default=int(_number("SEGUE_KUBE_BURST", DEFAULT_BURST)),
+        help="Kubernetes requests the operator may send at once after a quiet spell "
+        "(default %(default)d; env SEGUE_KUBE_BURST)",
+    )
     parser.add_argument("--verbose", "-v", action="store_true", help="debug logging")
     args = parser.parse_args(argv)
     proxy = args.webhook_proxy
@@ -147,6 +175,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             "--shard: shards need leader election (each shard holds its own Lease); "
             "drop --no-leader-election"
         )
+    if not 0 < args.kube_qps <= MAX_QPS:
+        parser.error(f"--kube-qps must be above 0 and at most {MAX_QPS:g}, not {args.kube_qps:g}")
+    if not 1 <= args.kube_burst <= MAX_BURST:
+        parser.error(f"--kube-burst must be 1 to {MAX_BURST}, not {args.kube_burst}")
     return args
 
 
@@ -179,6 +211,8 @@ def main(argv: list[str] | None = None) -> int:
         routers=args.routers,
         shard=args.shard,
         unusable=unusable,
+        kube_qps=args.kube_qps,
+        kube_burst=args.kube_burst,
     )
     log.info("routers: %s", ", ".join(args.routers))
     for runtime in runtimes:

@@ -66,6 +66,13 @@ ANNOTATIONS: Final = OBSERVED
 MAX_SLEEP_S: Final = 60.0
 # After a lost race (409), wait this long for the watch to bring the newer object.
 CONFLICT_WAIT_S: Final = 0.5
+# A round a hold's end needs starts this long before it (the queries' time to answer).
+ROUND_LEAD_S: Final = 1.0
+# A round that changes no verdict or streak, only a gate's readings, is written to status
+# only when the readings there are at least this old.
+READINGS_REFRESH_S: Final = 60.0
+# The fields of a gate's status that a passing round refreshes without deciding anything.
+READINGS: Final = frozenset({"value", "legacyValue", "lastEvaluated", "message"})
 
 
 class PostEvent(Protocol):
@@ -416,7 +423,10 @@ class Reconciler:
         with urgent() if hurry else contextlib.nullcontext():
             if recorded:
                 await self._set_weight(obj, router, set_weight)
-            patch = merge_patch(raw_status, decision.status.to_wire())
+            wire = decision.status.to_wire()
+            patch = merge_patch(raw_status, wire)
+            if patch and _fresh_readings_only(raw_status, wire, patch, self.clock()):
+                patch = {}  # the verdicts stand: the readings in status are recent enough
             if patch:
                 try:
                     updated = await self.rollouts.patch_status(
@@ -581,8 +591,48 @@ class Reconciler:
         if decision.requeue_after is not None:
             waits.append(decision.requeue_after)
         if spec is not None and spec.analysis is not None and phase in ANALYSED:
-            waits.append(w.rounds.due_in(asyncio.get_running_loop().time()))
+            now = asyncio.get_running_loop().time()
+            wait = decision.requeue_after
+            if wait is not None and not _round_within_step(w.rounds.latest, decision.status):
+                # Ending a hold needs a passing round evaluated after the step started: run
+                # it just before the hold ends rather than wait for the interval.
+                w.rounds.due_by(now + max(0.0, wait - ROUND_LEAD_S))
+            waits.append(w.rounds.due_in(now))
         return max(0.01, min(waits))
+
+
+def _fresh_readings_only(old: Json, new: Json, patch: Json, now: datetime) -> bool:
+    """Whether a status write would only refresh gate readings (values, times, messages)
+    while every verdict, streak and limit stays, and the readings written last are less
+    than READINGS_REFRESH_S old. Such a write decides nothing: the round itself (in memory)
+    is what steps wait for, and a restart runs a new one. Skipping it makes a Rollout
+    waiting with gates cost one write a minute instead of one a round."""
+    if set(patch) != {"gates"}:
+        return False
+    before, after = old.get("gates") or [], new.get("gates") or []
+    if len(before) != len(after):
+        return False
+    written: list[datetime] = []
+    for a, b in zip(before, after, strict=True):
+        if not isinstance(a, dict) or not isinstance(b, dict):
+            return False
+        if {k: v for k, v in a.items() if k not in READINGS} != {
+            k: v for k, v in b.items() if k not in READINGS
+        }:
+            return False
+        at = _timestamp(a.get("lastEvaluated"))
+        if at is None:
+            return False
+        written.append(at)
+    return bool(written) and (now - min(written)).total_seconds() < READINGS_REFRESH_S
+
+
+def _round_within_step(latest: GateRound | None, status: RolloutStatus) -> bool:
+    """Whether the latest analysis round was evaluated after the current step started."""
+    if latest is None:
+        return False
+    started = status.step_started_at
+    return started is None or latest.evaluated_at >= started
 
 
 def _refs(namespace: str, legacy: Workload, new: Workload, router: Router | None) -> list[Ref]:

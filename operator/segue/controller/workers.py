@@ -18,7 +18,7 @@ from typing import Any, Final
 
 from segue.api.phases import TERMINAL
 from segue.controller.gates import RoundScheduler
-from segue.controller.kube import ApiUnavailable
+from segue.controller.kube import ApiThrottled, ApiUnavailable
 from segue.controller.store import newer
 from segue.engine import ONE_SHOT
 from segue.traffic.base import Ref
@@ -207,6 +207,9 @@ class Supervisor:
             raise
         except ApiUnavailable:
             return OUTAGE_WAIT_S  # logged once per outage; its end wakes every worker
+        except ApiThrottled as e:
+            log.debug("%s %s/%s: %s", self._kind, ns, name, e)
+            return e.retry_after_s  # the lane holds its requests as long
         except Exception:
             worker.failures += 1
             backoff = min(MAX_BACKOFF_S, 2.0 ** (worker.failures - 1))

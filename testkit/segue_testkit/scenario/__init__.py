@@ -10,8 +10,10 @@ from segue_testkit.scenario.api_requests import (
     rollout_events,
     with_events,
 )
+from segue_testkit.scenario.bulk import create_all, pooled_client
 from segue_testkit.scenario.env import Env, delete_namespace, ensure_namespace, start_cluster
 from segue_testkit.scenario.hanging_server import hanging_server
+from segue_testkit.scenario.history import confirmed_weights, finished_at, step_overheads
 from segue_testkit.scenario.manifests import (
     deployment,
     flagd_configmap,
@@ -22,7 +24,10 @@ from segue_testkit.scenario.manifests import (
 )
 from segue_testkit.scenario.operator_process import Operator, start_operator
 from segue_testkit.scenario.pairs import replicas_pair, route_weight, service_pair
+from segue_testkit.scenario.proc_stats import cpu_seconds, peak_rss_mib
 from segue_testkit.scenario.processes import free_port, stop_process
+from segue_testkit.scenario.progress import Progress
+from segue_testkit.scenario.prometheus_queries import queries_served
 from segue_testkit.scenario.sim import Sim, launch_sim, start_sim
 from segue_testkit.scenario.waiting import parse_time, percentile, settled, spread, wait_for
 from segue_testkit.scenario.watching import ObjectWatch, Seen
@@ -32,12 +37,17 @@ __all__ = [
     "Env",
     "ObjectWatch",
     "Operator",
+    "Progress",
     "Seen",
     "Sim",
     "by_method",
+    "confirmed_weights",
+    "cpu_seconds",
+    "create_all",
     "delete_namespace",
     "deployment",
     "ensure_namespace",
+    "finished_at",
     "flagd_configmap",
     "free_port",
     "hanging_server",
@@ -45,7 +55,10 @@ __all__ = [
     "launch_sim",
     "new_weight",
     "parse_time",
+    "peak_rss_mib",
     "percentile",
+    "pooled_client",
+    "queries_served",
     "replicas_pair",
     "requests_between",
     "rollout",
@@ -58,6 +71,7 @@ __all__ = [
     "start_cluster",
     "start_operator",
     "start_sim",
+    "step_overheads",
     "stop_process",
     "wait_for",
     "with_events",
