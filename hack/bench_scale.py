@@ -320,8 +320,10 @@ class Run:
         logs = Path(self.env.info["logs"])
         for i in range(max(1, self.shards)):
             extra = ["--shard", f"{i}/{self.shards}"] if self.shards else []
+            # One Lease group: shard i elects through segue-bench-<i>, as the chart's
+            # Deployments do through <leaseName>-<i>.
             if self.shards:
-                extra += ["--leader-election-name", f"segue-bench-{i}"]
+                extra += ["--leader-election-name", "segue-bench"]
             self.operators.append(
                 scenario.start_operator(
                     self.env.kubeconfig,
