@@ -81,18 +81,16 @@ def plan(hold: str) -> list[dict[str, Any]]:
 
 
 def gates(count: int, interval: str) -> dict[str, Any] | None:
-    """``count`` gates (0 to 2) on the simulator's series, which pass."""
+    """``count`` gates (0 to 2) on the simulator's series, which pass: the error-rate and
+    latency templates, as most Rollouts use them, so the operator batches their queries
+    (one per template and tick, whatever the number of Rollouts)."""
     if not count:
         return None
-    queries = [
-        ("errors", f'sum(rate(http_requests_total{{app="{SHARED}",code="500"}}[30s])) or vector(0)',
-         1.0),
-        ("latency", "histogram_quantile(0.99, sum by (le) (rate(http_request_duration_seconds_"
-         f'bucket{{app="{SHARED}"}}[30s]))) or vector(0)', 5.0),
-    ]  # fmt: skip
+    labels = {"app": SHARED, "window": "30s"}
+    templates = [("errors", "error-rate"), ("latency", "latency")]
     return {
         "interval": interval,
-        "gates": [{"name": n, "query": q, "max": m} for n, q, m in queries[:count]],
+        "gates": [{"name": n, "template": t, "labels": labels} for n, t in templates[:count]],
     }
 
 
