@@ -66,3 +66,10 @@ def test_make_crds_writes_the_catalog_routers_into_the_chart_schema() -> None:
     stale = text.replace(json.dumps(chart.router_keys()), '["gatewayAPI"]')
     assert stale != text
     assert chart.with_router_keys(stale) == text
+
+
+def test_every_router_names_its_routing_object() -> None:
+    """RouterSettings.routing_object is abstract: messages about a missing object call it,
+    so every router in the catalog overrides it."""
+    for p in ROUTERS:
+        assert p.settings.routing_object is not RouterSettings.routing_object, p.key

@@ -67,4 +67,4 @@ class RouterSettings(SpecModel):
 
     def routing_object(self) -> str:
         """The object that carries the split, as a person names it (``HTTPRoute checkout``)."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must name its routing object")

@@ -9,7 +9,7 @@ from typing import Any, Protocol, TypeVar
 from kubernetes import client
 
 from segue import FIELD_MANAGER as FIELD_MANAGER
-from segue import MANAGED_LABEL, MANAGED_VALUE
+from segue import MANAGED_LABEL, MANAGED_VALUE, is_managed
 from segue.api.routing import Segment
 from segue.api.spec import Workload
 from segue.workloads.deployments import DeploymentState
@@ -42,6 +42,20 @@ def not_managed(kind: str, namespace: str, name: str) -> RouterError:
         f"{kind} {namespace}/{name} is not labelled {MANAGED_LABEL}={MANAGED_VALUE}: "
         "Segue does not write to it"
     )
+
+
+def unmanaged_object(
+    view: ClusterView, kind: str, namespace: str, name: str, require_managed: bool
+) -> list[Ref]:
+    """``[(kind, namespace, name)]`` when the operator requires the opt-in label and the
+    watched object exists without it; else ``[]`` (what a one-object router's
+    ``unmanaged`` returns)."""
+    found = view.get(kind, namespace, name)
+    if not require_managed or found is None:
+        return []
+    if is_managed((found.get("metadata") or {}).get("labels")):
+        return []
+    return [(kind, namespace, name)]
 
 
 class Calls(Protocol):

@@ -21,7 +21,7 @@ from typing import Any, Final
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from segue import MANAGED_LABEL, MANAGED_VALUE, is_managed
+from segue import MANAGED_LABEL, MANAGED_VALUE
 from segue.api.routing import Segment
 from segue.traffic.base import (
     FIELD_MANAGER,
@@ -31,6 +31,7 @@ from segue.traffic.base import (
     RouterContext,
     RouterError,
     not_managed,
+    unmanaged_object,
 )
 from segue.traffic.flagd.plugin import KIND, MAX_DOCUMENT_BYTES, FlagdSettings
 from segue.traffic.flagd.targeting import (
@@ -93,12 +94,9 @@ class FlagdRouter:
         return [(KIND, self.namespace, self.config_map)]
 
     def unmanaged(self) -> list[Ref]:
-        found = self._view.get(KIND, self.namespace, self.config_map)
-        if not self.require_managed or found is None:
-            return []
-        if is_managed((found.get("metadata") or {}).get("labels")):
-            return []
-        return [(KIND, self.namespace, self.config_map)]
+        return unmanaged_object(
+            self._view, KIND, self.namespace, self.config_map, self.require_managed
+        )
 
     def _text(self) -> str:
         found = self._view.get(KIND, self.namespace, self.config_map)

@@ -22,7 +22,7 @@ from typing import Any, Final
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from segue import MANAGED_LABEL, MANAGED_VALUE, is_managed
+from segue import MANAGED_LABEL, MANAGED_VALUE
 from segue.api.routing import Segment
 from segue.traffic.base import (
     FIELD_MANAGER,
@@ -32,6 +32,7 @@ from segue.traffic.base import (
     RouterContext,
     RouterError,
     not_managed,
+    unmanaged_object,
 )
 from segue.traffic.gatewayapi.plugin import GROUP, KIND, PLURAL, VERSION, GatewayAPISettings
 
@@ -85,12 +86,9 @@ class GatewayAPIRouter:
         return [(KIND, self.namespace, self.http_route)]
 
     def unmanaged(self) -> list[Ref]:
-        route = self._view.get(KIND, self.namespace, self.http_route)
-        if not self.require_managed or route is None:
-            return []
-        if is_managed((route.get("metadata") or {}).get("labels")):
-            return []
-        return [(KIND, self.namespace, self.http_route)]
+        return unmanaged_object(
+            self._view, KIND, self.namespace, self.http_route, self.require_managed
+        )
 
     def _route(self) -> dict[str, Any]:
         route = self._view.get(KIND, self.namespace, self.http_route)

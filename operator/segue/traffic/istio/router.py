@@ -27,7 +27,7 @@ from typing import Any, Final
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from segue import MANAGED_LABEL, MANAGED_VALUE, is_managed
+from segue import MANAGED_LABEL, MANAGED_VALUE
 from segue.api.routing import Segment
 from segue.traffic.base import (
     FIELD_MANAGER,
@@ -37,6 +37,7 @@ from segue.traffic.base import (
     RouterContext,
     RouterError,
     not_managed,
+    unmanaged_object,
 )
 from segue.traffic.istio.plugin import (
     GROUP,
@@ -117,12 +118,9 @@ class IstioRouter:
         return [(KIND, self.namespace, self.virtual_service)]
 
     def unmanaged(self) -> list[Ref]:
-        vs = self._view.get(KIND, self.namespace, self.virtual_service)
-        if not self.require_managed or vs is None:
-            return []
-        if is_managed((vs.get("metadata") or {}).get("labels")):
-            return []
-        return [(KIND, self.namespace, self.virtual_service)]
+        return unmanaged_object(
+            self._view, KIND, self.namespace, self.virtual_service, self.require_managed
+        )
 
     # -- reading ----------------------------------------------------------------------
 

@@ -22,7 +22,7 @@ from typing import Any, Final
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from segue import MANAGED_LABEL, MANAGED_VALUE, is_managed
+from segue import MANAGED_LABEL, MANAGED_VALUE
 from segue.api.routing import Segment
 from segue.traffic.base import (
     FIELD_MANAGER,
@@ -32,6 +32,7 @@ from segue.traffic.base import (
     RouterContext,
     RouterError,
     not_managed,
+    unmanaged_object,
 )
 from segue.traffic.nginx import canary
 from segue.traffic.nginx.pairing import Pairing, annotations_of
@@ -96,12 +97,9 @@ class NginxRouter:
         ]
 
     def unmanaged(self) -> list[Ref]:
-        found = self._view.get(KIND, self.namespace, self.pairing.canary)
-        if not self.require_managed or found is None:
-            return []
-        if is_managed((found.get("metadata") or {}).get("labels")):
-            return []
-        return [(KIND, self.namespace, self.pairing.canary)]
+        return unmanaged_object(
+            self._view, KIND, self.namespace, self.pairing.canary, self.require_managed
+        )
 
     def _canary(self) -> Json:
         """The canary Ingress's summary, once the pair is as the Rollout says."""
