@@ -99,7 +99,7 @@ class Bench:
         return sent
 
     def requests(self, apps: list[str]) -> dict[str, float]:
-        return scenario.with_events(self.env, self.ns, self.operator.requests(), apps)
+        return self.operator.requests()
 
     def waiting_at_approval(self, apps: list[str], after: float = 0.0) -> None:
         for i, app in enumerate(apps):

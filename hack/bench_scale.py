@@ -338,7 +338,7 @@ class Run:
         for op in self.operators:
             for method, v in op.requests().items():
                 total[method] = total.get(method, 0) + v
-        return scenario.with_events(self.env, self.ns, total, names)
+        return total
 
     def cpu(self) -> float:
         return sum(scenario.cpu_seconds(op.proc.pid) for op in self.operators)

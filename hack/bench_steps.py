@@ -303,7 +303,7 @@ def main() -> int:
     results: dict[tuple[str, str], list[Result]] = {}
 
     def counts(apps: list[str]) -> dict[str, float]:
-        return scenario.with_events(env, namespace, operator.requests(), apps)
+        return operator.requests()
 
     requests: dict[str, dict[str, float]] = {r: {} for r in routers}
     try:
@@ -350,12 +350,9 @@ def main() -> int:
     for router in routers:
         n_steps = sum(len(rs) for (r, _), rs in results.items() if r == router) * len(WEIGHTS)
         total = sum(requests[router].values())
-        counted = total - requests[router].get(scenario.EVENT_POSTS, 0)
-        print(f"  {router:<22} {counted / n_steps:.1f} in segue_kube_requests_total, "
-              f"{total / n_steps:.1f} with the Events  ({total:.0f} for {n_steps} weight steps: "
+        print(f"  {router:<22} {total / n_steps:.1f}  ({total:.0f} for {n_steps} weight steps: "
               f"{scenario.by_method(requests[router])})")  # fmt: skip
-    print("  Events are posted by kopf's own client and are not counted by "
-          "segue_kube_requests_total; counted here from the Event objects about the Rollouts. "
+    print("  From segue_kube_requests_total; the Events are its POSTs. "
           "One weight step on its own: hack/count_requests.py.")  # fmt: skip
     return 0
 

@@ -22,7 +22,6 @@ from kubernetes import client
 
 from segue import GROUP, PLURAL, VERSION
 from segue_testkit import scenario
-from segue_testkit.scenario import EVENT_POSTS as EVENTS
 from segue_testkit.scenario import by_method, requests_between
 
 APP = "count"
@@ -49,9 +48,9 @@ def main() -> int:
     print(f"namespace {namespace}; operator log {log}", flush=True)
     objects = client.CustomObjectsApi(env.api)
 
-    def reading(*names: str) -> dict[str, float]:
-        """Requests so far, by method, and the Events posted about these Rollouts (by kopf)."""
-        return scenario.with_events(env, namespace, operator.requests(), names or [APP])
+    def reading() -> dict[str, float]:
+        """Requests so far, by method (the Events are the POSTs)."""
+        return operator.requests()
 
     def status(name: str) -> dict[str, Any]:
         operator.check()
@@ -113,10 +112,10 @@ def main() -> int:
             partial(holding_at, 1),
             60,
         )
-        before = scenario.settled(partial(reading, *WAITING))
+        before = scenario.settled(reading)
         print(f"two Rollouts waiting; measuring {IDLE_S:g}s", flush=True)
         time.sleep(IDLE_S)
-        waiting = requests_between(before, reading(*WAITING))
+        waiting = requests_between(before, reading())
     finally:
         scenario.delete_namespace(env, namespace)
         operator.stop()
@@ -125,15 +124,13 @@ def main() -> int:
     counts = [sum(s.values()) for s in per_step]
     whole = requests_between(readings[0], readings[-1])
     total = sum(whole.values())
-    counted = total - whole.get(EVENTS, 0)
     middle = counts[1:-1]
     print()
     print(f"weight steps: {args.steps} ({' -> '.join(map(str, weights))}), "
           f"a {args.hold} hold after each but the last, no analysis, "
           "Gateway API router")  # fmt: skip
     print(f"API requests for the whole Rollout: {total:.0f}  {by_method(whole)}")
-    print(f"per weight step: {counted / args.steps:.1f} in segue_kube_requests_total, "
-          f"{total / args.steps:.1f} with the Events")  # fmt: skip
+    print(f"per weight step: {total / args.steps:.1f}")
     print(f"  first weight, with the start (finalizer, Pending -> Progressing): {counts[0]:.0f}  "
           f"{by_method(per_step[0])}")  # fmt: skip
     if middle:
@@ -143,9 +140,7 @@ def main() -> int:
               f"({methods})")  # fmt: skip
         print(f"    target <= {TARGET_PER_STEP} (status, router write, Event): {verdict}")
     print(f"  last weight and Succeeded: {counts[-1]:.0f}  {by_method(per_step[-1])}")
-    print("  Events are posted by kopf's own client and are not counted by "
-          "segue_kube_requests_total; they are counted here from the Event objects "
-          f"about the Rollout ({EVENTS}: one POST each).")  # fmt: skip
+    print("  From segue_kube_requests_total; each Event is one POST.")
     print(f"while Succeeded, over {IDLE_S:g} s: {sum(idle.values()):.0f} requests, Events "
           "included (target 0)")  # fmt: skip
     print(f"while waiting (one Rollout at an approval step, one in a 10m hold), over {IDLE_S:g} s: "

@@ -72,6 +72,16 @@ def test_flags_and_their_bounds(capsys: pytest.CaptureFixture[str]) -> None:
     assert "--kube-qps must be above 0" in capsys.readouterr().err
 
 
+def test_event_flags_and_their_bounds(capsys: pytest.CaptureFixture[str]) -> None:
+    args = parse_args(["--kube-event-qps", "5", "--kube-event-burst", "10"])
+    assert (args.kube_event_qps, args.kube_event_burst) == (5.0, 10)
+    default = parse_args([])
+    assert (default.kube_event_qps, default.kube_event_burst) == (20.0, 200)
+    with pytest.raises(SystemExit):
+        parse_args(["--kube-event-burst", "0"])
+    assert "--kube-event-burst must be 1 to" in capsys.readouterr().err
+
+
 def test_env_qps_must_be_a_number(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SEGUE_KUBE_QPS", "fast")
     with pytest.raises(SystemExit, match="SEGUE_KUBE_QPS"):

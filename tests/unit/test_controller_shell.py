@@ -20,7 +20,6 @@ from segue.controller import kube
 from segue.controller.gates import GateRunner
 from segue.controller.reconcile import (
     CONFLICT_WAIT_S,
-    READINGS_REFRESH_S,
     ROUND_LEAD_S,
     Reconciler,
 )
@@ -726,13 +725,25 @@ def test_a_round_that_only_refreshes_readings_is_not_written():
     asyncio.run(scenario())
 
 
-def test_readings_are_written_once_they_are_a_minute_old():
+def test_old_readings_alone_are_not_written_either():
     async def scenario() -> None:
-        shell = _waiting_with_gate(last_evaluated_ago_s=READINGS_REFRESH_S)
+        shell = _waiting_with_gate(last_evaluated_ago_s=3600)
         await _one_round(shell, verdict(value=0.02))
+        assert "status" not in shell.kinds()
+        assert shell.rollouts.obj["status"]["gates"][0]["value"] != 0.02
+
+    asyncio.run(scenario())
+
+
+def test_fresh_readings_go_with_the_next_write():
+    async def scenario() -> None:
+        shell = _waiting_with_gate(last_evaluated_ago_s=3600)
+        await _one_round(shell, verdict(value=0.02))
+        shell.rollouts.obj["metadata"]["annotations"] = {"segue.dev/approve": "x"}
+        shell.worker.obj = copy.deepcopy(shell.rollouts.obj)
+        await shell.run()
         assert "status" in shell.kinds()
-        gate = shell.rollouts.obj["status"]["gates"][0]
-        assert gate["value"] == 0.02
+        assert shell.rollouts.obj["status"]["gates"][0]["value"] == 0.02
 
     asyncio.run(scenario())
 

@@ -25,7 +25,7 @@ from segue.analysis.counting import QUERIES
 from segue.analysis.providers.runtime import ProviderRuntime
 from segue.api.migration import MIGRATION_KIND, MIGRATION_PLURAL
 from segue.api.provider import PROVIDER_KIND, PROVIDER_PLURAL
-from segue.api.text import MAX_MESSAGE_BYTES, cap
+from segue.controller.events import EventPoster
 from segue.controller.gates import GateRunner
 from segue.controller.kube import (
     REQUESTS,
@@ -39,7 +39,12 @@ from segue.controller.kube import (
 from segue.controller.metrics import OperatorMetrics
 from segue.controller.migrations import MigrationReconciler, migration_needs_work
 from segue.controller.notifications import WebhookTargets
-from segue.controller.ratelimit import DEFAULT_BURST, DEFAULT_QPS
+from segue.controller.ratelimit import (
+    DEFAULT_BURST,
+    DEFAULT_EVENT_BURST,
+    DEFAULT_EVENT_QPS,
+    DEFAULT_QPS,
+)
 from segue.controller.reconcile import Reconciler
 from segue.controller.shards import Shard, only_shard
 from segue.controller.store import Store
@@ -70,14 +75,9 @@ class Operator:
     namespaced: bool = False
     # One worker per Migration with work, woken when a Rollout of its namespace changes.
     migrations: Supervisor | None = None
-    # Who posts this process's Events (reportingInstance): identity and shard.
-    instance: str = ""
-
-
-def post_event(obj: Json, type_: str, reason: str, message: str) -> None:
-    # kopf builds the object reference from any mapping with apiVersion, kind and metadata.
-    message = cap(message, MAX_MESSAGE_BYTES)
-    kopf.event(cast(kopf.Body, obj), type=type_, reason=reason[:128], message=message)
+    # Posts the Events of the Rollouts and Migrations, on a lane of its own; its
+    # ``instance`` (reportingInstance) says which process and shard.
+    events: EventPoster | None = None
 
 
 def build(
@@ -91,6 +91,8 @@ def build(
     unusable: Mapping[str, str] | None = None,
     kube_qps: float = DEFAULT_QPS,
     kube_burst: int = DEFAULT_BURST,
+    kube_event_qps: float = DEFAULT_EVENT_QPS,
+    kube_event_burst: int = DEFAULT_EVENT_BURST,
 ) -> Operator:
     """``runtimes``: the metric providers' runtimes with the operator's flags applied (any
     not given run with their defaults). ``require_managed_label``: write only to
@@ -101,7 +103,8 @@ def build(
     still holds every one (dependsOn and Migrations read other Rollouts). ``unusable``:
     enabled routers that cannot run here and why (``preflight``): their kinds are not
     watched, and a Rollout naming one is Failed with the reason. ``kube_qps``,
-    ``kube_burst``: the client-side rate limit of each Kubernetes lane."""
+    ``kube_burst``: the client-side rate limit of each Kubernetes lane; ``kube_event_qps``,
+    ``kube_event_burst``: that of the events lane."""
     mine = shard or Shard()
     enabled = check_routers(routers)
     unusable = dict(unusable or {})
@@ -110,9 +113,17 @@ def build(
             continue
         for watched in plugin(key).watches:
             _watch_router_kind(watched)
-    kube = Kube(load_configuration(), qps=kube_qps, burst=kube_burst)
+    kube = Kube(
+        load_configuration(),
+        qps=kube_qps,
+        burst=kube_burst,
+        event_qps=kube_event_qps,
+        event_burst=kube_event_burst,
+    )
     secrets = Secrets(kube)
     metrics = OperatorMetrics()
+    events = EventPoster(kube, on_dropped=metrics.event_dropped)
+    post_event = events.post
     REQUESTS.listeners.append(lambda method: metrics.kube_requests.labels(method).inc())
     QUERIES.listeners.append(metrics.metric_query)
     destinations = destinations if destinations is not None else Destinations()
@@ -172,6 +183,7 @@ def build(
         targets,
         namespaced,
         migrations,
+        events,
     )
 
 
@@ -202,8 +214,8 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> Non
     for resource, selector in _LABEL_SELECTORS.items():
         settings.watching.label_selectors[resource] = selector
     op: Operator = memo[MEMO_KEY]
-    if op.instance:
-        settings.posting.reporting_instance = op.instance[:128]
+    if op.events is not None and op.events.instance:
+        settings.posting.reporting_instance = op.events.instance[:128]
     # kopf's per-attempt retry lines become Segue's one line per outage.
     for handler in logging.getLogger().handlers:
         handler.addFilter(KopfRetries(op.kube))
@@ -211,6 +223,8 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> Non
         # kopf would otherwise try (and, under a Role, fail) to list namespaces and CRDs.
         settings.scanning.disabled = True
     await op.dispatcher.start()
+    if op.events is not None:
+        op.events.start()
 
 
 @kopf.on.cleanup()
@@ -220,6 +234,8 @@ async def shutdown(memo: Any, **_: Any) -> None:
     if op.migrations is not None:
         await op.migrations.stop()
     await op.dispatcher.stop(deadline=5.0)
+    if op.events is not None:
+        await op.events.stop()
     close_clients()  # query pools: threads stuck on a hanging provider must not hold exit
     op.kube.close()
 

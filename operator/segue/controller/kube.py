@@ -8,7 +8,9 @@ pool, which nothing in the operator shares with anything else:
 
 - the *urgent* lane carries the passes of Rollouts that are rolling back, aborting or being
   deleted, so pulling traffic back never queues behind ordinary progress;
-- the *normal* lane carries everything else.
+- the *normal* lane carries everything else;
+- the *events* lane carries the operator's Events (``events.py``), with a rate limit of its
+  own, so telling people what happened never takes a turn from making it happen.
 
 A request that cannot reach the API server marks an outage (``Connectivity``): one log line
 when it starts, one when it ends, and every waiting Rollout is woken when it ends.
@@ -34,7 +36,14 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from segue import FIELD_MANAGER, GROUP, PLURAL, VERSION
-from segue.controller.ratelimit import DEFAULT_BURST, DEFAULT_QPS, TokenBucket, retry_after
+from segue.controller.ratelimit import (
+    DEFAULT_BURST,
+    DEFAULT_EVENT_BURST,
+    DEFAULT_EVENT_QPS,
+    DEFAULT_QPS,
+    TokenBucket,
+    retry_after,
+)
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +65,7 @@ UNAVAILABLE: Final = frozenset({0, 502, 503, 504})
 # (``ratelimit.TokenBucket``), so a lane never has fewer requests in flight than it may send.
 NORMAL_WORKERS: Final = 32
 URGENT_WORKERS: Final = 32
+EVENT_WORKERS: Final = 4
 
 _urgent: contextvars.ContextVar[bool] = contextvars.ContextVar("segue_urgent", default=False)
 
@@ -237,9 +247,12 @@ class Kube:
         deadline_s: float = CALL_DEADLINE_S,
         qps: float = DEFAULT_QPS,
         burst: int = DEFAULT_BURST,
+        event_qps: float = DEFAULT_EVENT_QPS,
+        event_burst: int = DEFAULT_EVENT_BURST,
     ) -> None:
         self.normal = Lane.create("normal", configuration, NORMAL_WORKERS, qps, burst)
         self.urgent = Lane.create("urgent", configuration, URGENT_WORKERS, qps, burst)
+        self.events = Lane.create("events", configuration, EVENT_WORKERS, event_qps, event_burst)
         self.connectivity = connectivity or Connectivity()
         self.deadline_s = deadline_s
         # Requests of the urgent lane under way; while there are any, the normal lane sends
@@ -267,6 +280,11 @@ class Kube:
             self._urgent_active -= 1
             if not self._urgent_active:
                 self._urgent_idle.set()
+
+    async def call_events(self, fn: Callable[[client.ApiClient], T]) -> T:
+        """Run ``fn(api_client)`` on the events lane, once no urgent request is under way."""
+        await self._urgent_idle.wait()
+        return await self._send(self.events, fn)
 
     async def _send(self, lane: Lane, fn: Callable[[client.ApiClient], T]) -> T:
         wait = lane.limit.reserve()
@@ -325,7 +343,7 @@ class Kube:
                 self.connectivity.answered()
 
     def close(self) -> None:
-        for lane in (self.normal, self.urgent):
+        for lane in (self.normal, self.urgent, self.events):
             lane.executor.shutdown(wait=False, cancel_futures=True)
 
 

@@ -116,10 +116,17 @@ class OperatorMetrics:
             "Notifications a receiver did not accept after the retries.",
             registry=r,
         )
+        self.events_dropped = Counter(
+            "segue_events_dropped",
+            "Kubernetes Events not posted because more were waiting than the queue holds "
+            "(Normal ones first), by type.",
+            ("type",),
+            registry=r,
+        )
         self.kube_requests = Counter(
             "segue_kube_requests",
-            "Requests the operator's reconciles sent to the Kubernetes API, by HTTP method "
-            "(kopf's own watch and event traffic is not included).",
+            "Requests the operator sent to the Kubernetes API, by HTTP method: its writes, "
+            "reads of Secrets and its Events (POST); kopf's watches are not included.",
             ["method"],
             registry=r,
         )
@@ -225,6 +232,9 @@ class OperatorMetrics:
             result = "ok"
         finally:
             self.reconcile_duration.labels(result).observe(time.perf_counter() - start)
+
+    def event_dropped(self, type_: str) -> None:
+        self.events_dropped.labels(type_).inc()
 
     def metric_query(self, provider: str, template: str, served: int) -> None:
         """Count a query sent to a metric provider (``segue.analysis.counting``)."""

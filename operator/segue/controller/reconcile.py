@@ -38,7 +38,7 @@ from segue.controller.kube import Json, is_status, urgent
 from segue.controller.notifications import WebhookTargets
 from segue.controller.resolution import describe, unresolvable_gates
 from segue.controller.store import Store, newer
-from segue.controller.workers import FINALIZER, Worker
+from segue.controller.workers import FINALIZER, Worker, slim
 from segue.engine import (
     OBSERVED,
     Decision,
@@ -68,9 +68,8 @@ MAX_SLEEP_S: Final = 60.0
 CONFLICT_WAIT_S: Final = 0.5
 # A round a hold's end needs starts this long before it (the queries' time to answer).
 ROUND_LEAD_S: Final = 1.0
-# A round that changes no verdict or streak, only a gate's readings, is written to status
-# only when the readings there are at least this old.
-READINGS_REFRESH_S: Final = 60.0
+# A round that changes no verdict or streak, only these readings of a gate, is not written
+# on its own: the readings go with the next write that changes something.
 # The fields of a gate's status that a passing round refreshes without deciding anything.
 READINGS: Final = frozenset({"value", "legacyValue", "lastEvaluated", "message"})
 
@@ -425,8 +424,8 @@ class Reconciler:
                 await self._set_weight(obj, router, set_weight)
             wire = decision.status.to_wire()
             patch = merge_patch(raw_status, wire)
-            if patch and _fresh_readings_only(raw_status, wire, patch, self.clock()):
-                patch = {}  # the verdicts stand: the readings in status are recent enough
+            if patch and _readings_only(raw_status, wire, patch):
+                patch = {}  # the verdicts stand; the readings wait for the next write
             if patch:
                 try:
                     updated = await self.rollouts.patch_status(
@@ -517,7 +516,7 @@ class Reconciler:
 
     def _take(self, w: Worker, updated: Json) -> None:
         if updated and newer(updated, w.obj):
-            w.obj = updated
+            w.obj = slim(updated)
 
     async def _ensure_finalizer(self, w: Worker) -> None:
         meta = w.obj.get("metadata") or {}
@@ -601,18 +600,18 @@ class Reconciler:
         return max(0.01, min(waits))
 
 
-def _fresh_readings_only(old: Json, new: Json, patch: Json, now: datetime) -> bool:
+def _readings_only(old: Json, new: Json, patch: Json) -> bool:
     """Whether a status write would only refresh gate readings (values, times, messages)
-    while every verdict, streak and limit stays, and the readings written last are less
-    than READINGS_REFRESH_S old. Such a write decides nothing: the round itself (in memory)
-    is what steps wait for, and a restart runs a new one. Skipping it makes a Rollout
-    waiting with gates cost one write a minute instead of one a round."""
+    while every verdict, streak and limit stays. Such a write decides nothing: the round
+    itself (in memory) is what steps wait for, and a restart runs a new one. Skipping it
+    makes a Rollout that waits with passing gates cost no write at all; its live readings
+    are the operator's metrics (segue_gate_value), and status shows those of the last
+    write, with the time they were taken (lastEvaluated)."""
     if set(patch) != {"gates"}:
         return False
     before, after = old.get("gates") or [], new.get("gates") or []
-    if len(before) != len(after):
+    if not before or len(before) != len(after):
         return False
-    written: list[datetime] = []
     for a, b in zip(before, after, strict=True):
         if not isinstance(a, dict) or not isinstance(b, dict):
             return False
@@ -620,11 +619,9 @@ def _fresh_readings_only(old: Json, new: Json, patch: Json, now: datetime) -> bo
             k: v for k, v in b.items() if k not in READINGS
         }:
             return False
-        at = _timestamp(a.get("lastEvaluated"))
-        if at is None:
-            return False
-        written.append(at)
-    return bool(written) and (now - min(written)).total_seconds() < READINGS_REFRESH_S
+        if a.get("lastEvaluated") is None:
+            return False  # the first readings of a gate are written
+    return True
 
 
 def _round_within_step(latest: GateRound | None, status: RolloutStatus) -> bool:

@@ -49,6 +49,15 @@ def needs_work(body: Json) -> bool:
     return any(key in annotations for key in ONE_SHOT)
 
 
+def slim(body: Json) -> Json:
+    """The Rollout as a worker keeps it: without metadata.managedFields, which nothing
+    reads and which is often the largest part of it."""
+    meta = body.get("metadata")
+    if not isinstance(meta, dict) or "managedFields" not in meta:
+        return body
+    return {**body, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
+
+
 def fingerprint(body: Json) -> tuple[Any, ...]:
     """What a person can change: the spec (generation), Segue's annotations, deletion."""
     meta = body.get("metadata") or {}
@@ -77,7 +86,7 @@ class Worker:
         if not newer(body, self.obj):
             return False
         changed = fingerprint(body) != fingerprint(self.obj)
-        self.obj = body
+        self.obj = slim(body)
         return changed
 
 
@@ -151,7 +160,7 @@ class Supervisor:
     # -- lifecycle ------------------------------------------------------------------------
 
     def _start(self, key: Key, body: Json) -> Worker:
-        worker = Worker(key, body)
+        worker = Worker(key, slim(body))
         self.workers[key] = worker
         label = f"{self._kind.lower()} {key[0]}/{key[1]}"
         worker.task = asyncio.create_task(self._run(worker), name=label)

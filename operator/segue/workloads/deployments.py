@@ -77,6 +77,13 @@ def _without_nulls(value: Any) -> Any:
     return value
 
 
+def _read(response: Any) -> None:
+    """Read the answer to a write and drop it (the watch brings the object), so its
+    connection goes back to the pool without turning the answer into a model first."""
+    response.read()
+    response.release_conn()
+
+
 class Calls(Protocol):
     async def call(self, fn: Callable[[client.ApiClient], T]) -> T: ...
 
@@ -92,15 +99,25 @@ class Deployments:
         """Set spec.replicas through the scale subresource (writes nothing else)."""
         body = {"spec": {"replicas": replicas}}
         await self._calls.call(
-            lambda api: client.AppsV1Api(api).patch_namespaced_deployment_scale(
-                name, self.namespace, body, field_manager=FIELD_MANAGER
+            lambda api: _read(
+                client.AppsV1Api(api).patch_namespaced_deployment_scale(
+                    name, self.namespace, body, field_manager=FIELD_MANAGER, _preload_content=False
+                )
             )
         )
 
-    async def annotate(self, name: str, annotations: dict[str, str | None]) -> None:
-        body = {"metadata": {"annotations": annotations}}
+    async def annotate(
+        self, name: str, annotations: dict[str, str | None], replicas: int | None = None
+    ) -> None:
+        """Merge Segue's annotations, and with ``replicas`` set spec.replicas in the same
+        write (one request where the scale subresource and an annotation would be two)."""
+        body: dict[str, Any] = {"metadata": {"annotations": annotations}}
+        if replicas is not None:
+            body["spec"] = {"replicas": replicas}
         await self._calls.call(
-            lambda api: client.AppsV1Api(api).patch_namespaced_deployment(
-                name, self.namespace, body, field_manager=FIELD_MANAGER
+            lambda api: _read(
+                client.AppsV1Api(api).patch_namespaced_deployment(
+                    name, self.namespace, body, field_manager=FIELD_MANAGER, _preload_content=False
+                )
             )
         )

@@ -4,11 +4,8 @@ processes, and waiting and counting helpers. Everything is real; nothing here is
 """
 
 from segue_testkit.scenario.api_requests import (
-    EVENT_POSTS,
     by_method,
     requests_between,
-    rollout_events,
-    with_events,
 )
 from segue_testkit.scenario.bulk import create_all, pooled_client
 from segue_testkit.scenario.env import Env, delete_namespace, ensure_namespace, start_cluster
@@ -33,7 +30,6 @@ from segue_testkit.scenario.waiting import parse_time, percentile, settled, spre
 from segue_testkit.scenario.watching import ObjectWatch, Seen
 
 __all__ = [
-    "EVENT_POSTS",
     "Env",
     "ObjectWatch",
     "Operator",
@@ -62,7 +58,6 @@ __all__ = [
     "replicas_pair",
     "requests_between",
     "rollout",
-    "rollout_events",
     "route_weight",
     "service",
     "service_pair",
@@ -74,5 +69,4 @@ __all__ = [
     "step_overheads",
     "stop_process",
     "wait_for",
-    "with_events",
 ]

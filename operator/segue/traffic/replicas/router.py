@@ -128,11 +128,13 @@ class ReplicasRouter:
             if want_legacy > legacy.desired:
                 await self._deployments.scale(self.legacy, want_legacy)
             return
+        # Grow first; shrink a side only when the other side's grown pods are ready. The
+        # weight asked for goes on the new Deployment with its growth, in one write.
+        grow_new = want_new if want_new > new.desired else None
         if new.annotations.get(WEIGHT) != str(weight):
-            await self._deployments.annotate(self.new, {WEIGHT: str(weight)})
-        # Grow first; shrink a side only when the other side's grown pods are ready.
-        if want_new > new.desired:
-            await self._deployments.scale(self.new, want_new)
+            await self._deployments.annotate(self.new, {WEIGHT: str(weight)}, replicas=grow_new)
+        elif grow_new is not None:
+            await self._deployments.scale(self.new, grow_new)
         if want_legacy > legacy.desired:
             await self._deployments.scale(self.legacy, want_legacy)
         if want_new < new.desired and legacy.ready >= want_legacy and legacy.desired >= want_legacy:
