@@ -7,7 +7,9 @@ succeed. On the Gateway API router every Rollout has an HTTPRoute of its own and
 them share one Deployment pair (one KWOK pod per version), so no pod starts during the
 run; on the replicas router every Rollout has its own pair (4 legacy pods), and the floor
 is the same plan's scale writes made directly, with no operator, the Deployment controller
-and KWOK creating and removing the pods (``--floor``).
+and KWOK creating and removing the pods (``--floor``). On the Gateway API router the floor
+(``--floor``) is the plan's route writes made directly on HTTPRoutes of their own, one
+thread per route with the holds between: what the API server takes with no operator.
 
 It prints, per N:
 
@@ -27,7 +29,7 @@ It prints, per N:
 - with ``--shards K``: K operator processes started with ``--shard i/K`` (when the
   operator has that flag; otherwise the row says it is skipped).
 
-    python hack/bench_scale.py --rollouts 100,1000 --gates 2 --abort
+    python hack/bench_scale.py --rollouts 100,1000 --gates 2 --abort --floor
     python hack/bench_scale.py --rollouts 10,100 --router replicas --floor
 """
 
@@ -140,6 +142,7 @@ class Row:
     idle_queries: float = 0.0
     queries_per_rollout_minute: float | None = None
     floor_s: float | None = None
+    floor_per_route: list[float] = field(default_factory=list)
     aborts: list[float] = field(default_factory=list)
     waiting_requests: float | None = None
     waiting_queries: float | None = None
@@ -217,6 +220,7 @@ class Run:
             )
             return
         routes = self.names("s") + (self.names("a") if self.args.abort else [])
+        routes += self.names("f") if self.args.floor else []
         self.create(
             "Deployments and HTTPRoutes",
             [
@@ -261,6 +265,43 @@ class Run:
                 missing = [n for n in names if n not in seen][:5]
                 raise TimeoutError(f"timed out waiting for {what}; e.g. {missing}")
             time.sleep(0.25)
+
+    # -- the floor (Gateway API router) ------------------------------------------------
+
+    def route_weight(self, api: client.CustomObjectsApi, name: str, weight: int) -> None:
+        refs = [
+            {"name": f"{SHARED}-v1", "port": 80, "weight": 100 - weight},
+            {"name": f"{SHARED}-v2", "port": 80, "weight": weight},
+        ]
+        body = {"spec": {"rules": [{"backendRefs": refs}]}}
+        api.patch_namespaced_custom_object(
+            "gateway.networking.k8s.io", "v1", self.ns, "httproutes", name, body
+        )
+
+    def route_floor_one(self, api: client.CustomObjectsApi, name: str) -> tuple[float, float]:
+        """The plan's weights written to one route, with the holds; (first write sent, last
+        write answered)."""
+        started = time.time()
+        for k, weight in enumerate(WEIGHTS):
+            if k:
+                time.sleep(self.hold_s)
+            self.route_weight(api, name, weight)
+        return started, time.time()
+
+    def route_floor(self) -> tuple[float, list[float]]:
+        """All done (first write to last) and each route's time, as the operator's run is
+        measured, from the plan's writes alone."""
+        names = self.names("f")
+        api = client.CustomObjectsApi(scenario.pooled_client(self.env.kubeconfig, 64))
+        bar = Progress(f"N={self.n} floor (no operator)", len(names))
+        spans: list[tuple[float, float]] = []
+        with ThreadPoolExecutor(len(names)) as pool:
+            for span in pool.map(partial(self.route_floor_one, api), names):
+                spans.append(span)
+                bar.update(len(spans))
+        bar.close()
+        first = min(a for a, _ in spans)
+        return max(b for _, b in spans) - first, [b - a for a, b in spans]
 
     # -- the floor (replicas router) ---------------------------------------------------
 
@@ -495,6 +536,9 @@ def bench(env: scenario.Env, args: argparse.Namespace, n: int, shards: int) -> R
         if args.floor and run.replicas:
             run.row.floor_s = run.floor()
             print(f"N={n} floor: all done {run.row.floor_s:.1f}s", flush=True)
+        elif args.floor:
+            run.row.floor_s, run.row.floor_per_route = run.route_floor()
+            print(f"N={n} floor: all done {run.row.floor_s:.1f}s", flush=True)
         run.start_operators()
         run.run_plan()
         if args.abort and not run.replicas:
@@ -516,7 +560,7 @@ def report(rows: list[Row], args: argparse.Namespace) -> None:
             print(f"  skipped: {r.skipped}")
             continue
         worst = max(r.per_rollout)
-        if r.floor_s is not None:
+        if r.floor_s is not None and not r.floor_per_route:
             limit = FLOOR_FACTOR * r.floor_s
             verdict = "meets" if r.all_done_s <= limit else "MISSES"
             print(f"  all done {r.all_done_s:.1f}s; floor (no operator) {r.floor_s:.1f}s; "
@@ -527,6 +571,10 @@ def report(rows: list[Row], args: argparse.Namespace) -> None:
             print(f"  all done {r.all_done_s:.1f}s after the first was created; per Rollout "
                   f"creation -> Succeeded {spread(r.per_rollout)} max {worst:.2f}s "
                   f"(target <= {holds + MARGIN_S:g}s): {verdict}")  # fmt: skip
+        if r.floor_s is not None and r.floor_per_route:
+            print(f"  floor (the plan's route writes, no operator): all done {r.floor_s:.1f}s; "
+                  f"per route {spread(r.floor_per_route)} max {max(r.floor_per_route):.2f}s; "
+                  f"Segue / floor, all done: {r.all_done_s / r.floor_s:.2f}")  # fmt: skip
         print(f"  step overhead (hold end -> next weight confirmed) {spread(r.overheads)}"
               f" max {max(r.overheads):.3f}s")  # fmt: skip
         cpu_note = f" (target at N=100 <= {TARGET_CPU_100_S:g}s)" if r.n == 100 else ""
@@ -559,7 +607,7 @@ def main() -> int:
     parser.add_argument("--gates", type=int, default=0, choices=(0, 1, 2), help="per Rollout")
     parser.add_argument("--interval", default="10s", help="analysis interval, with --gates")
     parser.add_argument("--abort", action="store_true", help="measure abort latency too")
-    parser.add_argument("--floor", action="store_true", help="replicas: measure the floor")
+    parser.add_argument("--floor", action="store_true", help="measure the floor first")
     parser.add_argument("--shards", type=int, default=0, help="operator processes (--shard)")
     parser.add_argument("--threads", type=int, default=16, help="client threads for bulk writes")
     args = parser.parse_args()

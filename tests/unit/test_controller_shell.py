@@ -248,14 +248,16 @@ def rollout(
     return obj
 
 
-def test_abort_writes_status_then_router_then_events_then_annotations():
+def test_abort_writes_router_then_status_then_events_then_annotations():
     async def scenario() -> None:
         shell = Shell(
             rollout("AwaitingApproval", 30, annotations={"segue.dev/abort": "bad"}), weight=30
         )
         await shell.run()
         kinds = shell.kinds()
-        assert kinds.index("status") < kinds.index("router") < kinds.index("event")
+        # The annotation that asked for it stays until the status is written: a restart
+        # in between asks again, so traffic goes back first.
+        assert kinds.index("router") < kinds.index("status") < kinds.index("event")
         assert kinds.index("event") < kinds.index("annotations")
         assert ("router", 0) in shell.log
         # Pulling traffic back runs on the urgent lane.
@@ -265,7 +267,7 @@ def test_abort_writes_status_then_router_then_events_then_annotations():
     asyncio.run(scenario())
 
 
-def test_a_lost_race_applies_nothing_and_reads_the_rollout_once():
+def test_a_lost_race_applies_nothing_but_an_abort_and_reads_the_rollout_once():
     async def scenario() -> None:
         shell = Shell(
             rollout("AwaitingApproval", 30, annotations={"segue.dev/abort": "bad"}), weight=30
@@ -273,7 +275,8 @@ def test_a_lost_race_applies_nothing_and_reads_the_rollout_once():
         shell.rollouts.conflicts = 1
         wait = await shell.run()
         assert wait == CONFLICT_WAIT_S
-        assert shell.kinds() == ["status-409"]
+        # Traffic went back (always safe); nothing else of the decision was applied.
+        assert shell.kinds() == ["router", "status-409"]
         # No newer object came by watch: the next pass reads it once, then decides.
         await shell.run()
         assert shell.rollouts.gets == 1
@@ -754,5 +757,19 @@ def test_a_failing_round_is_written_at_once():
         await _one_round(shell, verdict(result="Fail", value=0.5, limit=3))
         assert "status" in shell.kinds()
         assert shell.rollouts.obj["status"]["gates"][0]["consecutiveFailures"] == 1
+
+    asyncio.run(scenario())
+
+
+def test_a_failing_gate_writes_its_rollback_to_status_before_the_router():
+    async def scenario() -> None:
+        # The failed round lives only in memory: the status must say RollingBack before
+        # traffic moves, or a restart in between would find nothing asking for it.
+        shell = _waiting_with_gate(last_evaluated_ago_s=10)
+        await _one_round(shell, verdict(result="Fail", value=0.5))
+        kinds = shell.kinds()
+        assert ("router", 0) in shell.log
+        assert kinds.index("status") < kinds.index("router")
+        assert shell.rollouts.obj["status"]["phase"] == "RollingBack"
 
     asyncio.run(scenario())

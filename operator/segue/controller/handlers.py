@@ -13,7 +13,7 @@ objects changed. Segue manages its own finalizer; kopf writes nothing to the obj
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, cast
 
@@ -187,13 +187,29 @@ def build(
     )
 
 
+class NoDiffBase(kopf.DiffBaseStorage):
+    """kopf builds a diff base (a deep copy of the whole object) on every watch event, for
+    change handlers. Segue has none, only index and event handlers, so there is nothing to
+    build, keep or compare (in a profile at 1,000 Rollouts the copy was about 40% of kopf's
+    time per event)."""
+
+    def build(
+        self, *, body: kopf.Body, extra_fields: Iterable[Any] | None = None
+    ) -> kopf.BodyEssence:
+        return kopf.BodyEssence()
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        return None
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        return None
+
+
 def configure_settings(settings: kopf.OperatorSettings) -> None:
     # kopf keeps no state on the objects: no progress or diff-base annotations, and its
     # finalizer name is one Segue never sets (Segue manages segue.dev/finalizer itself).
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="segue.dev")
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix="segue.dev", key="last-handled-configuration"
-    )
+    settings.persistence.diffbase_storage = NoDiffBase()
     settings.persistence.finalizer = "segue.dev/kopf-unused"
     settings.posting.level = logging.WARNING  # Segue posts its own Events for transitions
     settings.posting.reporting_component = "segue"

@@ -47,6 +47,7 @@ from segue.engine import (
     decide,
     invalid_spec,
 )
+from segue.engine.annotations import ABORT
 from segue.engine.types import (
     ClearAnnotation,
     EmitEvent,
@@ -419,8 +420,15 @@ class Reconciler:
             and raw_status.get("targetWeight") == set_weight.weight
             and _segment_key(raw_status.get("segment")) == _segment_key(set_weight.segment)
         )
+        # An abort or a deletion pulls traffic back before its status is written: what
+        # asked for it (the segue.dev/abort annotation, the deletionTimestamp) stays on the
+        # object until that status is written, so a restart in between asks again.
+        asked_on_object = ABORT in (meta.get("annotations") or {}) or bool(
+            meta.get("deletionTimestamp")
+        )
+        first = recorded or (hurry and asked_on_object)
         with urgent() if hurry else contextlib.nullcontext():
-            if recorded:
+            if first:
                 await self._set_weight(obj, router, set_weight)
             wire = decision.status.to_wire()
             patch = merge_patch(raw_status, wire)
@@ -442,7 +450,7 @@ class Reconciler:
             release = any(isinstance(a, ReleaseFinalizer) for a in decision.actions)
             if not release and not meta.get("deletionTimestamp"):
                 await self._ensure_finalizer(w)
-            if not recorded:
+            if not first:
                 await self._set_weight(obj, router, set_weight)
         changes: list[PhaseChanged] = []
         for action in decision.actions:
