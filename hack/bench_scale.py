@@ -143,6 +143,9 @@ class Row:
     queries_per_rollout_minute: float | None = None
     floor_s: float | None = None
     floor_per_route: list[float] = field(default_factory=list)
+    # Creation -> first weight confirmed; last weight confirmed -> Succeeded.
+    starts: list[float] = field(default_factory=list)
+    finishes: list[float] = field(default_factory=list)
     aborts: list[float] = field(default_factory=list)
     waiting_requests: float | None = None
     waiting_queries: float | None = None
@@ -429,6 +432,9 @@ class Run:
             if succeeded is None or [w for _, w in scenario.confirmed_weights(h)] != [*WEIGHTS]:
                 raise SystemExit(f"{name}: unexpected history {h}")
             row.per_rollout.append(succeeded - created[name])
+            weights = scenario.confirmed_weights(h)
+            row.starts.append(weights[0][0] - created[name])
+            row.finishes.append(succeeded - weights[-1][0])
             row.overheads += [o for _, o in scenario.step_overheads(h, self.hold_s)]
         row.requests = scenario.requests_between(before, after)
         if self.args.gates:
@@ -577,6 +583,8 @@ def report(rows: list[Row], args: argparse.Namespace) -> None:
                   f"Segue / floor, all done: {r.all_done_s / r.floor_s:.2f}")  # fmt: skip
         print(f"  step overhead (hold end -> next weight confirmed) {spread(r.overheads)}"
               f" max {max(r.overheads):.3f}s")  # fmt: skip
+        print(f"  creation -> first weight confirmed {spread(r.starts)}; last weight -> "
+              f"Succeeded {spread(r.finishes)}")  # fmt: skip
         cpu_note = f" (target at N=100 <= {TARGET_CPU_100_S:g}s)" if r.n == 100 else ""
         print(f"  operator CPU {r.cpu_s:.1f}s{cpu_note}; peak RSS {r.rss_mib:.0f} MiB "
               f"(target <= {TARGET_RSS_MIB:g})")  # fmt: skip

@@ -11,7 +11,7 @@ weight was confirmed, from status.history, plus the hold) to the router confirmi
 weight (the next WeightSet entry in status.history), and when watches on the routes and
 Deployments saw each stage in between. It also prints, per Rollout, the time from its
 creation to Succeeded, and the Kubernetes API requests per weight step (the operator's
-segue_kube_requests_total, and the Events kopf posts).
+segue_kube_requests_total, its Events included).
 
     python hack/bench_steps.py --rollouts 4
 """

@@ -76,7 +76,7 @@ def test_event_flags_and_their_bounds(capsys: pytest.CaptureFixture[str]) -> Non
     args = parse_args(["--kube-event-qps", "5", "--kube-event-burst", "10"])
     assert (args.kube_event_qps, args.kube_event_burst) == (5.0, 10)
     default = parse_args([])
-    assert (default.kube_event_qps, default.kube_event_burst) == (20.0, 200)
+    assert (default.kube_event_qps, default.kube_event_burst) == (20.0, 50)
     with pytest.raises(SystemExit):
         parse_args(["--kube-event-burst", "0"])
     assert "--kube-event-burst must be 1 to" in capsys.readouterr().err

@@ -17,7 +17,7 @@ DEFAULT_BURST: Final = 400
 # The events lane's own limit: Events wait (or, past the queue, Normal ones are dropped)
 # rather than take the API server's time from weight moves on a busy cluster.
 DEFAULT_EVENT_QPS: Final = 20.0
-DEFAULT_EVENT_BURST: Final = 200
+DEFAULT_EVENT_BURST: Final = 50
 MAX_QPS: Final = 10_000.0
 MAX_BURST: Final = 100_000
 # A Retry-After is obeyed up to this long (a server asking for more is asked again then).
