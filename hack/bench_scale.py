@@ -11,6 +11,9 @@ and KWOK creating and removing the pods (``--floor``). On the Gateway API router
 (``--floor``) is the plan's route writes made directly on HTTPRoutes of their own, one
 thread per route with the holds between: what the API server takes with no operator.
 
+Rollouts are created as where the chart is installed: its MutatingAdmissionPolicy puts the
+operator's finalizer on them (bound to the run's namespace only).
+
 It prints, per N:
 
 - all done: from the first Rollout created to the last one Succeeded, and per Rollout
@@ -47,6 +50,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Final
 
+import yaml
 from kubernetes import client
 
 from segue import GROUP, PLURAL, VERSION
@@ -57,6 +61,7 @@ from segue_testkit.cluster.nodes import fake_nodes_manifest
 from segue_testkit.cluster.settings import NODE_COUNT
 from segue_testkit.scenario import ObjectWatch, Progress, percentile
 
+CHART: Final = Path(__file__).resolve().parents[1] / "charts" / "segue"
 WEIGHTS: Final = (25, 50, 75, 100)
 LEGACY_PODS: Final = 4  # replicas router: 25 % steps are whole pods
 PODS_PER_NODE: Final = 100  # of the 110 a KWOK node takes, so a few are left over
@@ -197,9 +202,45 @@ class Run:
         scenario.create_all(self.api, self.ns, docs, self.args.threads, on_done=bar.update)
         bar.close()
 
+    def finalizer_policy(self) -> list[dict[str, Any]]:
+        """The chart's finalizer policy (Rollouts are created with the operator's finalizer,
+        as where the chart is installed), bound to this run's namespace only."""
+        values = {
+            "fullnameOverride": self.ns,
+            "admission": {
+                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": self.ns}}
+            },
+        }
+        out = subprocess.run(
+            [str(cluster.build() / "helm"), "template", "segue", str(CHART), "-s",
+             "templates/admission.yaml", "-f", "-"],
+            input=yaml.safe_dump(values), capture_output=True, text=True, check=True, timeout=120,
+        ).stdout  # fmt: skip
+        return [
+            d
+            for d in yaml.safe_load_all(out)
+            if d
+            and d["kind"].startswith("MutatingAdmissionPolicy")
+            and d["metadata"]["name"].endswith("-finalizer")
+        ]
+
     def prepare(self) -> None:
         scenario.ensure_namespace(self.env, self.ns)
+        self.policy = self.finalizer_policy()
+        self.env.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(self.policy))
         self.start_watches()
+        # A new policy takes a moment to be enforced: until a dry-run Rollout has the finalizer.
+        probe = self.rollout_doc("probe", plan(self.args.hold))
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            made: Any = self.objects.create_namespaced_custom_object(
+                GROUP, VERSION, self.ns, PLURAL, probe, dry_run="All"
+            )
+            if made["metadata"].get("finalizers"):
+                break
+            time.sleep(0.5)
+        else:
+            print("the finalizer policy is not enforced: the operator adds the finalizers")
         if self.replicas:
             # KWOK nodes take 110 pods each: enough of them for every pair at its peak.
             nodes = -(-self.n * (LEGACY_PODS + 1) // PODS_PER_NODE)
@@ -526,6 +567,11 @@ class Run:
         with ThreadPoolExecutor(self.args.threads) as pool:
             list(pool.map(release, names))
         self.env.kubectl("delete", "namespace", self.ns, "--wait=false", check=False)
+        if getattr(self, "policy", None):
+            self.env.kubectl(
+                "delete", "--ignore-not-found", "-f", "-",
+                input=yaml.safe_dump_all(self.policy), check=False,
+            )  # fmt: skip
 
 
 def annotations_of(obj: dict[str, Any]) -> dict[str, str]:

@@ -612,3 +612,40 @@ def test_a_router_the_operator_may_not_watch_fails_its_rollouts_and_holds_no_oth
     finally:
         op.stop()
     assert "router nginx cannot run" in (tmp_path / "operator.log").read_text()
+
+
+def test_rollouts_are_created_with_the_operator_s_finalizer(
+    kube: Kube, crds: None, namespace: str, helm: Path, install_policies: Callable[..., Policies]
+) -> None:
+    """The mutating policy puts segue.dev/finalizer on a Rollout as it is created, so the
+    operator never spends a write (and a round trip before the first weight) adding it;
+    finalizers the Rollout already has are kept."""
+
+    def created(name: str, finalizers: list[str] | None = None, dry_run: bool = False) -> Doc:
+        doc = rollout(name)
+        if finalizers is not None:
+            doc["metadata"]["finalizers"] = finalizers
+        args = ["create", "-n", namespace, "-o", "json", "-f", "-"]
+        out = kube.kubectl(*args, *(["--dry-run=server"] if dry_run else []), input=json.dumps(doc))
+        return dict(json.loads(out.stdout))
+
+    # Without the policies the Rollout has no finalizer until an operator adds one.
+    assert "finalizers" not in created("before", dry_run=True)["metadata"]
+    install_policies()
+    wait_until(
+        "the finalizer policy to be enforced",
+        lambda: created("probe", dry_run=True)["metadata"].get("finalizers"),
+        lambda f: f == ["segue.dev/finalizer"],
+        timeout=30,
+    )
+    assert created("web")["metadata"]["finalizers"] == ["segue.dev/finalizer"]
+    kept = created("kept", finalizers=["example.com/keep"])
+    assert kept["metadata"]["finalizers"] == ["example.com/keep", "segue.dev/finalizer"]
+    again = created("again", finalizers=["segue.dev/finalizer"])
+    assert again["metadata"]["finalizers"] == ["segue.dev/finalizer"]
+    # Nothing runs to release them here: drop them so the namespace can go.
+    for name in ("web", "kept", "again"):
+        kube.kubectl(
+            "patch", "rollout.segue.dev", name, "-n", namespace, "--type=merge",
+            "-p", '{"metadata":{"finalizers":null}}',
+        )  # fmt: skip

@@ -216,12 +216,21 @@ class Reconciler:
         raw_status: Json = obj.get("status") or {}
         status = _parse_status(raw_status, namespace, name)
         raw_spec: Json = obj.get("spec") or {}
-        try:
-            spec = RolloutSpec.model_validate(raw_spec)
-        except ValidationError as e:
-            return await self._invalid(
-                w, obj, raw_status, status, Routing.parse(raw_spec), _errors(e)
-            )
+        # The spec changes only with the generation: a pass at the same one reuses the
+        # parsed spec and what planning its gates found.
+        raw_generation = (obj.get("metadata") or {}).get("generation")
+        generation = raw_generation if isinstance(raw_generation, int) else None
+        if w.parsed is not None and w.parsed[0] == generation:
+            spec = w.parsed[1]
+        else:
+            try:
+                spec = RolloutSpec.model_validate(raw_spec)
+            except ValidationError as e:
+                return await self._invalid(
+                    w, obj, raw_status, status, Routing.parse(raw_spec), _errors(e)
+                )
+            if generation is not None:
+                w.parsed = (generation, spec)
         routing = Routing(spec.traffic, spec.legacy, spec.new)
         # A provider section the operator may not use (an address it may not query) is a spec
         # it cannot run: Failed, before any traffic moves, and nothing is sent there.
@@ -229,7 +238,13 @@ class Reconciler:
         if refusal is not None:
             return await self._invalid(w, obj, raw_status, status, routing, refusal)
         # Gates no round could run make the spec invalid too, before any traffic moves.
-        problems = unresolvable_gates(spec, namespace, name, self.gates.provider(spec))
+        provider = self.gates.provider(spec)
+        if w.planned is not None and w.planned[0] == (generation, provider):
+            problems = w.planned[1]
+        else:
+            problems = unresolvable_gates(spec, namespace, name, provider)
+            if generation is not None:
+                w.planned = ((generation, provider), problems)
         if problems:
             return await self._invalid(w, obj, raw_status, status, routing, describe(problems))
 

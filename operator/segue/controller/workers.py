@@ -16,7 +16,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from segue.analysis.providers.base import GateProblem, Provider
 from segue.api.phases import TERMINAL
+from segue.api.spec import RolloutSpec
 from segue.controller.gates import RoundScheduler
 from segue.controller.kube import ApiThrottled, ApiUnavailable
 from segue.controller.store import newer
@@ -80,6 +82,10 @@ class Worker:
     conflict_rv: str | None = None
     failures: int = 0
     task: asyncio.Task[None] | None = None
+    # The parsed spec and what its gates' planning found, for the generation (and
+    # provider) they were made from: a pass at the same generation reuses them.
+    parsed: tuple[int, RolloutSpec] | None = None
+    planned: tuple[tuple[int, Provider], list[GateProblem]] | None = None
 
     def update(self, body: Json) -> bool:
         """Take a newer copy of the Rollout; True when a person changed something."""
