@@ -46,7 +46,7 @@ def plan(spec: RolloutSpec) -> list[Step]:
     final ``setWeight: 100``: a Rollout is done only when the new version has all traffic.
     """
     if spec.steps is not None:
-        steps = [s.model_copy(deep=True) for s in spec.steps]
+        steps = [s.model_copy() for s in spec.steps]  # shallow: nothing changes a nested part
     else:
         assert spec.risk is not None  # the spec validator guarantees one of them
         steps = preset_steps(spec.risk, spec.hold)
