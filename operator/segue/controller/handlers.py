@@ -25,6 +25,7 @@ from segue.analysis.counting import QUERIES
 from segue.analysis.providers.runtime import ProviderRuntime
 from segue.api.migration import MIGRATION_KIND, MIGRATION_PLURAL
 from segue.api.provider import PROVIDER_KIND, PROVIDER_PLURAL
+from segue.controller import kopf_toggles
 from segue.controller.events import EventPoster
 from segue.controller.gates import GateRunner
 from segue.controller.kube import (
@@ -56,6 +57,9 @@ from segue.traffic.plugin import WatchedKind
 from segue.traffic.registry import DEFAULT_ROUTERS, check_routers, router_for
 
 log = logging.getLogger(__name__)
+
+# kopf's start-up readiness wakes every waiting object for every new one; see the module.
+kopf_toggles.install()
 
 MEMO_KEY: Final = "segue"
 
