@@ -170,6 +170,8 @@ class Run:
         self.objects = client.CustomObjectsApi(self.api)
         self.apps = client.AppsV1Api(self.api)
         self.operators: list[scenario.Operator] = []
+        # How long queued Events may take to be posted (1,000 at most, 20 a second).
+        self.drain_s = 30.0 + min(self.n * 7, 1000) / 20
         self.row = Row(f"{args.router}, {args.gates} gates, {shards or 1} operator(s)", n)
 
     # -- set-up ------------------------------------------------------------------------
@@ -461,7 +463,9 @@ class Run:
             timeout=3 * self.hold_s + 300 + self.n,
         )
         finished = max(done.values())
-        after = scenario.settled(partial(self.requests, names), quiet_s=2.0, timeout=30)
+        # Events queued during the run are still being posted at the events lane's rate:
+        # they count to the run, not to idling.
+        after = scenario.settled(partial(self.requests, names), quiet_s=2.0, timeout=self.drain_s)
         row.cpu_s = self.cpu() - cpu0
         queries = self.queries() - q0
         created = {n: self.rollouts.events[n][0].at for n in names}
@@ -506,7 +510,7 @@ class Run:
             lambda r: scenario.new_weight(r) == 25,
             timeout=60,
         )
-        r0 = scenario.settled(partial(self.requests, names), quiet_s=2.0, timeout=30)
+        r0 = scenario.settled(partial(self.requests, names), quiet_s=2.0, timeout=self.drain_s)
         q0 = self.queries()
         time.sleep(IDLE_S)
         row.waiting_requests = sum(scenario.requests_between(r0, self.requests(names)).values())

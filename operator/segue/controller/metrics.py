@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Final, Literal, get_args
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from segue.api import PHASES, RolloutStatus, Verdict
 from segue.engine import PhaseChanged
@@ -50,12 +52,80 @@ def rollback_reason(change: PhaseChanged) -> ReasonKind:
     return "other"
 
 
-@dataclass
-class _Series:
-    """The label values in use for one Rollout, so that all of them can be removed."""
+GateReading = tuple[str | None, float | None, float | None]  # verdict, new, legacy
 
-    gates: set[str] = field(default_factory=set)
+
+@dataclass
+class _Rollout:
+    """What the per-Rollout series show, and the rollback reasons counted for it (so that
+    all of its series can be removed)."""
+
+    phase: str | None = None
+    step: int = 0
+    weight: int = 0
+    gates: dict[str, GateReading] = field(default_factory=dict)
     reasons: set[str] = field(default_factory=set)
+    observed: bool = False
+
+
+class RolloutGauges(Collector):
+    """segue_rollout_phase, _step, _weight, segue_gate_value and _verdict, rendered from
+    the records at each scrape."""
+
+    def __init__(self, rollouts: dict[tuple[str, str], _Rollout], lock: threading.Lock) -> None:
+        self._rollouts = rollouts
+        self._lock = lock
+
+    @staticmethod
+    def _families() -> tuple[GaugeMetricFamily, ...]:
+        rollout = ["namespace", "rollout"]
+        gate = [*rollout, "gate"]
+        return (
+            GaugeMetricFamily(
+                "segue_rollout_phase",
+                "1 for the Rollout's current phase, 0 for the others.",
+                labels=[*rollout, "phase"],
+            ),
+            GaugeMetricFamily(
+                "segue_rollout_step", "Index of the Rollout's current step.", labels=rollout
+            ),
+            GaugeMetricFamily(
+                "segue_rollout_weight",
+                "Percentage of traffic on the new version, as read back from the router.",
+                labels=rollout,
+            ),
+            GaugeMetricFamily(
+                "segue_gate_value",
+                "Last value of a gate's query per version; absent when there was no data.",
+                labels=[*gate, "version"],
+            ),
+            GaugeMetricFamily(
+                "segue_gate_verdict",
+                "1 for a gate's last verdict, 0 for the others (all 0 before the first).",
+                labels=[*gate, "verdict"],
+            ),
+        )
+
+    def describe(self) -> Iterable[Metric]:
+        return self._families()
+
+    def collect(self) -> Iterable[Metric]:
+        phase, step, weight, value, verdict = families = self._families()
+        with self._lock:
+            records = [(k, r) for k, r in self._rollouts.items() if r.observed]
+            snapshot = [(k, r.phase, r.step, r.weight, dict(r.gates)) for k, r in records]
+        for (ns, name), current, index, percent, gates in snapshot:
+            for p in PHASES:
+                phase.add_metric([ns, name, p], 1 if p == current else 0)
+            step.add_metric([ns, name], index)
+            weight.add_metric([ns, name], percent)
+            for gate, (last, new, legacy) in gates.items():
+                for version, reading in (("new", new), ("legacy", legacy)):
+                    if reading is not None:
+                        value.add_metric([ns, name, gate, version], reading)
+                for v in VERDICTS:
+                    verdict.add_metric([ns, name, gate, v], 1 if v == last else 0)
+        return families
 
 
 class OperatorMetrics:
@@ -65,34 +135,12 @@ class OperatorMetrics:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
         rollout = ("namespace", "rollout")
-        gate = (*rollout, "gate")
-        self.phase = Gauge(
-            "segue_rollout_phase",
-            "1 for the Rollout's current phase, 0 for the others.",
-            (*rollout, "phase"),
-            registry=r,
-        )
-        self.step = Gauge(
-            "segue_rollout_step", "Index of the Rollout's current step.", rollout, registry=r
-        )
-        self.weight = Gauge(
-            "segue_rollout_weight",
-            "Percentage of traffic on the new version, as read back from the router.",
-            rollout,
-            registry=r,
-        )
-        self.gate_value = Gauge(
-            "segue_gate_value",
-            "Last value of a gate's query per version; absent when there was no data.",
-            (*gate, "version"),
-            registry=r,
-        )
-        self.gate_verdict = Gauge(
-            "segue_gate_verdict",
-            "1 for a gate's last verdict, 0 for the others (all 0 before the first).",
-            (*gate, "verdict"),
-            registry=r,
-        )
+        # The per-Rollout gauges are rendered at scrape time from one small record per
+        # Rollout (RolloutGauges): a prometheus_client child per series costs about 0.7 KiB,
+        # and a Rollout with two gates has 24 series.
+        self._rollouts: dict[tuple[str, str], _Rollout] = {}
+        self._lock = threading.Lock()
+        r.register(RolloutGauges(self._rollouts, self._lock))
         self.rollbacks = Counter(
             "segue_rollbacks",
             "Rollbacks started, by kind of reason (gate, abort, dependency, other).",
@@ -155,33 +203,19 @@ class OperatorMetrics:
         # Both results exist from the start, so a ratio of errors reads 0 rather than nothing.
         for result in RESULTS:
             self.reconcile_duration.labels(result)
-        self._series: dict[tuple[str, str], _Series] = {}
-        self._lock = threading.Lock()
         self._server: WSGIServer | None = None
         self._thread: threading.Thread | None = None
 
     def observe(self, namespace: str, name: str, status: RolloutStatus) -> None:
         """Set the Rollout's phase, step, weight and gate series from its status."""
+        gates: dict[str, GateReading] = {
+            g.name: (g.verdict, g.value, g.legacy_value) for g in status.gates
+        }
         with self._lock:
-            series = self._series.setdefault((namespace, name), _Series())
-            for phase in PHASES:
-                self.phase.labels(namespace, name, phase).set(1 if phase == status.phase else 0)
-            self.step.labels(namespace, name).set(status.step)
-            self.weight.labels(namespace, name).set(status.weight)
-            current = {g.name for g in status.gates}
-            for gone in series.gates - current:
-                self._remove_gate(namespace, name, gone)
-            series.gates = current
-            for g in status.gates:
-                for version, value in (("new", g.value), ("legacy", g.legacy_value)):
-                    if value is None:
-                        self.gate_value.remove(namespace, name, g.name, version)
-                    else:
-                        self.gate_value.labels(namespace, name, g.name, version).set(value)
-                for verdict in VERDICTS:
-                    self.gate_verdict.labels(namespace, name, g.name, verdict).set(
-                        1 if verdict == g.verdict else 0
-                    )
+            record = self._rollouts.setdefault((namespace, name), _Rollout())
+            record.phase, record.step, record.weight = status.phase, status.step, status.weight
+            record.gates = gates
+            record.observed = True
 
     def decided(
         self,
@@ -203,7 +237,7 @@ class OperatorMetrics:
         """Count a rollback. A reason outside the fixed set counts as "other"."""
         reason = reason_kind if reason_kind in REASON_KINDS else "other"
         with self._lock:
-            self._series.setdefault((namespace, name), _Series()).reasons.add(reason)
+            self._rollouts.setdefault((namespace, name), _Rollout()).reasons.add(reason)
             self.rollbacks.labels(namespace, name, reason).inc()
 
     def shard_serving(self, index: int, count: int, serving: bool) -> None:
@@ -212,14 +246,8 @@ class OperatorMetrics:
     def forget(self, namespace: str, name: str) -> None:
         """Remove every series of a Rollout (it was deleted)."""
         with self._lock:
-            series = self._series.pop((namespace, name), _Series())
-            for phase in PHASES:
-                self.phase.remove(namespace, name, phase)
-            self.step.remove(namespace, name)
-            self.weight.remove(namespace, name)
-            for gate in series.gates:
-                self._remove_gate(namespace, name, gate)
-            for reason in series.reasons:
+            record = self._rollouts.pop((namespace, name), _Rollout())
+            for reason in record.reasons:
                 self.rollbacks.remove(namespace, name, reason)
 
     @contextmanager
@@ -264,9 +292,3 @@ class OperatorMetrics:
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
-
-    def _remove_gate(self, namespace: str, name: str, gate: str) -> None:
-        for version in VERSIONS:
-            self.gate_value.remove(namespace, name, gate, version)
-        for verdict in VERDICTS:
-            self.gate_verdict.remove(namespace, name, gate, verdict)
