@@ -46,9 +46,10 @@ bench: $(VENV)/.installed
 	$(PY) hack/bench_abort.py --rollouts 50
 
 ## bench-scale: N = 100 and 1,000 Rollouts on one operator (Gateway API router, two gates each,
-## abort latency), the replicas router at N = 10 and 100 against its floor, and 3 shards at 1,000
+## abort latency), each against its floor; the replicas router at N = 10 and 100 against its
+## floor; and 3 shards at 1,000
 bench-scale: $(VENV)/.installed
-	$(PY) hack/bench_scale.py --rollouts 100,1000 --router gatewayAPI --gates 2 --abort
+	$(PY) hack/bench_scale.py --rollouts 100,1000 --router gatewayAPI --gates 2 --abort --floor
 	$(PY) hack/bench_scale.py --rollouts 10,100 --router replicas --floor
 	$(PY) hack/bench_scale.py --rollouts 1000 --router gatewayAPI --gates 2 --abort --shards 3
 
