@@ -13,7 +13,7 @@ OBJECTS = 300
 
 
 def test_waiters_are_woken_once_when_every_object_is_indexed() -> None:
-    kopf_toggles.install()
+    assert kopf_toggles.install()  # the installed kopf is built as the patch expects
 
     async def scenario() -> None:
         indexed = aiotoggles.ToggleSet(all)

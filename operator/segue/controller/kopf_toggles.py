@@ -15,10 +15,12 @@ changes only through ``Toggle.turn_to``, which still notifies.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from kopf._cogs.aiokits import aiotoggles
 
+log = logging.getLogger(__name__)
 _INSTALLED = "_segue_notifies_on_change"
 
 
@@ -42,11 +44,17 @@ async def _drop_toggle(self: aiotoggles.ToggleSet, toggle: aiotoggles.Toggle) ->
             self._condition.notify_all()
 
 
-def install() -> None:
-    """Patch kopf's ToggleSet (once per process)."""
+def install() -> bool:
+    """Patch kopf's ToggleSet (once per process). A kopf whose ToggleSet is no longer built
+    this way is left as it is, and said so: False."""
     cls: Any = aiotoggles.ToggleSet
     if getattr(cls, _INSTALLED, False):
-        return
+        return True
+    probe = cls(all)
+    if not isinstance(getattr(probe, "_toggles", None), set) or not hasattr(probe, "_condition"):
+        log.warning("kopf's ToggleSet has changed; its start-up readiness is left unpatched")
+        return False
     cls.make_toggle = _make_toggle
     cls.drop_toggle = _drop_toggle
     setattr(cls, _INSTALLED, True)
+    return True
