@@ -148,7 +148,13 @@ def test_a_gate_that_cannot_resolve_never_moves_traffic(kube, namespace, crds, o
     print(f"status.message: {status['message']}")
     assert rollouts.route_weights("shop") == before
     assert status.get("weight", 0) == 0 and not status.get("targetWeight")
-    events = rollouts.events("shop")
+    # Events are posted from a queue, a moment after the status that they describe.
+    events = wait_until(
+        "the Failed Event",
+        lambda: rollouts.events("shop"),
+        lambda evs: any(r == "Failed" for _, r, _ in evs),
+        30,
+    )
     failed = [(t, m) for t, r, m in events if r == "Failed"]
     assert failed and failed[0][0] == "Warning" and UNRESOLVABLE_FIELD in failed[0][1], events
     print(f"Event: {failed[0]}")
