@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from segue_testkit.scenario import deployment, httproute, rollout
+from segue_testkit.scenario import deployment, httproute, rollout, settled
 from tests.e2e.support import Operator, Rollouts, apply, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -70,14 +70,7 @@ def test_twenty_successes_log_no_warning_and_then_cost_no_requests(
 
     # The run's Events are posted from a queue at the events lane's rate, a little after the
     # writes they describe: once they are out, a Succeeded Rollout costs nothing.
-    before = kube_requests(operator)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        time.sleep(2.0)
-        now = kube_requests(operator)
-        if now == before:
-            break
-        before = now
+    before = settled(partial(kube_requests, operator), quiet_s=2.0, timeout=60)
     assert sum(before.values()) > 0, "the operator's request counter reads nothing"
     time.sleep(IDLE_S)
     after = kube_requests(operator)

@@ -75,13 +75,13 @@ class Operator:
     metrics: OperatorMetrics
     dispatcher: Dispatcher
     targets: WebhookTargets
+    # Posts the Events of the Rollouts and Migrations, on a lane of its own; its
+    # ``instance`` (reportingInstance) says which process and shard.
+    events: EventPoster
     # Watching named namespaces only: no cluster-wide discovery, so a Role suffices.
     namespaced: bool = False
     # One worker per Migration with work, woken when a Rollout of its namespace changes.
     migrations: Supervisor | None = None
-    # Posts the Events of the Rollouts and Migrations, on a lane of its own; its
-    # ``instance`` (reportingInstance) says which process and shard.
-    events: EventPoster | None = None
 
 
 def build(
@@ -185,9 +185,9 @@ def build(
         metrics,
         dispatcher,
         targets,
+        events,
         namespaced,
         migrations,
-        events,
     )
 
 
@@ -234,7 +234,7 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> Non
     for resource, selector in _LABEL_SELECTORS.items():
         settings.watching.label_selectors[resource] = selector
     op: Operator = memo[MEMO_KEY]
-    if op.events is not None and op.events.instance:
+    if op.events.instance:
         settings.posting.reporting_instance = op.events.instance[:128]
     # kopf's per-attempt retry lines become Segue's one line per outage.
     for handler in logging.getLogger().handlers:
@@ -243,8 +243,7 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> Non
         # kopf would otherwise try (and, under a Role, fail) to list namespaces and CRDs.
         settings.scanning.disabled = True
     await op.dispatcher.start()
-    if op.events is not None:
-        op.events.start()
+    op.events.start()
 
 
 @kopf.on.cleanup()
@@ -254,8 +253,7 @@ async def shutdown(memo: Any, **_: Any) -> None:
     if op.migrations is not None:
         await op.migrations.stop()
     await op.dispatcher.stop(deadline=5.0)
-    if op.events is not None:
-        await op.events.stop()
+    await op.events.stop()
     close_clients()  # query pools: threads stuck on a hanging provider must not hold exit
     op.kube.close()
 

@@ -270,8 +270,7 @@ class Kube:
         while urgent ones are under way."""
         lane = self.lane()
         if lane is not self.urgent:
-            await self._urgent_idle.wait()
-            return await self._send(lane, fn)
+            return await self._after_urgent(lane, fn)
         self._urgent_active += 1
         self._urgent_idle.clear()
         try:
@@ -283,8 +282,11 @@ class Kube:
 
     async def call_events(self, fn: Callable[[client.ApiClient], T]) -> T:
         """Run ``fn(api_client)`` on the events lane, once no urgent request is under way."""
+        return await self._after_urgent(self.events, fn)
+
+    async def _after_urgent(self, lane: Lane, fn: Callable[[client.ApiClient], T]) -> T:
         await self._urgent_idle.wait()
-        return await self._send(self.events, fn)
+        return await self._send(lane, fn)
 
     async def _send(self, lane: Lane, fn: Callable[[client.ApiClient], T]) -> T:
         wait = lane.limit.reserve()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import ctypes
 import logging
 import os
@@ -56,6 +57,14 @@ def _number(name: str, default: float) -> float:
         return float(raw)
     except ValueError:
         raise SystemExit(f"{name}={raw!r}: expected a number") from None
+
+
+def _check_limit(parser: argparse.ArgumentParser, prefix: str, qps: float, burst: int) -> None:
+    """A rate limit's flags (``<prefix>-qps``, ``<prefix>-burst``) within their bounds."""
+    if not 0 < qps <= MAX_QPS:
+        parser.error(f"{prefix}-qps must be above 0 and at most {MAX_QPS:g}, not {qps:g}")
+    if not 1 <= burst <= MAX_BURST:
+        parser.error(f"{prefix}-burst must be 1 to {MAX_BURST}, not {burst}")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -199,16 +208,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             "--shard: shards need leader election (each shard holds its own Lease); "
             "drop --no-leader-election"
         )
-    if not 0 < args.kube_qps <= MAX_QPS:
-        parser.error(f"--kube-qps must be above 0 and at most {MAX_QPS:g}, not {args.kube_qps:g}")
-    if not 1 <= args.kube_burst <= MAX_BURST:
-        parser.error(f"--kube-burst must be 1 to {MAX_BURST}, not {args.kube_burst}")
-    if not 0 < args.kube_event_qps <= MAX_QPS:
-        parser.error(
-            f"--kube-event-qps must be above 0 and at most {MAX_QPS:g}, not {args.kube_event_qps:g}"
-        )
-    if not 1 <= args.kube_event_burst <= MAX_BURST:
-        parser.error(f"--kube-event-burst must be 1 to {MAX_BURST}, not {args.kube_event_burst}")
+    _check_limit(parser, "--kube", args.kube_qps, args.kube_burst)
+    _check_limit(parser, "--kube-event", args.kube_event_qps, args.kube_event_burst)
     return args
 
 
@@ -224,11 +225,8 @@ def fewer_malloc_arenas() -> None:
     wins). Called before any thread starts; a C library without mallopt is left alone."""
     if "MALLOC_ARENA_MAX" in os.environ:
         return
-    try:
-        libc = ctypes.CDLL(None)
-        libc.mallopt(_M_ARENA_MAX, MALLOC_ARENAS)
-    except (OSError, AttributeError):
-        pass
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).mallopt(_M_ARENA_MAX, MALLOC_ARENAS)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -313,8 +311,7 @@ def main(argv: list[str] | None = None) -> int:
         on_serving=lambda on: operator.metrics.shard_serving(shard.index, shard.count, on),
     )
     operator.metrics.shard_serving(shard.index, shard.count, False)
-    if operator.events is not None:
-        operator.events.instance = f"{elector.identity} (shard {shard})"
+    operator.events.instance = f"{elector.identity} (shard {shard})"
     log.info(
         "leader election on Lease %s as %s, shard %s",
         elector.where,
