@@ -79,6 +79,18 @@ def test_the_event_names_the_object_and_keeps_the_time_it_happened() -> None:
     assert body["metadata"]["name"].startswith("shop.")
 
 
+def test_an_object_s_events_are_named_in_the_order_they_happened() -> None:
+    # The API server lists Events by name: within a second (the timestamps' precision),
+    # that is the order kubectl shows them in.
+    p = EventPoster(FakeKube(), clock=lambda: T0)  # type: ignore[arg-type]
+    for reason in ("Aborted", "RollingBack", "RolledBack"):
+        p.post(ROLLOUT, "Normal", reason, "")
+    names = [e.body["metadata"]["name"] for e in p._queue]
+    assert len(set(names)) == 3
+    assert sorted(names) == names
+    assert all(n.startswith("shop.") for n in names)
+
+
 def test_a_cluster_scoped_object_has_its_events_in_default() -> None:
     provider = {
         "apiVersion": "segue.dev/v1alpha1",

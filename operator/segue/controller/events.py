@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 import functools
 import logging
-import secrets
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -45,7 +44,8 @@ POSTERS: Final = 4
 RETRY_S: Final = 1.0
 MAX_REASON: Final = 128
 MAX_INSTANCE: Final = 128
-# Of an object's name in an Event's name (<object>.<random hex>, as client-go names them).
+# Of an object's name in an Event's name (<object>.<hex nanoseconds>, as client-go names
+# them: the API server lists an object's Events in the order they happened).
 MAX_NAME_PREFIX: Final = 200
 # Cluster-scoped objects (MetricProviders) have their Events here.
 CLUSTER_EVENTS_NAMESPACE: Final = "default"
@@ -65,6 +65,10 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+def _ns(at: datetime) -> int:
+    return int(at.timestamp()) * 1_000_000_000 + at.microsecond * 1000
+
+
 def event_body(
     obj: Json,
     type_: str,
@@ -72,6 +76,7 @@ def event_body(
     message: str,
     at: datetime,
     instance: str = "",
+    stamp_ns: int | None = None,
 ) -> tuple[str, Json]:
     """The namespace and the core/v1 Event about ``obj`` (any object with apiVersion, kind
     and metadata), happening ``at``."""
@@ -93,7 +98,7 @@ def event_body(
         "apiVersion": "v1",
         "kind": "Event",
         "metadata": {
-            "name": f"{name[:MAX_NAME_PREFIX]}.{secrets.token_hex(8)}",
+            "name": f"{name[:MAX_NAME_PREFIX]}.{_ns(at) if stamp_ns is None else stamp_ns:x}",
             "namespace": namespace,
         },
         "involvedObject": involved,
@@ -137,6 +142,7 @@ class EventPoster:
         self._tasks: list[asyncio.Task[None]] = []
         self.instance = ""
         self.posted = 0
+        self._last_ns = 0
         self.dropped = 0
 
     def __len__(self) -> int:
@@ -144,7 +150,13 @@ class EventPoster:
 
     def post(self, obj: Json, type_: str, reason: str, message: str) -> None:
         """Queue an Event about ``obj``; when the queue is full, drop a Normal one."""
-        namespace, body = event_body(obj, type_, reason, message, self._clock(), self.instance)
+        at = self._clock()
+        # Strictly increasing, so two Events of one pass keep their order (and names apart)
+        # however close together, and whichever of the posters sends its one first.
+        self._last_ns = max(self._last_ns + 1, _ns(at))
+        namespace, body = event_body(
+            obj, type_, reason, message, at, self.instance, stamp_ns=self._last_ns
+        )
         event = PendingEvent(namespace, body)
         if len(self._queue) >= self._max and not self._make_room(event):
             self._drop(event)
