@@ -1,8 +1,10 @@
 """Replicas router (no mesh): both Deployments sit behind one Service, and the weight is
 approximated by the share of ready pods.
 
-The total is the legacy's replica count before Segue first scaled anything (kept in the
-annotation segue.dev/baseline-replicas on the legacy Deployment, so a restart keeps it).
+The total is the legacy's replica count before Segue first scaled anything. Until Segue
+first writes the legacy Deployment it is the legacy's own spec.replicas; that first write
+records it in the annotation segue.dev/baseline-replicas, in the same request, so a restart
+keeps it once it differs.
 The gaining side is scaled up first; the losing side is scaled down only once the gaining
 side's pods are ready, so ready capacity never drops below the legacy's. Both Deployments
 are read from the watch stream; their changes wake the Rollout. With ``require_managed``
@@ -85,20 +87,26 @@ class ReplicasRouter:
             raise RouterError(f"Deployment {self.namespace}/{self.legacy} not found")
         return legacy, self._view.deployment(self.namespace, self.new)
 
-    async def _baseline(self, legacy: DeploymentState) -> int:
+    @staticmethod
+    def _baseline(legacy: DeploymentState) -> int:
         if BASELINE in legacy.annotations:
             return max(1, int(legacy.annotations[BASELINE]))
-        total = max(1, legacy.desired)
-        await self._deployments.annotate(self.legacy, {BASELINE: str(total)})
-        return total
+        return max(1, legacy.desired)  # nothing scaled yet: its own count is the baseline
+
+    async def _scale_legacy(self, legacy: DeploymentState, total: int, replicas: int) -> None:
+        """Scale the legacy side; its first scaling records the baseline with it."""
+        if BASELINE in legacy.annotations:
+            await self._deployments.scale(self.legacy, replicas)
+        else:
+            await self._deployments.annotate(self.legacy, {BASELINE: str(total)}, replicas=replicas)
 
     def read_weight(self) -> int:
         legacy, new = self._read()
         if new is None:
             return 0  # no new Deployment: nothing can serve it
         requested = new.annotations.get(WEIGHT)
-        if requested is not None and BASELINE in legacy.annotations:
-            want_legacy, want_new = targets(int(legacy.annotations[BASELINE]), int(requested))
+        if requested is not None:
+            want_legacy, want_new = targets(self._baseline(legacy), int(requested))
             if (
                 (legacy.desired, new.desired) == (want_legacy, want_new)
                 and legacy.settled
@@ -121,12 +129,12 @@ class ReplicasRouter:
         if unmanaged:
             raise not_managed(*unmanaged[0])
         legacy, new = self._read()
-        total = await self._baseline(legacy)
+        total = self._baseline(legacy)
         want_legacy, want_new = targets(total, weight)
         if new is None:
             # The new version is gone: legacy takes all of it, as fast as it can grow.
             if want_legacy > legacy.desired:
-                await self._deployments.scale(self.legacy, want_legacy)
+                await self._scale_legacy(legacy, total, want_legacy)
             return
         # Grow first; shrink a side only when the other side's grown pods are ready. The
         # weight asked for goes on the new Deployment with its growth, in one write.
@@ -136,8 +144,8 @@ class ReplicasRouter:
         elif grow_new is not None:
             await self._deployments.scale(self.new, grow_new)
         if want_legacy > legacy.desired:
-            await self._deployments.scale(self.legacy, want_legacy)
+            await self._scale_legacy(legacy, total, want_legacy)
         if want_new < new.desired and legacy.ready >= want_legacy and legacy.desired >= want_legacy:
             await self._deployments.scale(self.new, want_new)
         if want_legacy < legacy.desired and new.ready >= want_new and new.desired >= want_new:
-            await self._deployments.scale(self.legacy, want_legacy)
+            await self._scale_legacy(legacy, total, want_legacy)
