@@ -547,6 +547,68 @@ def test_raising_the_weight_on_a_slow_router_records_the_target_as_well():
     asyncio.run(scenario())
 
 
+def test_the_router_s_reading_on_its_way_to_the_weight_asked_for_is_not_written():
+    async def scenario() -> None:
+        spec = spec_dict(steps=[{"pause": {"duration": "1s"}}, {"setWeight": 30}, {"pause": {}}])
+        obj = rollout("Progressing", 0, spec=spec, step=0, stepStartedAt="2026-03-01T11:00:00Z")
+        shell = Shell(obj, weight=0)  # a share of ready pods: it moves with every pod
+        await shell.run()
+        assert shell.rollouts.obj["status"]["targetWeight"] == 30
+        shell.log.clear()
+        shell.router.weight = 15
+        await shell.run()
+        assert "status" not in shell.kinds()  # asked again, nothing decided
+        assert ("router", 30) in shell.log
+        shell.router.weight = 30
+        await shell.run()
+        assert "status" in shell.kinds()
+        status = shell.rollouts.obj["status"]
+        assert (status["weight"], status["step"]) == (30, 2)
+        assert "WeightSet" in [entry["event"] for entry in status["history"]]
+
+    asyncio.run(scenario())
+
+
+def test_a_rollback_s_progress_is_written_with_every_reading():
+    async def scenario() -> None:
+        rollback = {"mode": "immediate", "fromWeight": 50, "startedAt": "2026-03-01T11:59:00Z",
+                    "reason": "GateFailed"}  # fmt: skip
+        obj = rollout("RollingBack", 50, rollback=rollback)
+        obj["status"]["targetWeight"] = 0
+        shell = Shell(obj, weight=50)
+        await shell.run()
+        shell.log.clear()
+        shell.router.weight = 20
+        await shell.run()
+        assert "status" in shell.kinds()
+        assert shell.rollouts.obj["status"]["weight"] == 20
+
+    asyncio.run(scenario())
+
+
+def test_a_rollout_that_starts_at_once_gets_no_pending_event():
+    async def scenario() -> None:
+        shell = Shell(rollout(), weight=0)
+        await shell.run()
+        reasons = [entry[1] for entry in shell.log if entry[0] == "event"]
+        assert reasons[0] == "Progressing" and "Pending" not in reasons
+        history = [h["event"] for h in shell.rollouts.obj["status"]["history"]]
+        assert history[:2] == ["Pending", "Progressing"]  # the audit trail keeps both
+
+    asyncio.run(scenario())
+
+
+def test_a_rollout_that_waits_says_so_with_a_pending_event():
+    async def scenario() -> None:
+        shell = Shell(rollout(), weight=0)
+        del shell.store.deployments[("ns", "checkout-v2")]  # its new version is missing
+        await shell.run()
+        reasons = [entry[1] for entry in shell.log if entry[0] == "event"]
+        assert "Pending" in reasons
+
+    asyncio.run(scenario())
+
+
 def test_the_store_hashes_a_deployments_template_only_when_its_spec_changes():
     def body(generation: int, image: str, ready: int) -> dict[str, Any]:
         return {
@@ -566,6 +628,35 @@ def test_the_store_hashes_a_deployments_template_only_when_its_spec_changes():
     changed = store.deployment("ns", "d")
     assert changed is not None and changed.template_hash != first.template_hash
     assert changed.template_hash == DeploymentState.from_body(body(2, "app:v2", 0)).template_hash
+
+
+def test_only_a_change_segue_reads_wakes_the_rollouts_of_an_object():
+    def deployment(ready: int, available: int) -> dict[str, Any]:
+        return {
+            "metadata": {"namespace": "ns", "name": "d", "generation": 1},
+            "spec": {"replicas": 2, "template": {}},
+            "status": {"readyReplicas": ready, "updatedReplicas": 2,
+                       "availableReplicas": available},
+        }  # fmt: skip
+
+    store = Store()
+    store.put("Deployment", deployment(1, 0))
+    assert store.take_change("Deployment", "ns", "d")
+    assert not store.take_change("Deployment", "ns", "d")  # taken once
+    store.put("Deployment", deployment(1, 1))  # available replicas: Segue does not read it
+    assert not store.take_change("Deployment", "ns", "d")
+    store.put("Deployment", deployment(2, 1))  # a pod became ready
+    assert store.take_change("Deployment", "ns", "d")
+
+    route: dict[str, Any] = {
+        "metadata": {"namespace": "ns", "name": "r", "resourceVersion": "5"},
+        "spec": {"rules": [{"backendRefs": [{"name": "d", "weight": 100}]}]},
+    }
+    store.put("HTTPRoute", route)  # the answer to Segue's own write...
+    store.put("HTTPRoute", copy.deepcopy(route))  # ...then its watch event: it still wakes
+    assert store.take_change("HTTPRoute", "ns", "r")
+    assert not store.take_change("HTTPRoute", "ns", "r")
+    assert store.take_change("MetricProvider", "", "p")  # no summary: always wakes
 
 
 UNRESOLVABLE = {"gates": [{"name": "t", "query": 'up{t="{{ tenant }}"}', "max": 1}]}

@@ -347,7 +347,7 @@ def _watch_referenced(
 ) -> None:
     """An index handler keeps the object's summary in the store (and makes kopf list the
     kind before any Rollout is handled); an event handler wakes the Rollouts that reference
-    the object, deletions included."""
+    the object when that summary changed, and on deletion."""
 
     async def index(body: kopf.Body, memo: Any, **_: Any) -> None:
         op: Operator = memo[MEMO_KEY]
@@ -358,6 +358,8 @@ def _watch_referenced(
         namespace, name = _key(body)
         if type == "DELETED":
             op.store.drop(kind, namespace, name)
+        elif not op.store.take_change(kind, namespace, name):
+            return  # nothing a Rollout reads of it changed (its index handler ran first)
         op.supervisor.object_event((kind, namespace, name))
 
     kopf.index(group, version, plural, id=f"segue_{plural}")(index)

@@ -48,6 +48,7 @@ from segue.engine import (
     invalid_spec,
 )
 from segue.engine.annotations import ABORT
+from segue.engine.steps import WAITING_FOR_ROUTER
 from segue.engine.types import (
     ClearAnnotation,
     EmitEvent,
@@ -447,8 +448,8 @@ class Reconciler:
                 await self._set_weight(obj, router, set_weight)
             wire = decision.status.to_wire()
             patch = merge_patch(raw_status, wire)
-            if patch and _readings_only(raw_status, wire, patch):
-                patch = {}  # the verdicts stand; the readings wait for the next write
+            if patch and _decides_nothing(raw_status, wire, patch):
+                patch = {}  # nothing decided; the readings wait for the next write
             if patch:
                 try:
                     updated = await self.rollouts.patch_status(
@@ -468,11 +469,13 @@ class Reconciler:
             if not first:
                 await self._set_weight(obj, router, set_weight)
         changes: list[PhaseChanged] = []
-        for action in decision.actions:
+        for i, action in enumerate(decision.actions):
             if isinstance(action, EmitEvent):
                 self.post_event(obj, action.type, action.reason, action.message)
             elif isinstance(action, PhaseChanged):
                 changes.append(action)
+                if _left_at_once(action, decision.actions[i + 1 :]):
+                    continue
                 kind = event_type(action.new, action.paused_reason)
                 self.post_event(obj, kind, action.new, action.message)
         clear = [a.key for a in decision.actions if isinstance(a, ClearAnnotation)]
@@ -645,6 +648,49 @@ def _readings_only(old: Json, new: Json, patch: Json) -> bool:
         if a.get("lastEvaluated") is None:
             return False  # the first readings of a gate are written
     return True
+
+
+def _left_at_once(change: PhaseChanged, later: Sequence[object]) -> bool:
+    """Whether ``change`` entered Pending and the same pass left it (a new Rollout that
+    starts at once): its Event would only precede the next one by nothing. Status history
+    and the notification hooks keep both."""
+    return change.new == "Pending" and any(
+        isinstance(a, PhaseChanged) and a.old == "Pending" for a in later
+    )
+
+
+def _decides_nothing(old: Json, new: Json, patch: Json) -> bool:
+    return _readings_only(old, new, patch) or _router_reading_only(old, new, patch)
+
+
+# What a pass that only sees the router move towards the weight asked for changes.
+_ROUTER_READING: Final = frozenset({"weight", "message", "conditions"})
+
+
+def _router_reading_only(old: Json, new: Json, patch: Json) -> bool:
+    """Whether a status write would only follow the router's reading while a step waits
+    for the router to report the weight asked for (the replicas router reads a share of
+    ready pods, which moves with every pod). Such a write decides nothing: the weight asked
+    for is written, and the pass that reads it back writes the confirmation. Skipping it
+    saves the replicas router several writes per step; the live reading is the operator's
+    segue_rollout_weight, and status shows the reading of the last write."""
+    if not set(patch) <= _ROUTER_READING or "weight" not in patch:
+        return False
+    if old.get("phase") != "Progressing" or new.get("phase") != "Progressing":
+        return False
+    before, after = old.get("conditions") or [], new.get("conditions") or []
+    if len(before) != len(after):
+        return False
+    waiting = False
+    for a, b in zip(before, after, strict=True):
+        if not isinstance(a, dict) or not isinstance(b, dict):
+            return False
+        if {k: v for k, v in a.items() if k != "message"} != {
+            k: v for k, v in b.items() if k != "message"
+        }:
+            return False
+        waiting = waiting or b.get("reason") == WAITING_FOR_ROUTER
+    return waiting
 
 
 def _round_within_step(latest: GateRound | None, status: RolloutStatus) -> bool:

@@ -67,15 +67,32 @@ def _time(value: Any) -> datetime | None:
 def member_view(body: Json) -> MemberView:
     """What a Migration reads of a Rollout: labels, phase, weight, its rollback and the
     tail of its history, and a pending ``segue.dev/abort``."""
-    meta = body.get("metadata") or {}
-    status = body.get("status") or {}
-    rollback = status.get("rollback") or {}
+    return with_history(_member_summary(body), history_tail(body))
+
+
+def history_tail(body: Json) -> tuple[Json, ...]:
+    """The newest entries of a Rollout's history, as they came (parsed only when a
+    Migration reads them: most Rollouts belong to none, and every watch event has them)."""
+    history = (body.get("status") or {}).get("history")
+    if not isinstance(history, list):
+        return ()
+    return tuple(raw for raw in history[-HISTORY_TAIL:] if isinstance(raw, dict))
+
+
+def with_history(view: MemberView, tail: tuple[Json, ...]) -> MemberView:
     history: list[HistoryEntry] = []
-    for raw in (status.get("history") or [])[-HISTORY_TAIL:]:
+    for raw in tail:
         try:
             history.append(HistoryEntry.model_validate(raw))
         except ValidationError:
             continue
+    return replace(view, history=tuple(history))
+
+
+def _member_summary(body: Json) -> MemberView:
+    meta = body.get("metadata") or {}
+    status = body.get("status") or {}
+    rollback = status.get("rollback") or {}
     weight = status.get("weight")
     return MemberView(
         name=str(meta.get("name", "")),
@@ -84,7 +101,6 @@ def member_view(body: Json) -> MemberView:
         weight=weight if isinstance(weight, int) else 0,
         rollback_reason=rollback.get("reason"),
         rollback_started_at=_time(rollback.get("startedAt")),
-        history=tuple(history),
         abort=(meta.get("annotations") or {}).get(ABORT),
     )
 
@@ -120,12 +136,18 @@ class Store:
     rollout_phases: dict[Key, str | None] = field(default_factory=dict)
     # By name (cluster-scoped): the parsed spec, or why it is unusable.
     metric_providers: dict[str, MetricProviderSpec | str] = field(default_factory=dict)
+    # Each Rollout as a Migration reads it, without its history; the history's tail as it
+    # came, parsed by members().
     rollouts: dict[Key, MemberView] = field(default_factory=dict)
+    rollout_history: dict[Key, tuple[Json, ...]] = field(default_factory=dict)
     migrations: dict[Key, MigrationSummary] = field(default_factory=dict)
     # The resourceVersion of each Rollout summary, so an older event never replaces it.
     rollout_versions: dict[Key, int] = field(default_factory=dict)
     # How the routers' kinds are summarised: what a write's response goes through (put).
     summaries: dict[str, Callable[[Json], Json]] = field(default_factory=_router_summaries)
+    # Deployments and router objects whose summary changed since their last watch event
+    # woke the Rollouts that read them (take_change).
+    changed: set[tuple[str, Key]] = field(default_factory=set)
 
     # -- ClusterView (what routers and the reconciler read) ---------------------------
 
@@ -152,8 +174,12 @@ class Store:
         meta = body.get("metadata") or {}
         key = (str(meta.get("namespace", "")), str(meta.get("name", "")))
         kept = self.objects.setdefault(kind, {})
-        if newer(body, kept.get(key)):
-            kept[key] = summary(body)
+        current = kept.get(key)
+        if newer(body, current):
+            fresh = summary(body)
+            if fresh != current:
+                self.changed.add((kind, key))
+            kept[key] = fresh
 
     def put(self, kind: str, body: Json) -> None:
         meta = body.get("metadata") or {}
@@ -161,7 +187,11 @@ class Store:
         if kind in self.summaries:
             self.put_summary(kind, body, self.summaries[kind])
         elif kind == "Deployment":
-            self.deployments[key] = DeploymentState.from_body(body, self.deployments.get(key))
+            current = self.deployments.get(key)
+            fresh = DeploymentState.from_body(body, current)
+            if fresh != current:
+                self.changed.add((kind, key))
+            self.deployments[key] = fresh
         elif kind == "Rollout":
             version = resource_version(body)
             if version is not None:
@@ -169,7 +199,8 @@ class Store:
                     return
                 self.rollout_versions[key] = version
             self.rollout_phases[key] = (body.get("status") or {}).get("phase")
-            self.rollouts[key] = member_view(body)
+            self.rollouts[key] = _member_summary(body)
+            self.rollout_history[key] = history_tail(body)
         elif kind == PROVIDER_KIND:
             self.metric_providers[key[1]] = _provider_spec(body)
         elif kind == MIGRATION_KIND:
@@ -181,15 +212,30 @@ class Store:
                 key[1], str(meta.get("creationTimestamp", "")), spec, body.get("status") or {}
             )
 
+    def take_change(self, kind: str, namespace: str, name: str) -> bool:
+        """Whether what Segue keeps of a Deployment or router object changed since the last
+        call (and forget it). Most of a Deployment's status updates change nothing Segue
+        reads (available replicas, conditions): they need not wake anyone. Kinds without a
+        summary always answer True."""
+        if kind != "Deployment" and kind not in self.summaries:
+            return True
+        key = (kind, (namespace, name))
+        if key in self.changed:
+            self.changed.discard(key)
+            return True
+        return False
+
     def drop(self, kind: str, namespace: str, name: str) -> None:
         key = (namespace, name)
         if kind in self.objects:
             self.objects[kind].pop(key, None)
+        self.changed.discard((kind, key))
         if kind == "Deployment":
             self.deployments.pop(key, None)
         elif kind == "Rollout":
             self.rollout_phases.pop(key, None)
             self.rollouts.pop(key, None)
+            self.rollout_history.pop(key, None)
             self.rollout_versions.pop(key, None)
         elif kind == PROVIDER_KIND:
             self.metric_providers.pop(name, None)
@@ -216,7 +262,7 @@ class Store:
         if owner is None:
             owner = self.owners(namespace)
         return {
-            n: replace(v, owner=owner.get(n))
+            n: replace(with_history(v, self.rollout_history.get((ns, n), ())), owner=owner.get(n))
             for (ns, n), v in self.rollouts.items()
             if ns == namespace
         }

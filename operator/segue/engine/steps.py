@@ -10,6 +10,8 @@ Rules that keep every weight change safe:
 
 from __future__ import annotations
 
+from typing import Final
+
 from segue.api.duration import parse_duration
 from segue.api.routing import Segment
 from segue.engine.context import Context, Outcome, format_time, seconds
@@ -156,6 +158,10 @@ def describe_segment(segment: Segment) -> str:
     return f"{segment.header} in [{values}{more}]"
 
 
+# The reason a step gives while the router does not report the weight asked for yet.
+WAITING_FOR_ROUTER: Final = "WaitingForRouter"
+
+
 def _converge(ctx: Context, router: int, target: int) -> Outcome:
     """A weight (and segment) was asked for and the router does not report it yet: ask
     again (it is idempotent, and survives an operator restart between status write and
@@ -170,7 +176,7 @@ def _converge(ctx: Context, router: int, target: int) -> Outcome:
         "Progressing",
         f"step {ctx.status.step}: waiting for the router to report {target}%{seg} "
         f"(reads {router}%)",
-        reason="WaitingForRouter",
+        reason=WAITING_FOR_ROUTER,
     )
 
 
