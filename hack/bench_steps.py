@@ -32,7 +32,7 @@ from kubernetes import client
 
 from segue import GROUP, PLURAL, VERSION
 from segue.traffic.base import Json
-from segue.traffic.replicas.router import WEIGHT, ReplicasRouter, targets
+from segue.traffic.replicas.router import ReplicasRouter, targets
 from segue.workloads.deployments import DeploymentState
 from segue_testkit import scenario
 from segue_testkit.scenario import ObjectWatch, Seen, spread
@@ -69,10 +69,11 @@ class _View:
         return None
 
 
-def replicas_weight(namespace: str, app: str, legacy: Json, new: Json) -> int:
-    """What the replicas router reads from these two Deployments (its own code, no I/O)."""
+def replicas_weight(namespace: str, app: str, legacy: Json, new: Json, asked: int) -> int:
+    """What the replicas router, asked for ``asked``, reads from these two Deployments (its
+    own code, no I/O)."""
     view = _View({f"{app}-v1": legacy, f"{app}-v2": new})
-    router = ReplicasRouter(view, None, namespace, f"{app}-v1", f"{app}-v2")  # type: ignore[arg-type]
+    router = ReplicasRouter(view, None, namespace, f"{app}-v1", f"{app}-v2", asked=asked)  # type: ignore[arg-type]
     return router.read_weight()
 
 
@@ -208,9 +209,7 @@ class Bench:
             return {"route written (router reads it)": seen.at if seen else None}
         legacy, new = f"{app}-v1", f"{app}-v2"
         want_legacy, want_new = targets(LEGACY_PODS, weight)
-        asked = self.deployments.first(
-            new, lambda d: annotations_of(d).get(WEIGHT) == str(weight), after
-        )
+        asked = self.deployments.first(new, lambda d: replicas(d) == want_new, after)
         grown = self.deployments.first(
             new, lambda d: replicas(d) == want_new and ready(want_new, d), after
         )
@@ -229,12 +228,12 @@ class Bench:
             if (
                 at >= after
                 and len(latest) == 2
-                and replicas_weight(self.ns, app, latest["v1"], latest["v2"]) == weight
+                and replicas_weight(self.ns, app, latest["v1"], latest["v2"], weight) == weight
             ):
                 reads = at
                 break
         return {
-            "weight asked (new annotated)": asked.at if asked else None,
+            "weight asked (new scaled)": asked.at if asked else None,
             "new pods ready": grown.at if grown else None,
             "legacy scaled down": shrink.at if shrink else None,
             "router reads it": reads,
@@ -256,10 +255,6 @@ def ready(pods: int, deployment: Json) -> bool:
 def replicas(deployment: Json) -> int | None:
     value = (deployment.get("spec") or {}).get("replicas")
     return None if value is None else int(value)
-
-
-def annotations_of(obj: Json) -> dict[str, str]:
-    return dict((obj.get("metadata") or {}).get("annotations") or {})
 
 
 def medians(steps: list[Step]) -> str:

@@ -187,8 +187,12 @@ class Shell:
         self.rollouts = FakeRollouts(self.log, obj)
         self.gates = FakeGates(self.store)
         self.watched: list[Ref] = []
+        self.asked: int | None = None  # what the last router was built with
 
-        def routers(ns: str, traffic: Traffic, legacy: Workload, new: Workload) -> FakeRouter:
+        def routers(
+            ns: str, traffic: Traffic, legacy: Workload, new: Workload, asked: int | None
+        ) -> FakeRouter:
+            self.asked = asked
             return self.router
 
         def watch(worker: Worker, refs: list[Ref]) -> None:
@@ -557,6 +561,7 @@ def test_the_router_s_reading_on_its_way_to_the_weight_asked_for_is_not_written(
         shell.log.clear()
         shell.router.weight = 15
         await shell.run()
+        assert shell.asked == 30  # the router is built with the weight status asked for
         assert "status" not in shell.kinds()  # asked again, nothing decided
         assert ("router", 30) in shell.log
         shell.router.weight = 30
@@ -594,6 +599,24 @@ def test_a_rollout_that_starts_at_once_gets_no_pending_event():
         assert reasons[0] == "Progressing" and "Pending" not in reasons
         history = [h["event"] for h in shell.rollouts.obj["status"]["history"]]
         assert history[:2] == ["Pending", "Progressing"]  # the audit trail keeps both
+
+    asyncio.run(scenario())
+
+
+def test_the_last_weight_confirmed_with_success_is_one_event():
+    async def scenario() -> None:
+        plan = [{"setWeight": 30}, {"pause": {"duration": "1s"}}, {"setWeight": 100}]
+        obj = rollout(
+            "Progressing", 30, spec=spec_dict(steps=plan), stepStartedAt="2026-03-01T11:00:00Z"
+        )
+        shell = Shell(obj, weight=30)
+        shell.router.atomic = True
+        await shell.run()
+        assert shell.rollouts.obj["status"]["phase"] == "Succeeded"
+        reasons = [entry[1] for entry in shell.log if entry[0] == "event"]
+        assert reasons == ["Succeeded"]  # "all traffic on the new version" says it
+        history = [h["event"] for h in shell.rollouts.obj["status"]["history"]]
+        assert history[-2:] == ["WeightSet", "Succeeded"]
 
     asyncio.run(scenario())
 

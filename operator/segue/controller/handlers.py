@@ -143,7 +143,7 @@ def build(
     reconciler = Reconciler(
         store,
         Rollouts(kube),
-        lambda namespace, traffic, legacy, new: router_for(
+        lambda namespace, traffic, legacy, new, asked: router_for(
             store,
             kube,
             namespace,
@@ -153,6 +153,7 @@ def build(
             require_managed=require_managed_label,
             enabled=enabled,
             unusable=unusable,
+            asked=asked,
         ),
         GateRunner(secrets, runtimes, metric_providers=store.metric_provider),
         post_event,

@@ -175,7 +175,13 @@ class GateRounds(Protocol):
         ...
 
 
-RouterFactory = Callable[[str, Traffic, Workload, Workload], Router]
+# (namespace, traffic, legacy, new, the weight status records as asked) -> the router.
+RouterFactory = Callable[[str, Traffic, Workload, Workload, int | None], Router]
+
+
+def _asked(status: RolloutStatus | None) -> int | None:
+    """The weight the status records as asked of the router; None before the first pass."""
+    return None if status is None or status.phase is None else status.target_weight
 
 
 class Reconciler:
@@ -250,7 +256,7 @@ class Reconciler:
             return await self._invalid(w, obj, raw_status, status, routing, describe(problems))
 
         try:
-            router = self.routers(namespace, spec.traffic, spec.legacy, spec.new)
+            router = self.routers(namespace, spec.traffic, spec.legacy, spec.new, _asked(status))
         except RouterDisabled as e:
             return await self._invalid(w, obj, raw_status, status, None, str(e))
         if self.targets is not None:
@@ -283,7 +289,9 @@ class Reconciler:
         router = None
         if routing is not None:
             try:
-                router = self.routers(namespace, routing.traffic, routing.legacy, routing.new)
+                router = self.routers(
+                    namespace, routing.traffic, routing.legacy, routing.new, _asked(status)
+                )
             except RouterDisabled:
                 routing = None
             else:
@@ -471,7 +479,8 @@ class Reconciler:
         changes: list[PhaseChanged] = []
         for i, action in enumerate(decision.actions):
             if isinstance(action, EmitEvent):
-                self.post_event(obj, action.type, action.reason, action.message)
+                if not _told_by_next(action, decision.actions[i + 1 :]):
+                    self.post_event(obj, action.type, action.reason, action.message)
             elif isinstance(action, PhaseChanged):
                 changes.append(action)
                 if _left_at_once(action, decision.actions[i + 1 :]):
@@ -648,6 +657,14 @@ def _readings_only(old: Json, new: Json, patch: Json) -> bool:
         if a.get("lastEvaluated") is None:
             return False  # the first readings of a gate are written
     return True
+
+
+def _told_by_next(event: EmitEvent, later: Sequence[object]) -> bool:
+    """Whether ``event`` confirms a weight that the same pass's ``Succeeded`` reports in
+    the next breath ("all traffic on the new version"); status history keeps both."""
+    return event.reason == "WeightSet" and any(
+        isinstance(a, PhaseChanged) and a.new == "Succeeded" for a in later
+    )
 
 
 def _left_at_once(change: PhaseChanged, later: Sequence[object]) -> bool:

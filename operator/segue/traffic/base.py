@@ -112,7 +112,10 @@ class Router(Protocol):
 @dataclass(frozen=True)
 class RouterContext:
     """What every router is built with: the watched state, the Kubernetes pool, the
-    Rollout's namespace and Deployments, and whether only opted-in objects may be written."""
+    Rollout's namespace and Deployments, whether only opted-in objects may be written, and
+    the weight its status records as asked of the router (``status.targetWeight``; None
+    when nothing was asked yet): a router that cannot read an exact weight back (replicas)
+    confirms against it."""
 
     view: ClusterView
     calls: Calls
@@ -120,3 +123,4 @@ class RouterContext:
     legacy: Workload
     new: Workload
     require_managed: bool = False
+    asked: int | None = None

@@ -56,12 +56,14 @@ def router_for(
     require_managed: bool = False,
     enabled: Collection[str] | None = None,
     unusable: Mapping[str, str] | None = None,
+    asked: int | None = None,
 ) -> Router:
     """The router for these parts of a spec. Taking the parts rather than the whole spec
     lets an abort move traffic even when another part of the spec does not parse.
     ``require_managed``: write only to objects labelled ``segue.dev/managed=true``;
     ``enabled``: the routers this operator runs (RouterDisabled for any other);
-    ``unusable``: enabled routers that cannot run here, and why (RouterDisabled too)."""
+    ``unusable``: enabled routers that cannot run here, and why (RouterDisabled too);
+    ``asked``: the weight the Rollout's status records as asked (RouterContext.asked)."""
     key, settings = traffic.chosen()
     if unusable and key in unusable:
         raise RouterDisabled(
@@ -69,7 +71,7 @@ def router_for(
         )
     if enabled is not None and key not in enabled:
         raise RouterDisabled(disabled_message(key, enabled))
-    ctx = RouterContext(view, calls, namespace, legacy, new, require_managed)
+    ctx = RouterContext(view, calls, namespace, legacy, new, require_managed, asked)
     return builder(key)(ctx, settings)
 
 

@@ -40,7 +40,7 @@ def replicas_pair(env: Env, namespace: str, app: str, legacy_pods: int = 4) -> N
     )
     env.kubectl(
         "annotate", "-n", namespace, f"deployment/{app}-v1", f"deployment/{app}-v2",
-        "segue.dev/baseline-replicas-", "segue.dev/weight-",
+        "segue.dev/baseline-replicas-",
     )  # fmt: skip
     for version in ("v1", "v2"):
         env.kubectl(

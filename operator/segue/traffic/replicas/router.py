@@ -5,10 +5,18 @@ The total is the legacy's replica count before Segue first scaled anything. Unti
 first writes the legacy Deployment it is the legacy's own spec.replicas; that first write
 records it in the annotation segue.dev/baseline-replicas, in the same request, so a restart
 keeps it once it differs.
+
 The gaining side is scaled up first; the losing side is scaled down only once the gaining
-side's pods are ready, so ready capacity never drops below the legacy's. Both Deployments
-are read from the watch stream; their changes wake the Rollout. With ``require_managed``
-both must be labelled ``segue.dev/managed=true``, or nothing is scaled or annotated.
+side's pods are ready, so ready capacity never drops below the legacy's. A weight is read
+back exactly once both Deployments settle at the counts of the weight asked for: the one
+the Rollout's status records (RouterContext.asked), or the one this router was just asked
+for. Nothing but replicas is written on the new Deployment: the Deployment controller
+copies every annotation change onto the ReplicaSet, a write of its own, and that
+controller (with the pods it starts) is what a replicas step waits for.
+
+Both Deployments are read from the watch stream; their changes wake the Rollout. With
+``require_managed`` both must be labelled ``segue.dev/managed=true``, or nothing is scaled
+or annotated.
 """
 
 from __future__ import annotations
@@ -21,7 +29,6 @@ from segue.traffic.replicas.plugin import ReplicasSettings
 from segue.workloads.deployments import Deployments, DeploymentState
 
 BASELINE = "segue.dev/baseline-replicas"
-WEIGHT = "segue.dev/weight"
 
 
 def targets(total: int, weight: int) -> tuple[int, int]:
@@ -42,6 +49,7 @@ def build(ctx: RouterContext, settings: ReplicasSettings) -> ReplicasRouter:
         ctx.legacy.deployment,
         ctx.new.deployment,
         require_managed=ctx.require_managed,
+        asked=ctx.asked,
     )
 
 
@@ -57,6 +65,7 @@ class ReplicasRouter:
         new: str,
         *,
         require_managed: bool = False,
+        asked: int | None = None,
     ) -> None:
         self._view = view
         self._deployments = Deployments(calls, namespace)
@@ -64,6 +73,7 @@ class ReplicasRouter:
         self.legacy = legacy
         self.new = new
         self.require_managed = require_managed
+        self.asked = asked
 
     def watches(self) -> list[Ref]:
         return [
@@ -104,15 +114,15 @@ class ReplicasRouter:
         legacy, new = self._read()
         if new is None:
             return 0  # no new Deployment: nothing can serve it
-        requested = new.annotations.get(WEIGHT)
+        requested = self.asked
         if requested is not None:
-            want_legacy, want_new = targets(self._baseline(legacy), int(requested))
+            want_legacy, want_new = targets(self._baseline(legacy), requested)
             if (
                 (legacy.desired, new.desired) == (want_legacy, want_new)
                 and legacy.settled
                 and new.settled
             ):
-                return int(requested)
+                return requested
         if legacy.ready + new.ready == 0:
             return 0
         return round(100 * new.ready / (legacy.ready + new.ready))
@@ -136,13 +146,10 @@ class ReplicasRouter:
             if want_legacy > legacy.desired:
                 await self._scale_legacy(legacy, total, want_legacy)
             return
-        # Grow first; shrink a side only when the other side's grown pods are ready. The
-        # weight asked for goes on the new Deployment with its growth, in one write.
-        grow_new = want_new if want_new > new.desired else None
-        if new.annotations.get(WEIGHT) != str(weight):
-            await self._deployments.annotate(self.new, {WEIGHT: str(weight)}, replicas=grow_new)
-        elif grow_new is not None:
-            await self._deployments.scale(self.new, grow_new)
+        self.asked = weight
+        # Grow first; shrink a side only when the other side's grown pods are ready.
+        if want_new > new.desired:
+            await self._deployments.scale(self.new, want_new)
         if want_legacy > legacy.desired:
             await self._scale_legacy(legacy, total, want_legacy)
         if want_new < new.desired and legacy.ready >= want_legacy and legacy.desired >= want_legacy:
