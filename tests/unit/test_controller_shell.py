@@ -632,31 +632,6 @@ def test_a_rollout_that_waits_says_so_with_a_pending_event():
     asyncio.run(scenario())
 
 
-def test_a_pass_that_may_pull_traffic_back_is_told_apart_before_it_runs():
-    async def scenario() -> None:
-        shell = Shell(rollout("AwaitingApproval", 30), weight=30)
-        await shell.run()
-        urgent = shell.reconciler.urgent
-        assert not urgent(shell.worker)  # waits for a pass slot like any other
-        shell.worker.rounds.latest = gate_round(NOW, verdict())
-        assert not urgent(shell.worker)
-        shell.worker.rounds.latest = gate_round(NOW, verdict(result="Fail"))
-        assert urgent(shell.worker)
-        shell.worker.rounds.latest = gate_round(NOW, error="unreachable")
-        assert urgent(shell.worker)
-        shell.worker.rounds.latest = None
-        gone = shell.store.deployments.pop(("ns", "checkout-v2"))
-        assert urgent(shell.worker)  # its new version vanished
-        shell.store.deployments[("ns", "checkout-v2")] = gone
-        shell.worker.obj["metadata"]["annotations"] = {"segue.dev/abort": "bad"}
-        assert urgent(shell.worker)
-        shell.worker.obj["metadata"]["annotations"] = {}
-        shell.worker.obj["status"]["phase"] = "RollingBack"
-        assert urgent(shell.worker)
-
-    asyncio.run(scenario())
-
-
 def test_the_store_hashes_a_deployments_template_only_when_its_spec_changes():
     def body(generation: int, image: str, ready: int) -> dict[str, Any]:
         return {

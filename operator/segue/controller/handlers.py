@@ -166,9 +166,7 @@ def build(
         with metrics.reconcile_timer():
             return await reconciler.reconcile(worker)
 
-    supervisor = Supervisor(
-        timed_pass, has_work=only_shard(mine, needs_work), urgent=reconciler.urgent
-    )
+    supervisor = Supervisor(timed_pass, has_work=only_shard(mine, needs_work))
     supervisor_ref.append(supervisor)
     kube.connectivity.listeners.append(supervisor.wake_all)
     migration_reconciler = MigrationReconciler(

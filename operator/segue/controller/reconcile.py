@@ -207,26 +207,6 @@ class Reconciler:
         self.targets = targets
         self.clock = clock
 
-    def urgent(self, w: Worker) -> bool:
-        """Whether this worker's next pass may pull traffic back: an abort or deletion asked
-        for, a rollback under way, a gate round that did not pass, or its new Deployment
-        gone. Such a pass never waits for a pass slot (workers.MAX_PASSES)."""
-        meta = w.obj.get("metadata") or {}
-        if meta.get("deletionTimestamp") or ABORT in (meta.get("annotations") or {}):
-            return True
-        if (w.obj.get("status") or {}).get("phase") == "RollingBack":
-            return True
-        w.rounds.collect()
-        latest = w.rounds.latest
-        if latest is not None and (
-            latest.error is not None or any(r.verdict != "Pass" for r in latest.results)
-        ):
-            return True
-        if w.parsed is not None:
-            new = w.parsed[1].new.deployment
-            return self.store.deployment(w.key[0], new) is None
-        return False
-
     async def reconcile(self, w: Worker) -> float | None:
         """One pass. Returns seconds until the next pass is needed (None: only on change)."""
         if w.conflict_rv is not None:

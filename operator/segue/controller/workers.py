@@ -35,11 +35,6 @@ FINALIZER: Final = "segue.dev/finalizer"
 OUTAGE_WAIT_S: Final = 30.0
 # After an unexpected error: 1, 2, 4 ... seconds, at most this.
 MAX_BACKOFF_S: Final = 30.0
-# Ordinary passes under way at once. A pass keeps its parsed status, decision and patch
-# while its writes wait for the Kubernetes lanes (32 threads each): a thousand holds ending
-# together would otherwise keep a thousand of them in memory for nothing. Passes that pull
-# traffic back never wait for a slot.
-MAX_PASSES: Final = 64
 
 
 def needs_work(body: Json) -> bool:
@@ -112,17 +107,11 @@ class Supervisor:
         max_idle_s: float = 60.0,
         has_work: Callable[[Json], bool] = needs_work,
         kind: str = "Rollout",
-        urgent: Callable[[Worker], bool] | None = None,
-        max_passes: int = MAX_PASSES,
     ) -> None:
-        """``has_work`` and ``kind``: a sibling supervisor (Migrations) passes its own.
-        ``urgent``: whether a worker's next pass may pull traffic back; such a pass never
-        waits for one of the ``max_passes`` slots (without ``urgent``, none waits)."""
+        """``has_work`` and ``kind``: a sibling supervisor (Migrations) passes its own."""
         self._reconcile = reconcile
         self._has_work = has_work
         self._kind = kind
-        self._urgent = urgent
-        self._slots = asyncio.Semaphore(max_passes)
         self.workers: dict[Key, Worker] = {}
         self._watchers: dict[Ref, set[Key]] = {}
         self._max_idle_s = max_idle_s
@@ -226,42 +215,7 @@ class Supervisor:
         finally:
             self._forget(worker)
 
-    async def _take_slot(self, worker: Worker) -> bool:
-        """Wait for a pass slot; False (no slot taken) when the worker's pass is urgent, or
-        turns urgent while it waits (a watch event wakes it: an abort, a failed round)."""
-        if self._urgent is None:
-            return False
-        while not self._urgent(worker):
-            if not self._slots.locked():
-                await self._slots.acquire()  # free: returns at once
-                return True
-            slot = asyncio.ensure_future(self._slots.acquire())
-            woken = asyncio.ensure_future(worker.wake.wait())
-            try:
-                await asyncio.wait((slot, woken), return_when=asyncio.FIRST_COMPLETED)
-            except BaseException:  # the worker stops
-                woken.cancel()
-                if slot.done() and not slot.cancelled():
-                    self._slots.release()  # it acquired just then
-                else:
-                    slot.cancel()  # asyncio's Semaphore hands a wake-up it got on
-                raise
-            woken.cancel()
-            if slot.done():
-                return True
-            slot.cancel()
-            worker.wake.clear()  # seen: the pass that follows reads the newest copy
-        return False
-
     async def _one_pass(self, worker: Worker, ns: str, name: str) -> float | None:
-        slot = await self._take_slot(worker)
-        try:
-            return await self._guarded_pass(worker, ns, name)
-        finally:
-            if slot:
-                self._slots.release()
-
-    async def _guarded_pass(self, worker: Worker, ns: str, name: str) -> float | None:
         try:
             wait = await self._reconcile(worker)
         except asyncio.CancelledError:
