@@ -40,7 +40,7 @@ from segue.analysis.providers.prometheus.client import (
     PrometheusSettings,
 )
 from segue.analysis.providers.prometheus.credentials import read_credentials
-from segue.analysis.providers.prometheus.planning import GateMisconfigured, plan_gate
+from segue.analysis.providers.prometheus.planning import GateMisconfigured, PlanCache, plan_gate
 from segue.analysis.providers.prometheus.provider import PROMETHEUS
 from segue.analysis.providers.prometheus.settings import Prometheus, PrometheusEndpoint
 from segue.analysis.providers.runtime import Connection, ProviderNotUsable, SecretReader
@@ -53,6 +53,8 @@ from segue.engine.types import GateRound
 
 ADDRESS_ENV: Final = "SEGUE_PROMETHEUS_ADDRESS"
 ALLOWED_ENV: Final = "SEGUE_ALLOW_PROMETHEUS_ADDRESSES"
+# The operator's rounds plan each gate once per spec generation.
+PLANS: Final = PlanCache()
 
 
 def operator_default_address(configured: str | None) -> str:
@@ -69,15 +71,17 @@ async def evaluate_round(
     *,
     deadline_s: float | None = None,
     batcher: Batcher | None = None,
+    plans: PlanCache | None = None,
 ) -> GateRound:
     """Every gate planned into PromQL for both versions and run on ``client``; a gate that
     cannot be planned gets an ``Error`` status of its own. With ``batcher``, template gates
-    share batched queries with other Rollouts' rounds on the same client and interval. See
+    share batched queries with other Rollouts' rounds on the same client and interval; with
+    ``plans``, a gate planned before for the same Rollout is not planned again. See
     :func:`segue.analysis.round.run_round` for the round's deadline and errors."""
     items: list[GateStatus | Planned] = []
     for gate in gates:
         try:
-            items.append(plan_gate(gate, context))
+            items.append(plan_gate(gate, context) if plans is None else plans.plan(gate, context))
         except GateMisconfigured as e:
             items.append(error_status(e.gate, e.message, at=now))
     batching = None
@@ -103,7 +107,7 @@ class PrometheusConnection:
             client = client_for_settings(self.settings)
         except (TypeError, ValueError) as e:
             return GateRound(evaluated_at=now, results=(), error=f"Prometheus: {e}")
-        return await evaluate_round(gates, context, client, now, batcher=BATCHER)
+        return await evaluate_round(gates, context, client, now, batcher=BATCHER, plans=PLANS)
 
 
 def client_for_settings(settings: PrometheusSettings) -> PooledClient:
