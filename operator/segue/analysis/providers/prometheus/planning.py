@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Final
 
 from segue.analysis.batches import BatchRef
@@ -163,25 +163,23 @@ class PlanCache:
 
     def __init__(self, size: int = PLAN_CACHE_SIZE) -> None:
         self.size = size
-        self._plans: OrderedDict[tuple[int, str, str, str, str, str], tuple[Gate, QueryPlan]]
+        self._plans: OrderedDict[tuple[int, RoundContext], tuple[Gate, QueryPlan]]
         self._plans = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._plans)
 
     def plan(self, gate: Gate, ctx: RoundContext) -> QueryPlan:
-        """``plan_gate(gate, ctx)``, from the cache when this gate was planned for these
-        names, versions and interval; GateMisconfigured as ``plan_gate`` raises it."""
-        key = (id(gate), ctx.namespace, ctx.rollout, ctx.legacy_version, ctx.new_version,
-               ctx.interval)  # fmt: skip
-        kept = self._plans.get(key)
+        """``plan_gate(gate, ctx)``, from the cache when this gate was planned for the same
+        context but its weight; GateMisconfigured as ``plan_gate`` raises it."""
         # The entry holds the gate, so its id is not reused while the entry is here.
-        if kept is not None and kept[0] is gate:
+        key = (id(gate), replace(ctx, weight=0.0))
+        kept = self._plans.get(key)
+        if kept is not None:
             self._plans.move_to_end(key)
             return kept[1]
         planned = plan_gate(gate, ctx)
         self._plans[key] = (gate, planned)
-        self._plans.move_to_end(key)
-        while len(self._plans) > self.size:
+        if len(self._plans) > self.size:
             self._plans.popitem(last=False)
         return planned
