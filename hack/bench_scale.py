@@ -151,13 +151,18 @@ class Row:
     queries_per_rollout_minute: float | None = None
     floor_s: float | None = None
     floor_per_route: list[float] = field(default_factory=list)
+    # Gateway API floor: each route write's time, sent -> answered (a step's least overhead).
+    floor_writes: list[float] = field(default_factory=list)
     # Creation -> first weight confirmed; last weight confirmed -> Succeeded.
     starts: list[float] = field(default_factory=list)
     finishes: list[float] = field(default_factory=list)
     aborts: list[float] = field(default_factory=list)
-    waiting_requests: float | None = None
+    waiting_requests: dict[str, float] | None = None
     waiting_queries: float | None = None
     abort_requests: dict[str, float] = field(default_factory=dict)
+    # The benchmark's own abort annotations, sent -> answered: one write during the burst.
+    annotation_writes: list[float] = field(default_factory=list)
+    annotation_span_s: float = 0.0  # the first sent -> the last answered
     skipped: str = ""
 
 
@@ -173,8 +178,9 @@ class Run:
         self.objects = client.CustomObjectsApi(self.api)
         self.apps = client.AppsV1Api(self.api)
         self.operators: list[scenario.Operator] = []
-        # How long queued Events may take to be posted (1,000 at most, 20 a second).
-        self.drain_s = 30.0 + min(self.n * 7, 1000) / 20
+        # How long queued Events may take to be posted: 1,000 at most, 20 a second, or as
+        # few as 4 a second (the events lane's threads) when each write takes a second.
+        self.drain_s = 30.0 + min(self.n * 7, 1000) / 4
         self.row = Row(f"{args.router}, {args.gates} gates, {shards or 1} operator(s)", n)
 
     # -- set-up ------------------------------------------------------------------------
@@ -317,7 +323,9 @@ class Run:
 
     # -- the floor (Gateway API router) ------------------------------------------------
 
-    def route_weight(self, api: client.CustomObjectsApi, name: str, weight: int) -> None:
+    def route_weight(self, api: client.CustomObjectsApi, name: str, weight: int) -> float:
+        """Write one route's weights; returns the write's time, sent -> answered."""
+        sent = time.monotonic()
         refs = [
             {"name": f"{SHARED}-v1", "port": 80, "weight": 100 - weight},
             {"name": f"{SHARED}-v2", "port": 80, "weight": weight},
@@ -326,31 +334,39 @@ class Run:
         api.patch_namespaced_custom_object(
             "gateway.networking.k8s.io", "v1", self.ns, "httproutes", name, body
         )
+        return time.monotonic() - sent
 
-    def route_floor_one(self, api: client.CustomObjectsApi, name: str) -> tuple[float, float]:
+    def route_floor_one(
+        self, api: client.CustomObjectsApi, name: str
+    ) -> tuple[float, float, list[float]]:
         """The plan's weights written to one route, with the holds; (first write sent, last
-        write answered)."""
+        write answered, each write's time)."""
         started = time.time()
+        writes = []
         for k, weight in enumerate(WEIGHTS):
             if k:
                 time.sleep(self.hold_s)
-            self.route_weight(api, name, weight)
-        return started, time.time()
+            writes.append(self.route_weight(api, name, weight))
+        return started, time.time(), writes
 
-    def route_floor(self) -> tuple[float, list[float]]:
-        """All done (first write to last) and each route's time, as the operator's run is
-        measured, from the plan's writes alone."""
+    def route_floor(self) -> tuple[float, list[float], list[float]]:
+        """All done (first write to last), each route's time, as the operator's run is
+        measured, and each write's time, from the plan's writes alone."""
         names = self.names("f")
         api = client.CustomObjectsApi(scenario.pooled_client(self.env.kubeconfig, 64))
         bar = Progress(f"N={self.n} floor (no operator)", len(names))
-        spans: list[tuple[float, float]] = []
+        spans: list[tuple[float, float, list[float]]] = []
         with ThreadPoolExecutor(len(names)) as pool:
             for span in pool.map(partial(self.route_floor_one, api), names):
                 spans.append(span)
                 bar.update(len(spans))
         bar.close()
-        first = min(a for a, _ in spans)
-        return max(b for _, b in spans) - first, [b - a for a, b in spans]
+        first = min(a for a, _, _ in spans)
+        return (
+            max(b for _, b, _ in spans) - first,
+            [b - a for a, b, _ in spans],
+            [t for _, _, writes in spans for t in writes],
+        )
 
     # -- the floor (replicas router) ---------------------------------------------------
 
@@ -524,22 +540,26 @@ class Run:
         r0 = scenario.settled(partial(self.requests, names), quiet_s=2.0, timeout=self.drain_s)
         q0 = self.queries()
         time.sleep(IDLE_S)
-        row.waiting_requests = sum(scenario.requests_between(r0, self.requests(names)).values())
+        row.waiting_requests = scenario.requests_between(r0, self.requests(names))
         row.waiting_queries = self.queries() - q0
         before = self.requests(names)
         sent = time.time()
         bar = Progress(f"N={self.n} annotating {ABORT}", len(names))
         count = 0
 
-        def annotate(name: str) -> None:
+        def annotate(name: str) -> float:
+            started = time.monotonic()
             self.objects.patch_namespaced_custom_object(
                 GROUP, VERSION, self.ns, PLURAL, name, {"metadata": {"annotations": {ABORT: "x"}}}
             )
+            return time.monotonic() - started
 
         with ThreadPoolExecutor(self.args.threads) as pool:
-            for _ in pool.map(annotate, names):
+            for took in pool.map(annotate, names):
+                row.annotation_writes.append(took)
                 count += 1
                 bar.update(count)
+        row.annotation_span_s = time.time() - sent
         bar.close()
         zero = self.wait_all(
             "routes at 0%",
@@ -602,7 +622,7 @@ def bench(env: scenario.Env, args: argparse.Namespace, n: int, shards: int) -> R
             run.row.floor_s = run.floor()
             print(f"N={n} floor: all done {run.row.floor_s:.1f}s", flush=True)
         elif args.floor:
-            run.row.floor_s, run.row.floor_per_route = run.route_floor()
+            run.row.floor_s, run.row.floor_per_route, run.row.floor_writes = run.route_floor()
             print(f"N={n} floor: all done {run.row.floor_s:.1f}s", flush=True)
         run.start_operators()
         run.run_plan()
@@ -640,6 +660,8 @@ def report(rows: list[Row], args: argparse.Namespace) -> None:
             print(f"  floor (the plan's route writes, no operator): all done {r.floor_s:.1f}s; "
                   f"per route {spread(r.floor_per_route)} max {max(r.floor_per_route):.2f}s; "
                   f"Segue / floor, all done: {r.all_done_s / r.floor_s:.2f}")  # fmt: skip
+            print(f"  floor, each route write (sent -> answered, a step's least overhead) "
+                  f"{spread(r.floor_writes)} max {max(r.floor_writes):.3f}s")  # fmt: skip
         print(f"  step overhead (hold end -> next weight confirmed) {spread(r.overheads)}"
               f" max {max(r.overheads):.3f}s")  # fmt: skip
         print(f"  creation -> first weight confirmed {spread(r.starts)}; last weight -> "
@@ -659,13 +681,18 @@ def report(rows: list[Row], args: argparse.Namespace) -> None:
             print(f"  Prometheus queries per Rollout-minute {r.queries_per_rollout_minute:.1f}")
         if r.waiting_requests is not None:
             print(f"  {r.n} waiting at an approval step, over {IDLE_S:g}s: "
-                  f"{r.waiting_requests:.0f} requests, "
+                  f"{sum(r.waiting_requests.values()):.0f} requests "
+                  f"[{scenario.by_method(r.waiting_requests)}], "
                   f"{r.waiting_queries:.0f} queries")  # fmt: skip
         if r.aborts:
             verdict = "meets" if percentile(r.aborts, 99) <= TARGET_P99_S else "MISSES"
             print(f"  abort (annotation seen -> route at 0) {spread(r.aborts)} "
                   f"max {max(r.aborts):.3f}s (target p99 <= {TARGET_P99_S:g}s): {verdict}; "
                   f"{sum(r.abort_requests.values()) / r.n:.1f} requests per abort")  # fmt: skip
+            print(f"  the benchmark's abort annotations ({args.threads} threads), each "
+                  f"sent -> answered {spread(r.annotation_writes)} "
+                  f"max {max(r.annotation_writes):.3f}s; all {len(r.annotation_writes)} "
+                  f"within {r.annotation_span_s:.1f}s")  # fmt: skip
 
 
 def main() -> int:
