@@ -682,6 +682,43 @@ def test_only_a_change_segue_reads_wakes_the_rollouts_of_an_object():
     assert store.take_change("MetricProvider", "", "p")  # no summary: always wakes
 
 
+def test_a_scale_answer_sets_the_count_until_a_newer_event_and_an_older_one_is_ignored():
+    def deployment(version: int, replicas: int, ready: int) -> dict[str, Any]:
+        return {
+            "metadata": {"namespace": "ns", "name": "d", "generation": version,
+                         "resourceVersion": str(version)},
+            "spec": {"replicas": replicas, "template": {}},
+            "status": {"readyReplicas": ready, "updatedReplicas": ready},
+        }  # fmt: skip
+
+    def scale(version: int, replicas: int) -> dict[str, Any]:
+        return {
+            "kind": "Scale",
+            "metadata": {"namespace": "ns", "name": "d", "resourceVersion": str(version)},
+            "spec": {"replicas": replicas},
+        }
+
+    store = Store()
+    store.put("Scale", scale(3, 2))  # a Deployment the store does not know: nothing to set
+    assert store.deployment("ns", "d") is None
+    store.put("Deployment", deployment(5, 1, 1))
+    assert store.take_change("Deployment", "ns", "d")
+    store.put("Scale", scale(6, 3))  # Segue's write, answered before its watch event
+    state = store.deployment("ns", "d")
+    assert state is not None and (state.desired, state.ready) == (3, 1)
+    assert store.take_change("Deployment", "ns", "d")
+    store.put("Deployment", deployment(5, 1, 1))  # an event from before the write, late
+    state = store.deployment("ns", "d")
+    assert state is not None and state.desired == 3
+    store.put("Deployment", deployment(7, 3, 3))  # the watch catches up
+    state = store.deployment("ns", "d")
+    assert state is not None and (state.desired, state.ready) == (3, 3)
+    store.put("Scale", scale(6, 3))  # a late answer does not go back either
+    assert store.deployment("ns", "d") == state
+    store.put("Deployment", {})  # an answer that could not be read keeps nothing
+    assert set(store.deployments) == {("ns", "d")}
+
+
 UNRESOLVABLE = {"gates": [{"name": "t", "query": 'up{t="{{ tenant }}"}', "max": 1}]}
 NAMED = "invalid spec: spec.analysis.gates[0].query: unknown placeholder {{ tenant }}"
 

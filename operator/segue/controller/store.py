@@ -141,8 +141,10 @@ class Store:
     rollouts: dict[Key, MemberView] = field(default_factory=dict)
     rollout_history: dict[Key, tuple[Json, ...]] = field(default_factory=dict)
     migrations: dict[Key, MigrationSummary] = field(default_factory=dict)
-    # The resourceVersion of each Rollout summary, so an older event never replaces it.
+    # The resourceVersion of each Rollout summary and Deployment, so an older event never
+    # replaces what a write's response already brought.
     rollout_versions: dict[Key, int] = field(default_factory=dict)
+    deployment_versions: dict[Key, int] = field(default_factory=dict)
     # How the routers' kinds are summarised: what a write's response goes through (put).
     summaries: dict[str, Callable[[Json], Json]] = field(default_factory=_router_summaries)
     # Deployments and router objects whose summary changed since their last watch event
@@ -184,20 +186,33 @@ class Store:
     def put(self, kind: str, body: Json) -> None:
         meta = body.get("metadata") or {}
         key = (str(meta.get("namespace", "")), str(meta.get("name", "")))
+        if not key[1]:
+            return  # not an object (an answer that could not be read)
         if kind in self.summaries:
             self.put_summary(kind, body, self.summaries[kind])
         elif kind == "Deployment":
+            if self._older(self.deployment_versions, key, body):
+                return
             current = self.deployments.get(key)
             fresh = DeploymentState.from_body(body, current)
             if fresh != current:
                 self.changed.add((kind, key))
             self.deployments[key] = fresh
+        elif kind == "Scale":
+            # A Deployment's scale subresource as a write answered it: its count, ahead of
+            # the Deployment's watch event, so the next pass does not ask for it again.
+            current = self.deployments.get(key)
+            replicas = (body.get("spec") or {}).get("replicas")
+            if current is None or not isinstance(replicas, int):
+                return
+            if self._older(self.deployment_versions, key, body):
+                return
+            if replicas != current.desired:
+                self.changed.add(("Deployment", key))
+                self.deployments[key] = replace(current, desired=replicas)
         elif kind == "Rollout":
-            version = resource_version(body)
-            if version is not None:
-                if version < self.rollout_versions.get(key, -1):
-                    return
-                self.rollout_versions[key] = version
+            if self._older(self.rollout_versions, key, body):
+                return
             self.rollout_phases[key] = (body.get("status") or {}).get("phase")
             self.rollouts[key] = _member_summary(body)
             self.rollout_history[key] = history_tail(body)
@@ -211,6 +226,17 @@ class Store:
             self.migrations[key] = MigrationSummary(
                 key[1], str(meta.get("creationTimestamp", "")), spec, body.get("status") or {}
             )
+
+    @staticmethod
+    def _older(versions: dict[Key, int], key: Key, body: Json) -> bool:
+        """Whether ``body`` is older than the copy kept (and if not, keep its version)."""
+        version = resource_version(body)
+        if version is None:
+            return False
+        if version < versions.get(key, -1):
+            return True
+        versions[key] = version
+        return False
 
     def take_change(self, kind: str, namespace: str, name: str) -> bool:
         """Whether what Segue keeps of a Deployment or router object changed since the last
@@ -232,6 +258,7 @@ class Store:
         self.changed.discard((kind, key))
         if kind == "Deployment":
             self.deployments.pop(key, None)
+            self.deployment_versions.pop(key, None)
         elif kind == "Rollout":
             self.rollout_phases.pop(key, None)
             self.rollouts.pop(key, None)

@@ -32,7 +32,9 @@ class ClusterView(Protocol):
         ...
 
     def put(self, kind: str, body: Json) -> None:
-        """A write's response: the object as it is now, ahead of its watch event."""
+        """A write's response: the object as it is now, ahead of its watch event (a
+        Deployment's scale subresource answers with its Scale, kind ``Scale``). A watch event
+        older than what a response brought does not take it back."""
         ...
 
 

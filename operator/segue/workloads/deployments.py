@@ -14,6 +14,7 @@ from kubernetes import client
 from segue import FIELD_MANAGER, is_managed
 
 T = TypeVar("T")
+Json = dict[str, Any]
 
 
 class DeploymentMissing(Exception):
@@ -77,11 +78,18 @@ def _without_nulls(value: Any) -> Any:
     return value
 
 
-def _read(response: Any) -> None:
-    """Read the answer to a write and drop it (the watch brings the object), so its
-    connection goes back to the pool without turning the answer into a model first."""
-    response.read()
-    response.release_conn()
+def _answer(response: Any) -> Json:
+    """The answer to a write as JSON, without turning it into a model first; its
+    connection goes back to the pool."""
+    try:
+        data = response.read()
+    finally:
+        response.release_conn()
+    try:
+        answer = json.loads(data)
+    except ValueError:
+        return {}
+    return answer if isinstance(answer, dict) else {}
 
 
 class Calls(Protocol):
@@ -95,11 +103,12 @@ class Deployments:
         self._calls = calls
         self.namespace = namespace
 
-    async def scale(self, name: str, replicas: int) -> None:
-        """Set spec.replicas through the scale subresource (writes nothing else)."""
+    async def scale(self, name: str, replicas: int) -> Json:
+        """Set spec.replicas through the scale subresource (writes nothing else). Returns
+        the Scale as answered: its resourceVersion is the Deployment's."""
         body = {"spec": {"replicas": replicas}}
-        await self._calls.call(
-            lambda api: _read(
+        return await self._calls.call(
+            lambda api: _answer(
                 client.AppsV1Api(api).patch_namespaced_deployment_scale(
                     name, self.namespace, body, field_manager=FIELD_MANAGER, _preload_content=False
                 )
@@ -108,14 +117,15 @@ class Deployments:
 
     async def annotate(
         self, name: str, annotations: dict[str, str | None], replicas: int | None = None
-    ) -> None:
+    ) -> Json:
         """Merge Segue's annotations, and with ``replicas`` set spec.replicas in the same
-        write (one request where the scale subresource and an annotation would be two)."""
+        write (one request where the scale subresource and an annotation would be two).
+        Returns the Deployment as answered."""
         body: dict[str, Any] = {"metadata": {"annotations": annotations}}
         if replicas is not None:
             body["spec"] = {"replicas": replicas}
-        await self._calls.call(
-            lambda api: _read(
+        return await self._calls.call(
+            lambda api: _answer(
                 client.AppsV1Api(api).patch_namespaced_deployment(
                     name, self.namespace, body, field_manager=FIELD_MANAGER, _preload_content=False
                 )

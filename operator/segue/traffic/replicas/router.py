@@ -103,12 +103,20 @@ class ReplicasRouter:
             return max(1, int(legacy.annotations[BASELINE]))
         return max(1, legacy.desired)  # nothing scaled yet: its own count is the baseline
 
+    async def _scale(self, name: str, replicas: int) -> None:
+        """Scale one side; the view takes the answer ahead of the Deployment's watch event,
+        so a pass before that event does not ask for the same count again."""
+        self._view.put("Scale", await self._deployments.scale(name, replicas))
+
     async def _scale_legacy(self, legacy: DeploymentState, total: int, replicas: int) -> None:
         """Scale the legacy side; its first scaling records the baseline with it."""
         if BASELINE in legacy.annotations:
-            await self._deployments.scale(self.legacy, replicas)
+            await self._scale(self.legacy, replicas)
         else:
-            await self._deployments.annotate(self.legacy, {BASELINE: str(total)}, replicas=replicas)
+            written = await self._deployments.annotate(
+                self.legacy, {BASELINE: str(total)}, replicas=replicas
+            )
+            self._view.put("Deployment", written)
 
     def read_weight(self) -> int:
         legacy, new = self._read()
@@ -149,10 +157,10 @@ class ReplicasRouter:
         self.asked = weight
         # Grow first; shrink a side only when the other side's grown pods are ready.
         if want_new > new.desired:
-            await self._deployments.scale(self.new, want_new)
+            await self._scale(self.new, want_new)
         if want_legacy > legacy.desired:
             await self._scale_legacy(legacy, total, want_legacy)
         if want_new < new.desired and legacy.ready >= want_legacy and legacy.desired >= want_legacy:
-            await self._deployments.scale(self.new, want_new)
+            await self._scale(self.new, want_new)
         if want_legacy < legacy.desired and new.ready >= want_new and new.desired >= want_new:
             await self._scale_legacy(legacy, total, want_legacy)
