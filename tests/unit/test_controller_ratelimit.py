@@ -13,6 +13,7 @@ from segue.controller import kube as kube_module
 from segue.controller.kube import ApiThrottled, Kube
 from segue.controller.main import parse_args
 from segue.controller.ratelimit import TokenBucket, retry_after
+from segue.controller.slots import Slots
 
 
 class Clock:
@@ -120,7 +121,7 @@ def _fake_lane(
         object(),  # type: ignore[arg-type]
         ThreadPoolExecutor(workers),
         TokenBucket(qps, burst),
-        asyncio.Semaphore(workers),
+        Slots(workers),
     )
 
 
@@ -177,3 +178,44 @@ def test_ordinary_requests_wait_while_urgent_ones_are_under_way(
         asyncio.run(go())
     finally:
         kube.close()
+
+
+@pytest.mark.parametrize("urgent", [True, False])
+def test_on_the_urgent_lane_a_traffic_write_goes_before_others_that_wait(
+    monkeypatch: pytest.MonkeyPatch, urgent: bool
+) -> None:
+    """One thread, busy: a status write and then a route write wait for it. On the urgent
+    lane the route write goes first; the normal lane keeps arrival order."""
+    monkeypatch.setattr(kube_module.Lane, "create", _fake_lane)
+    monkeypatch.setattr(kube_module, "URGENT_WORKERS", 1)
+    monkeypatch.setattr(kube_module, "NORMAL_WORKERS", 1)
+    kube = Kube(object())  # type: ignore[arg-type]
+    release = threading.Event()
+    order: list[str] = []
+
+    def write(what: str) -> Any:
+        def call(api: Any) -> None:
+            if what == "busy":
+                release.wait(10)
+            order.append(what)
+
+        return call
+
+    async def go() -> None:
+        with kube_module.urgent(urgent):
+            busy = asyncio.create_task(kube.call(write("busy")))
+            await asyncio.sleep(0.05)  # on its thread
+            status = asyncio.create_task(kube.call(write("status")))
+            await asyncio.sleep(0)
+            with kube_module.moving_traffic():
+                route = asyncio.create_task(kube.call(write("route")))
+            await asyncio.sleep(0)
+        release.set()
+        await asyncio.gather(busy, status, route)
+
+    try:
+        asyncio.run(go())
+    finally:
+        kube.close()
+    expected = ["busy", "route", "status"] if urgent else ["busy", "status", "route"]
+    assert order == expected

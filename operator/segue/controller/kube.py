@@ -12,6 +12,13 @@ pool, which nothing in the operator shares with anything else:
 - the *events* lane carries the operator's Events (``events.py``), with a rate limit of its
   own, so telling people what happened never takes a turn from making it happen.
 
+On the urgent lane, a write that moves traffic (``moving_traffic``: a router's
+``set_weight``) takes the next free thread before any other waiting request
+(``slots.py``): one abort's route write does not wait behind the status writes of the
+aborts before it. The normal lane keeps arrival order: there, putting route writes first
+starves the status writes that confirm each step, and 1,000 Rollouts stepping together
+took twice as long.
+
 A request that cannot reach the API server marks an outage (``Connectivity``): one log line
 when it starts, one when it ends, and every waiting Rollout is woken when it ends.
 """
@@ -44,6 +51,7 @@ from segue.controller.ratelimit import (
     TokenBucket,
     retry_after,
 )
+from segue.controller.slots import OTHER, TRAFFIC, Slots
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +76,7 @@ URGENT_WORKERS: Final = 32
 EVENT_WORKERS: Final = 4
 
 _urgent: contextvars.ContextVar[bool] = contextvars.ContextVar("segue_urgent", default=False)
+_traffic: contextvars.ContextVar[bool] = contextvars.ContextVar("segue_traffic", default=False)
 
 
 @contextmanager
@@ -82,6 +91,17 @@ def urgent(flag: bool = True) -> Iterator[None]:
 
 def is_urgent() -> bool:
     return _urgent.get()
+
+
+@contextmanager
+def moving_traffic() -> Iterator[None]:
+    """Writes made inside this block move traffic (a router's ``set_weight``): on the
+    urgent lane they take the next free thread before any other waiting request."""
+    token = _traffic.set(True)
+    try:
+        yield
+    finally:
+        _traffic.reset(token)
 
 
 class RequestCounter:
@@ -193,8 +213,9 @@ class Lane:
     executor: ThreadPoolExecutor
     limit: TokenBucket
     # One per thread: a request waits for a free thread here, where no deadline runs, so
-    # a queue of requests is never taken for an API server that does not answer.
-    slots: asyncio.Semaphore
+    # a queue of requests is never taken for an API server that does not answer. Traffic
+    # writes take the next free one first.
+    slots: Slots
 
     @classmethod
     def create(
@@ -224,7 +245,7 @@ class Lane:
         for api_class in (client.AppsV1Api, client.CoreV1Api, client.CustomObjectsApi):
             api_class(api)
         executor = ThreadPoolExecutor(workers, thread_name_prefix=f"kube-{name}")
-        return cls(name, api, executor, TokenBucket(qps, burst), asyncio.Semaphore(workers))
+        return cls(name, api, executor, TokenBucket(qps, burst), Slots(workers))
 
 
 def _copy(configuration: client.Configuration) -> client.Configuration:
@@ -294,7 +315,8 @@ class Kube:
             await asyncio.sleep(wait)
         loop = asyncio.get_running_loop()
         try:
-            async with lane.slots:
+            first = lane is self.urgent and _traffic.get()
+            async with lane.slots.taken(TRAFFIC if first else OTHER):
                 future = loop.run_in_executor(lane.executor, functools.partial(fn, lane.api))
                 async with asyncio.timeout(self.deadline_s):
                     result = await future

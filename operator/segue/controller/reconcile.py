@@ -34,7 +34,7 @@ from segue.api.provider import PROVIDER_KIND
 from segue.api.routing import Segment
 from segue.api.spec import RolloutSpec, Traffic, Workload
 from segue.api.status import RolloutStatus
-from segue.controller.kube import Json, is_status, urgent
+from segue.controller.kube import Json, is_status, moving_traffic, urgent
 from segue.controller.notifications import WebhookTargets
 from segue.controller.resolution import describe, unresolvable_gates
 from segue.controller.store import Store, newer
@@ -545,7 +545,8 @@ class Reconciler:
         if action is None or router is None:
             return
         try:
-            await router.set_weight(action.weight, action.segment)
+            with moving_traffic():
+                await router.set_weight(action.weight, action.segment)
         except RouterError as e:
             self.post_event(obj, "Warning", "RouterError", str(e))
 
