@@ -537,7 +537,9 @@ class Run:
             lambda r: scenario.new_weight(r) == 25,
             timeout=60,
         )
-        r0 = scenario.settled(partial(self.requests, names), quiet_s=2.0, timeout=self.drain_s)
+        # Quiet for longer than one Event post takes on a loaded server (up to ~2.5 s at
+        # N = 1,000), so the arrival's Events still being posted are not counted as waiting.
+        r0 = scenario.settled(partial(self.requests, names), quiet_s=5.0, timeout=self.drain_s)
         q0 = self.queries()
         time.sleep(IDLE_S)
         row.waiting_requests = scenario.requests_between(r0, self.requests(names))
