@@ -14,7 +14,9 @@ for. Nothing but replicas is written on the new Deployment: the Deployment contr
 copies every annotation change onto the ReplicaSet, a write of its own, and that
 controller (with the pods it starts) is what a replicas step waits for.
 
-Both Deployments are read from the watch stream; their changes wake the Rollout. With
+Both Deployments are read from the watch stream; their changes wake the Rollout. The
+answer to each of the router's own writes goes into the same store ahead of its watch
+event, so a pass in between does not write the same count again. With
 ``require_managed`` both must be labelled ``segue.dev/managed=true``, or nothing is scaled
 or annotated.
 """
