@@ -27,6 +27,7 @@ from segue.analysis.providers.prometheus.runtime import client_for_settings, eva
 from segue.api.spec import Gate
 from segue.engine import GateRound
 from tests.unit.conftest import NoDefaultExecutor
+from tests.unit.waiting import until
 
 pytestmark = pytest.mark.usefixtures("no_cached_providers")
 
@@ -92,13 +93,6 @@ def run(test: Callable[[], Awaitable[T]]) -> T:
         return await asyncio.wait_for(test(), timeout=60)
 
     return asyncio.run(bounded())
-
-
-async def until(check: Callable[[], bool], within: float = 10.0) -> None:
-    deadline = time.monotonic() + within
-    while not check():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.01)
 
 
 async def timed(work: Awaitable[T]) -> tuple[T, float]:

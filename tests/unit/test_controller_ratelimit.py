@@ -14,6 +14,7 @@ from segue.controller.kube import ApiThrottled, Kube
 from segue.controller.main import parse_args
 from segue.controller.ratelimit import TokenBucket, retry_after
 from segue.controller.slots import Slots
+from tests.unit.waiting import until
 
 
 class Clock:
@@ -190,12 +191,14 @@ def test_on_the_urgent_lane_a_traffic_write_goes_before_others_that_wait(
     monkeypatch.setattr(kube_module, "URGENT_WORKERS", 1)
     monkeypatch.setattr(kube_module, "NORMAL_WORKERS", 1)
     kube = Kube(object())  # type: ignore[arg-type]
-    release = threading.Event()
+    lane = kube.urgent if urgent else kube.normal
+    started, release = threading.Event(), threading.Event()
     order: list[str] = []
 
     def write(what: str) -> Any:
         def call(api: Any) -> None:
             if what == "busy":
+                started.set()
                 release.wait(10)
             order.append(what)
 
@@ -204,12 +207,12 @@ def test_on_the_urgent_lane_a_traffic_write_goes_before_others_that_wait(
     async def go() -> None:
         with kube_module.urgent(urgent):
             busy = asyncio.create_task(kube.call(write("busy")))
-            await asyncio.sleep(0.05)  # on its thread
+            await until(started.is_set)  # on the lane's only thread
             status = asyncio.create_task(kube.call(write("status")))
-            await asyncio.sleep(0)
+            await until(lambda: lane.slots.waiting == 1)
             with kube_module.moving_traffic():
                 route = asyncio.create_task(kube.call(write("route")))
-            await asyncio.sleep(0)
+            await until(lambda: lane.slots.waiting == 2)
         release.set()
         await asyncio.gather(busy, status, route)
 

@@ -8,6 +8,7 @@ import asyncio
 import pytest
 
 from segue.controller.slots import OTHER, TRAFFIC, Slots
+from tests.unit.waiting import until
 
 
 async def _hold(
@@ -18,24 +19,39 @@ async def _hold(
         await gate.wait()
 
 
+class Busy:
+    """One slot, held by "busy" until ``gate`` is set; ``queue`` adds waiters behind it."""
+
+    def __init__(self) -> None:
+        self.slots = Slots(1)
+        self.order: list[str] = []
+        self.gate = asyncio.Event()
+        self.tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> asyncio.Task[None]:
+        busy = self._task(OTHER, "busy")
+        await until(lambda: self.order == ["busy"])
+        return busy
+
+    async def queue(self, *waiters: tuple[int, str]) -> list[asyncio.Task[None]]:
+        tasks = [self._task(priority, name) for priority, name in waiters]
+        await until(lambda: self.slots.waiting == len(waiters))
+        return tasks
+
+    def _task(self, priority: int, name: str) -> asyncio.Task[None]:
+        return asyncio.create_task(_hold(self.slots, priority, name, self.order, self.gate))
+
+
 def test_traffic_writes_take_the_next_free_slot_before_others_that_came_first() -> None:
     async def scenario() -> list[str]:
-        slots = Slots(1)
-        order: list[str] = []
-        gate = asyncio.Event()
-        first = asyncio.create_task(_hold(slots, OTHER, "busy", order, gate))
-        await asyncio.sleep(0)
-        tasks = [
-            asyncio.create_task(_hold(slots, OTHER, "status a", order, gate)),
-            asyncio.create_task(_hold(slots, OTHER, "status b", order, gate)),
-            asyncio.create_task(_hold(slots, TRAFFIC, "route a", order, gate)),
-            asyncio.create_task(_hold(slots, TRAFFIC, "route b", order, gate)),
-        ]
-        await asyncio.sleep(0)
-        assert slots.waiting == 4
-        gate.set()
-        await asyncio.gather(first, *tasks)
-        return order
+        lane = Busy()
+        busy = await lane.start()
+        waiters = await lane.queue(
+            (OTHER, "status a"), (OTHER, "status b"), (TRAFFIC, "route a"), (TRAFFIC, "route b")
+        )
+        lane.gate.set()
+        await asyncio.gather(busy, *waiters)
+        return lane.order
 
     assert asyncio.run(scenario()) == ["busy", "route a", "route b", "status a", "status b"]
 
@@ -61,23 +77,18 @@ def test_no_more_than_the_slots_are_held_at_once() -> None:
 
 def test_a_cancelled_waiter_gives_its_turn_on() -> None:
     async def scenario() -> list[str]:
-        slots = Slots(1)
-        order: list[str] = []
-        gate = asyncio.Event()
-        busy = asyncio.create_task(_hold(slots, OTHER, "busy", order, gate))
-        await asyncio.sleep(0)
-        gone = asyncio.create_task(_hold(slots, TRAFFIC, "gone", order, gate))
-        later = asyncio.create_task(_hold(slots, OTHER, "later", order, gate))
-        await asyncio.sleep(0)
+        lane = Busy()
+        busy = await lane.start()
+        gone, later = await lane.queue((TRAFFIC, "gone"), (OTHER, "later"))
         gone.cancel()
-        gate.set()
+        lane.gate.set()
         await asyncio.gather(busy, later)
         with pytest.raises(asyncio.CancelledError):
             await gone
         # Free again: taken at once.
-        async with slots.taken():
-            order.append("after")
-        return order
+        async with lane.slots.taken():
+            lane.order.append("after")
+        return lane.order
 
     assert asyncio.run(scenario()) == ["busy", "later", "after"]
 
@@ -87,19 +98,19 @@ def test_a_waiter_cancelled_as_it_is_handed_a_slot_passes_it_on() -> None:
         slots = Slots(1)
         order: list[str] = []
         gate = asyncio.Event()
-        busy = asyncio.create_task(_hold(slots, OTHER, "busy", order, gate))
-        await asyncio.sleep(0)
-        handed = asyncio.create_task(_hold(slots, TRAFFIC, "handed", order, gate))
-        later = asyncio.create_task(_hold(slots, OTHER, "later", order, gate))
-        await asyncio.sleep(0)
         gate.set()
-        await asyncio.sleep(0)  # busy leaves: the slot is handed to "handed"...
-        handed.cancel()  # ...which is cancelled before it runs again
-        await asyncio.gather(busy, later, return_exceptions=True)
-        assert handed.cancelled()
+        async with slots.taken():  # this task holds the only slot
+            handed = asyncio.create_task(_hold(slots, TRAFFIC, "handed", order, gate))
+            later = asyncio.create_task(_hold(slots, OTHER, "later", order, gate))
+            await until(lambda: slots.waiting == 2)
+        # Leaving the block handed the slot to "handed", which is cancelled before it runs.
+        handed.cancel()
+        await asyncio.wait_for(later, timeout=5)
+        with pytest.raises(asyncio.CancelledError):
+            await handed
         return order
 
-    assert asyncio.run(scenario()) == ["busy", "later"]
+    assert asyncio.run(scenario()) == ["later"]
 
 
 def test_a_lane_needs_a_slot() -> None:

@@ -33,6 +33,7 @@ from segue.notify import (
 from segue.notify.destinations import Destinations
 from segue.notify.webhook import PoolResolver, open_session
 from tests.unit.conftest import NoDefaultExecutor
+from tests.unit.waiting import until
 
 T = TypeVar("T")
 AT = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -104,13 +105,6 @@ class Receiver:
 
 def run(test: Callable[[], Coroutine[Any, Any, None]]) -> None:
     asyncio.run(asyncio.wait_for(test(), timeout=30))
-
-
-async def until(check: Callable[[], bool], within: float = 5.0) -> None:
-    deadline = time.monotonic() + within
-    while not check():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.01)
 
 
 class Counts:
