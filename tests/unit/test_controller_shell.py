@@ -670,6 +670,10 @@ def test_only_a_change_segue_reads_wakes_the_rollouts_of_an_object():
     assert not store.take_change("Deployment", "ns", "d")
     store.put("Deployment", deployment(2, 1))  # a pod became ready
     assert store.take_change("Deployment", "ns", "d")
+    scaled = deployment(2, 1)
+    scaled["metadata"]["generation"] = 2  # a scale write's event: same template, same counts
+    store.put("Deployment", scaled)
+    assert not store.take_change("Deployment", "ns", "d")
 
     route: dict[str, Any] = {
         "metadata": {"namespace": "ns", "name": "r", "resourceVersion": "5"},
@@ -706,7 +710,8 @@ def test_a_scale_answer_sets_the_count_until_a_newer_event_and_an_older_one_is_i
     store.put("Scale", scale(6, 3))  # Segue's write, answered before its watch event
     state = store.deployment("ns", "d")
     assert state is not None and (state.desired, state.ready) == (3, 1)
-    assert store.take_change("Deployment", "ns", "d")
+    # Its writer acted on it already, and the pods coming up will wake the Rollout.
+    assert not store.take_change("Deployment", "ns", "d")
     store.put("Deployment", deployment(5, 1, 1))  # an event from before the write, late
     state = store.deployment("ns", "d")
     assert state is not None and state.desired == 3
@@ -715,6 +720,11 @@ def test_a_scale_answer_sets_the_count_until_a_newer_event_and_an_older_one_is_i
     assert state is not None and (state.desired, state.ready) == (3, 3)
     store.put("Scale", scale(6, 3))  # a late answer does not go back either
     assert store.deployment("ns", "d") == state
+    assert store.take_change("Deployment", "ns", "d")  # the pods came up
+    store.put("Deployment", deployment(9, 3, 2))  # one pod will not start
+    assert store.take_change("Deployment", "ns", "d")
+    store.put("Scale", scale(10, 2))  # a count the ready pods already match: nothing
+    assert store.take_change("Deployment", "ns", "d")  # else will change, so it wakes now
     store.put("Deployment", {})  # an answer that could not be read keeps nothing
     assert set(store.deployments) == {("ns", "d")}
 

@@ -347,24 +347,33 @@ def _watch_referenced(
     plural: str,
 ) -> None:
     """An index handler keeps the object's summary in the store (and makes kopf list the
-    kind before any Rollout is handled); an event handler wakes the Rollouts that reference
-    the object when that summary changed, and on deletion."""
+    kind before any Rollout is handled) and wakes the Rollouts that reference the object
+    when that summary changed. kopf calls no index handler for a deletion: an event
+    handler, filtered to deletions, forgets the object and wakes them.
+
+    One handler per event, not two: most events are a Deployment's status updates, and
+    kopf's invocation of a handler costs more than the handler itself."""
 
     async def index(body: kopf.Body, memo: Any, **_: Any) -> None:
         op: Operator = memo[MEMO_KEY]
         op.store.put(kind, cast(Json, body))
+        namespace, name = _key(body)
+        # Until kopf has listed every kind, no Rollout has a worker: nobody to wake.
+        if op.store.take_change(kind, namespace, name):
+            op.supervisor.object_event((kind, namespace, name))
 
-    async def event(body: kopf.Body, type: str | None, memo: Any, **_: Any) -> None:
+    async def deleted(body: kopf.Body, memo: Any, **_: Any) -> None:
         op: Operator = memo[MEMO_KEY]
         namespace, name = _key(body)
-        if type == "DELETED":
-            op.store.drop(kind, namespace, name)
-        elif not op.store.take_change(kind, namespace, name):
-            return  # nothing a Rollout reads of it changed (its index handler ran first)
+        op.store.drop(kind, namespace, name)
         op.supervisor.object_event((kind, namespace, name))
 
     kopf.index(group, version, plural, id=f"segue_{plural}")(index)
-    kopf.on.event(group, version, plural, id=f"segue_{plural}_events")(event)
+    kopf.on.event(group, version, plural, id=f"segue_{plural}_events", when=_is_deletion)(deleted)
+
+
+def _is_deletion(type: str | None, **_: Any) -> bool:
+    return type == "DELETED"
 
 
 for _kind, (_group, _version, _plural) in REFERENCED.items():

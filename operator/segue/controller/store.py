@@ -208,8 +208,13 @@ class Store:
             if self._older(self.deployment_versions, key, body):
                 return
             if replicas != current.desired:
-                self.changed.add(("Deployment", key))
-                self.deployments[key] = replace(current, desired=replicas)
+                fresh = replace(current, desired=replicas)
+                # The writer's own pass already acted on this count. Until the pods match
+                # it, their watch events wake the Rollout; only a count that leaves the
+                # Deployment settled (nothing more will change) must wake it now.
+                if fresh.settled:
+                    self.changed.add(("Deployment", key))
+                self.deployments[key] = fresh
         elif kind == "Rollout":
             if self._older(self.rollout_versions, key, body):
                 return

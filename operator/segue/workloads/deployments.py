@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from kubernetes import client
@@ -29,7 +29,9 @@ class DeploymentState:
     updated: int
     annotations: dict[str, str]
     template_hash: str = ""  # of the pod template: a new image is a new version
-    generation: int = 0  # metadata.generation: changes with the spec, hence the template
+    # metadata.generation: tells when the template must be hashed again. Not compared: a
+    # scale write bumps it, and nothing a Rollout reads changes with it alone.
+    generation: int = field(default=0, compare=False)
     managed: bool = False  # labelled segue.dev/managed=true (see segue.is_managed)
 
     @property
