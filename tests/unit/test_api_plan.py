@@ -64,3 +64,18 @@ def test_plan_does_not_alias_the_spec() -> None:
     steps[0].set_weight = 20
     assert spec.steps is not None
     assert spec.steps[0].set_weight == 10
+
+
+def test_the_plan_kept_for_a_spec_goes_with_it_and_is_never_another_specs() -> None:
+    from segue.api.plan import plan_digest
+
+    low = make_spec(risk="low")
+    assert plan(low) == plan(low) and plan(low) is not plan(low)  # a list of its own
+    digest = plan_digest(low)
+    # Specs made and dropped one after another: CPython reuses their ids at once, and a
+    # plan kept by id alone would be handed to the next spec.
+    for risk, first in (("medium", "w5"), ("critical", "w1"), ("low", "w10")) * 3:
+        spec = make_spec(risk=risk)
+        assert _describe(plan(spec))[0] == first
+        assert (plan_digest(spec) == digest) == (risk == "low")
+        del spec
