@@ -286,7 +286,12 @@ def test_rolled_back_dependency_blocks_visibly_until_retried(kube, namespace, cr
     # Retried and approved, the dependency succeeds; then cart starts and succeeds.
     rollouts.annotate("catalog", {"segue.dev/retry": "fixed"})
     phase_is(rollouts, "catalog", "AwaitingApproval")
-    assert condition(rollouts.status("cart"), "Stalled")["status"] == "False"
+    # cart's pass and catalog's run side by side: catalog may get there first.
+    wait_until(
+        "cart no longer stalled",
+        lambda: condition(rollouts.status("cart"), "Stalled")["status"],
+        lambda s: s == "False",
+    )
     rollouts.annotate("catalog", {"segue.dev/approve": "1"})
     phase_is(rollouts, "catalog", "Succeeded")
     phase_is(rollouts, "cart", "Succeeded", 120)
