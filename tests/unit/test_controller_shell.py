@@ -29,6 +29,7 @@ from segue.engine import GateRound
 from segue.traffic.base import Ref, RouterError
 from segue.workloads.deployments import DeploymentState
 from tests.unit.conftest import analysis, gate_round, spec_dict, verdict
+from tests.unit.waiting import until
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 Log = list[tuple[Any, ...]]
@@ -491,10 +492,7 @@ def test_the_supervisor_wakes_workers_on_referenced_objects_and_ends_finished_on
         newer["metadata"]["resourceVersion"] = "11"
         supervisor.rollout_event("MODIFIED", newer)
         await asyncio.wait_for(done.wait(), 5)
-        for _ in range(50):
-            if not supervisor.workers:
-                break
-            await asyncio.sleep(0.01)
+        await until(lambda: not supervisor.workers, within=5)
         assert supervisor.workers == {}
         # An older copy (a late watch event) never replaces a newer one.
         worker = Worker(("ns", "checkout"), newer)
