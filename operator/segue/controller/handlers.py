@@ -1,23 +1,26 @@
 """kopf wiring: watch streams in, workers out.
 
-kopf watches Rollouts and the kinds they reference (Deployments, the kinds of the enabled
-routers such as HTTPRoutes, and the
-cluster-scoped MetricProviders, which kopf watches cluster-wide even when the operator is
-limited to namespaces). An index
-handler per kind keeps a summary of each object in the store and makes kopf finish every
-initial listing before any Rollout is handled; an event handler per kind tells the
-supervisor, which runs one worker per Rollout that has work and wakes the workers whose
-objects changed. Segue manages its own finalizer; kopf writes nothing to the objects.
+kopf watches Rollouts, Migrations and the kinds Rollouts reference: the kinds of the
+enabled routers such as HTTPRoutes, and the cluster-scoped MetricProviders, which kopf
+watches cluster-wide even when the operator is limited to namespaces. An index handler per
+kind keeps a summary of each object in the store and makes kopf finish every initial
+listing before any Rollout is handled; the supervisor runs one worker per Rollout that has
+work and wakes the workers whose objects changed. Deployments, the kind with the most
+events, are watched by Segue's own informers (``informer.py``), started with kopf and
+stopped with it; the Rollout event handler waits for their first listing. Segue manages
+its own finalizer; kopf writes nothing to the objects.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Final, cast
 
 import kopf
+from kubernetes import client
 
 from segue import GROUP, PLURAL, VERSION
 from segue.analysis.clients import close_clients
@@ -28,6 +31,7 @@ from segue.api.provider import PROVIDER_KIND, PROVIDER_PLURAL
 from segue.controller import kopf_toggles
 from segue.controller.events import EventPoster
 from segue.controller.gates import GateRunner
+from segue.controller.informer import Informer, ListFn, Response
 from segue.controller.kube import (
     REQUESTS,
     Json,
@@ -36,6 +40,7 @@ from segue.controller.kube import (
     Rollouts,
     Secrets,
     load_configuration,
+    watch_client,
 )
 from segue.controller.metrics import OperatorMetrics
 from segue.controller.migrations import MigrationReconciler, migration_needs_work
@@ -82,11 +87,17 @@ class Operator:
     namespaced: bool = False
     # One worker per Migration with work, woken when a Rollout of its namespace changes.
     migrations: Supervisor | None = None
+    # The namespaces watched (none: all of them).
+    namespaces: tuple[str, ...] = ()
+    # Deployments are watched by informers of Segue's own (``informer.py``), one per
+    # namespace watched or one for all; no Rollout is handled before they have listed.
+    informers: list[Informer] = field(default_factory=list)
+    deployments_listed: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 def build(
     runtimes: Sequence[ProviderRuntime] = (),
-    namespaced: bool = False,
+    namespaces: Sequence[str] = (),
     destinations: Destinations | None = None,
     webhook_proxy: str | None = None,
     require_managed_label: bool = False,
@@ -99,7 +110,8 @@ def build(
     kube_event_burst: int = DEFAULT_EVENT_BURST,
 ) -> Operator:
     """``runtimes``: the metric providers' runtimes with the operator's flags applied (any
-    not given run with their defaults). ``require_managed_label``: write only to
+    not given run with their defaults). ``namespaces``: those watched (none: all).
+    ``require_managed_label``: write only to
     Deployments and routing objects labelled ``segue.dev/managed=true`` (a Rollout naming
     another is Stalled, ``NotManaged``). ``routers``: the routers this operator runs; it
     watches their kinds, and a Rollout naming another router is Failed before any traffic
@@ -187,8 +199,9 @@ def build(
         dispatcher,
         targets,
         events,
-        namespaced,
+        bool(namespaces),
         migrations,
+        tuple(namespaces),
     )
 
 
@@ -245,11 +258,14 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> Non
         settings.scanning.disabled = True
     await op.dispatcher.start()
     op.events.start()
+    start_deployment_informers(op)
 
 
 @kopf.on.cleanup()
 async def shutdown(memo: Any, **_: Any) -> None:
     op: Operator = memo[MEMO_KEY]
+    for informer in op.informers:
+        informer.stop()
     await op.supervisor.stop()
     if op.migrations is not None:
         await op.migrations.stop()
@@ -259,7 +275,7 @@ async def shutdown(memo: Any, **_: Any) -> None:
     op.kube.close()
 
 
-def _key(body: kopf.Body) -> tuple[str, str]:
+def _key(body: Mapping[str, Any]) -> tuple[str, str]:
     meta = body.get("metadata", {})
     return str(meta.get("namespace", "")), str(meta.get("name", ""))
 
@@ -276,6 +292,8 @@ async def index_rollout(body: kopf.Body, memo: Any, **_: Any) -> None:
 @kopf.on.event(GROUP, VERSION, PLURAL, id="segue_rollout_events")
 async def rollout_event(body: kopf.Body, type: str | None, memo: Any, **_: Any) -> None:
     op: Operator = memo[MEMO_KEY]
+    # A Rollout's pass reads its Deployments from the store: not before they are listed.
+    await op.deployments_listed.wait()
     namespace, name = _key(body)
     raw = cast(Json, dict(body))
     if type == "DELETED":
@@ -315,7 +333,6 @@ async def migration_event(body: kopf.Body, type: str | None, memo: Any, **_: Any
 # kind -> (group, version, plural) of every kind any Rollout references; the routers add
 # theirs (``_watch_router_kind``) when the operator is built with them.
 REFERENCED: Final = {
-    "Deployment": ("apps", "v1", "deployments"),
     # Cluster-scoped: its key has an empty namespace.
     PROVIDER_KIND: (GROUP, VERSION, PROVIDER_PLURAL),
 }
@@ -374,6 +391,51 @@ def _watch_referenced(
 
 def _is_deletion(type: str | None, **_: Any) -> bool:
     return type == "DELETED"
+
+
+def start_deployment_informers(op: Operator) -> None:
+    """Watch Deployments on threads of their own (``informer.py``): the kind with the most
+    events, each of which would cost kopf's whole per-event machinery."""
+    loop = asyncio.get_running_loop()
+    pending = set(op.namespaces) if op.namespaces else {""}
+    apps = client.AppsV1Api(watch_client(op.kube.configuration, len(pending)))
+
+    def deliver(type_: str | None, body: Json) -> None:
+        namespace, name = _key(body)
+        if type_ == "DELETED":
+            op.store.drop("Deployment", namespace, name)
+            op.supervisor.object_event(("Deployment", namespace, name))
+            return
+        op.store.put("Deployment", body)
+        if op.store.take_change("Deployment", namespace, name):
+            op.supervisor.object_event(("Deployment", namespace, name))
+
+    def listed_in(namespace: str) -> Callable[[], None]:
+        def listed() -> None:
+            pending.discard(namespace)
+            if not pending:
+                op.deployments_listed.set()
+
+        return listed
+
+    for namespace in sorted(pending):
+        informer = Informer(
+            f"deployments in {namespace}" if namespace else "deployments",
+            _lister(apps, namespace),
+            deliver,
+            listed_in(namespace),
+        )
+        op.informers.append(informer)
+        informer.start(loop)
+
+
+def _lister(apps: client.AppsV1Api, namespace: str) -> ListFn:
+    def list_deployments(**kwargs: Any) -> Response:
+        if namespace:
+            return cast(Response, apps.list_namespaced_deployment(namespace, **kwargs))
+        return cast(Response, apps.list_deployment_for_all_namespaces(**kwargs))
+
+    return list_deployments
 
 
 for _kind, (_group, _version, _plural) in REFERENCED.items():

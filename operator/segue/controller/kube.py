@@ -248,6 +248,17 @@ class Lane:
         return cls(name, api, executor, TokenBucket(qps, burst), Slots(workers))
 
 
+def watch_client(configuration: client.Configuration, streams: int) -> client.ApiClient:
+    """A client for ``streams`` watch streams held open at once (the Deployment informers):
+    a connection each, and no retries of urllib3's own, since an informer retries itself.
+    Not counted in ``REQUESTS``, like kopf's watches: a stream is not a request per
+    Rollout."""
+    configuration = _copy(configuration)
+    configuration.connection_pool_maxsize = max(1, streams)
+    configuration.retries = False
+    return client.ApiClient(configuration)
+
+
 def _copy(configuration: client.Configuration) -> client.Configuration:
     copied = client.Configuration()
     copied.__dict__.update(configuration.__dict__)
@@ -271,6 +282,7 @@ class Kube:
         event_qps: float = DEFAULT_EVENT_QPS,
         event_burst: int = DEFAULT_EVENT_BURST,
     ) -> None:
+        self.configuration = configuration
         self.normal = Lane.create("normal", configuration, NORMAL_WORKERS, qps, burst)
         self.urgent = Lane.create("urgent", configuration, URGENT_WORKERS, qps, burst)
         self.events = Lane.create("events", configuration, EVENT_WORKERS, event_qps, event_burst)

@@ -252,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
         log.error("router %s cannot run, so Rollouts naming it are Failed: %s", key, why)
     operator = handlers.build(
         runtimes,
-        namespaced=bool(args.namespace),
+        namespaces=args.namespace,
         destinations=destinations,
         webhook_proxy=args.webhook_proxy,
         require_managed_label=args.require_managed_label,

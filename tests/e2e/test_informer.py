@@ -1,0 +1,90 @@
+"""The Deployment informer against the real API server: listing, events, a stop, and a
+watch the server no longer serves (410 Gone), which lists again and reports what was
+deleted meanwhile."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, cast
+
+from kubernetes import client
+
+from segue.controller.informer import Informer, ListFn, Response
+from tests.e2e.conftest import Kube
+from tests.e2e.support import apply, deployment, wait_until
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.events: list[tuple[str | None, str, str]] = []
+        self.listed = threading.Event()
+
+    def deliver(self, type_: str | None, obj: dict[str, Any]) -> None:
+        meta = obj["metadata"]
+        with self.lock:
+            self.events.append((type_, meta["name"], str(meta.get("resourceVersion", ""))))
+
+    def seen(self) -> list[tuple[str | None, str]]:
+        with self.lock:
+            return [(t, n) for t, n, _ in self.events]
+
+
+def lister(kube: Kube, namespace: str) -> ListFn:
+    apps = client.AppsV1Api(kube.api_client)
+
+    def list_deployments(**kwargs: Any) -> Response:
+        return cast(Response, apps.list_namespaced_deployment(namespace, **kwargs))
+
+    return list_deployments
+
+
+def start(informer: Informer, recorder: Recorder) -> threading.Thread:
+    thread = threading.Thread(
+        target=informer.run, args=(recorder.deliver, recorder.listed.set), daemon=True
+    )
+    thread.start()
+    return thread
+
+
+def test_informer_lists_watches_and_lists_again_after_gone(kube: Kube, namespace: str) -> None:
+    apps = client.AppsV1Api(kube.api_client)
+    apply(kube, namespace, deployment("first", "shop", 0))
+    recorder = Recorder()
+    informer = Informer("deployments", lister(kube, namespace), recorder.deliver, lambda: None)
+    thread = start(informer, recorder)
+    assert recorder.listed.wait(30)
+    assert recorder.seen() == [(None, "first")]
+
+    apply(kube, namespace, deployment("second", "shop", 0))
+    wait_until("second added", recorder.seen, lambda s: ("ADDED", "second") in s, timeout=30)
+    apps.patch_namespaced_deployment_scale("first", namespace, {"spec": {"replicas": 1}})
+    wait_until("first modified", recorder.seen, lambda s: ("MODIFIED", "first") in s, timeout=30)
+
+    informer.stop()
+    thread.join(10)
+    assert not thread.is_alive(), "stop() ends the thread's read at once"
+
+    # While nothing watches, "first" goes. The next informer starts from a version the
+    # server no longer serves (the first one there was): it is told 410 Gone, lists again,
+    # and reports the deletion it could not see.
+    apps.delete_namespaced_deployment("first", namespace)
+    wait_until(
+        "first gone",
+        lambda: [d.metadata.name for d in apps.list_namespaced_deployment(namespace).items],
+        lambda names: "first" not in names,
+        timeout=30,
+    )
+    after = Recorder()
+    again = Informer("deployments", lister(kube, namespace), after.deliver, lambda: None)
+    again.known = set(informer.known)
+    again.resource_version = "1"
+    thread = start(again, after)
+    try:
+        assert after.listed.wait(30)
+        assert ("DELETED", "first") in after.seen()
+        assert (None, "second") in after.seen()
+        assert again.known == {(namespace, "second")}
+    finally:
+        again.stop()
+        thread.join(10)
