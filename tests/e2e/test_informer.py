@@ -1,15 +1,15 @@
-"""The Deployment informer against the real API server: listing, events, a stop, and a
-watch the server no longer serves (410 Gone), which lists again and reports what was
-deleted meanwhile."""
+"""Informers against the real API server: listing, events, a stop, a watch the server no
+longer serves (410 Gone), which lists again and reports what was deleted meanwhile, and a
+core kind filtered by labels."""
 
 from __future__ import annotations
 
 import threading
-from typing import Any, cast
+from typing import Any
 
 from kubernetes import client
 
-from segue.controller.informer import Informer, ListFn, Response
+from segue.controller.informer import Informer, ListFn, lister
 from tests.e2e.conftest import Kube
 from tests.e2e.support import apply, deployment, wait_until
 
@@ -30,13 +30,8 @@ class Recorder:
             return [(t, n) for t, n, _ in self.events]
 
 
-def lister(kube: Kube, namespace: str) -> ListFn:
-    apps = client.AppsV1Api(kube.api_client)
-
-    def list_deployments(**kwargs: Any) -> Response:
-        return cast(Response, apps.list_namespaced_deployment(namespace, **kwargs))
-
-    return list_deployments
+def deployments(kube: Kube, namespace: str) -> ListFn:
+    return lister(kube.api_client, "apps", "v1", "deployments", namespace)
 
 
 def start(informer: Informer, recorder: Recorder) -> threading.Thread:
@@ -51,7 +46,7 @@ def test_informer_lists_watches_and_lists_again_after_gone(kube: Kube, namespace
     apps = client.AppsV1Api(kube.api_client)
     apply(kube, namespace, deployment("first", "shop", 0))
     recorder = Recorder()
-    informer = Informer("deployments", lister(kube, namespace), recorder.deliver, lambda: None)
+    informer = Informer("deployments", deployments(kube, namespace), recorder.deliver, lambda: None)
     thread = start(informer, recorder)
     assert recorder.listed.wait(30)
     assert recorder.seen() == [(None, "first")]
@@ -76,7 +71,7 @@ def test_informer_lists_watches_and_lists_again_after_gone(kube: Kube, namespace
         timeout=30,
     )
     after = Recorder()
-    again = Informer("deployments", lister(kube, namespace), after.deliver, lambda: None)
+    again = Informer("deployments", deployments(kube, namespace), after.deliver, lambda: None)
     again.known = set(informer.known)
     again.resource_version = "1"
     thread = start(again, after)
@@ -87,4 +82,35 @@ def test_informer_lists_watches_and_lists_again_after_gone(kube: Kube, namespace
         assert again.known == {(namespace, "second")}
     finally:
         again.stop()
+        thread.join(10)
+
+
+def test_a_labelled_core_kind_is_filtered_by_the_server(kube: Kube, namespace: str) -> None:
+    core = client.CoreV1Api(kube.api_client)
+
+    def config_map(name: str, labels: dict[str, str]) -> client.V1ConfigMap:
+        meta = client.V1ObjectMeta(name=name, labels=labels)
+        return client.V1ConfigMap(metadata=meta, data={"flags": "{}"})
+
+    core.create_namespaced_config_map(namespace, config_map("flags", {"segue.dev/managed": "true"}))
+    core.create_namespaced_config_map(namespace, config_map("other", {}))
+    recorder = Recorder()
+    informer = Informer(
+        "configmaps",
+        lister(kube.api_client, "", "v1", "configmaps", namespace, "segue.dev/managed=true"),
+        recorder.deliver,
+        lambda: None,
+    )
+    thread = start(informer, recorder)
+    try:
+        assert recorder.listed.wait(30)
+        assert recorder.seen() == [(None, "flags")]
+        # Losing the label is a deletion, as far as a filtered watch goes.
+        core.patch_namespaced_config_map(
+            "flags", namespace, {"metadata": {"labels": {"segue.dev/managed": None}}}
+        )
+        wait_until("flags unlabelled", recorder.seen, lambda s: ("DELETED", "flags") in s, 30)
+        assert all(name != "other" for _, name in recorder.seen())
+    finally:
+        informer.stop()
         thread.join(10)

@@ -174,6 +174,32 @@ def test_failures_are_retried_and_reported_once(
     assert any("is back" in m for m in messages)
 
 
+def test_an_outage_is_reported_to_the_operator_not_logged(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("segue.controller.informer.BACKOFFS_S", (0.0,))
+    outages: list[str] = []
+    script = Script(
+        ConnectionError("refused"),
+        ConnectionError("refused"),
+        listing(10, deployment("a", 9)),
+        events(),
+    )
+
+    def outage(error: BaseException) -> bool:
+        outages.append(str(error))
+        return isinstance(error, ConnectionError)
+
+    informer = Informer("deployments", script, lambda t, o: None, lambda: None, outage=outage)
+    script.informer = informer
+    with caplog.at_level(logging.INFO, logger="segue.controller.informer"):
+        informer.run(lambda t, o: None, lambda: None)
+    # Both failures went to the operator's outage report (the script's own end is a
+    # ConnectionError too); the informer said nothing, not even that it is back.
+    assert outages[:2] == ["refused", "refused"]
+    assert caplog.records == []
+
+
 def test_a_refusal_says_what_to_grant(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -1,14 +1,14 @@
 """kopf wiring: watch streams in, workers out.
 
-kopf watches Rollouts, Migrations and the kinds Rollouts reference: the kinds of the
-enabled routers such as HTTPRoutes, and the cluster-scoped MetricProviders, which kopf
-watches cluster-wide even when the operator is limited to namespaces. An index handler per
-kind keeps a summary of each object in the store and makes kopf finish every initial
-listing before any Rollout is handled; the supervisor runs one worker per Rollout that has
-work and wakes the workers whose objects changed. Deployments, the kind with the most
-events, are watched by Segue's own informers (``informer.py``), started with kopf and
-stopped with it; the Rollout event handler waits for their first listing. Segue manages
-its own finalizer; kopf writes nothing to the objects.
+kopf watches Segue's own kinds: Rollouts, Migrations and the cluster-scoped
+MetricProviders (cluster-wide even when the operator is limited to namespaces). An index
+handler per kind keeps a summary of each object in the store and makes kopf finish every
+initial listing before any Rollout is handled. The kinds Rollouts read but Segue does not
+own, Deployments and the enabled routers' kinds such as HTTPRoutes, bring most of the
+events and are watched by Segue's own informers (``informer.py``), started and stopped
+with kopf; the Rollout event handler waits for their first listing. The supervisor runs
+one worker per Rollout that has work and wakes the workers whose objects changed. Segue
+manages its own finalizer; kopf writes nothing to the objects.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from typing import Any, Final, cast
 
 import kopf
-from kubernetes import client
 
 from segue import GROUP, PLURAL, VERSION
 from segue.analysis.clients import close_clients
@@ -31,7 +30,7 @@ from segue.api.provider import PROVIDER_KIND, PROVIDER_PLURAL
 from segue.controller import kopf_toggles
 from segue.controller.events import EventPoster
 from segue.controller.gates import GateRunner
-from segue.controller.informer import Informer, ListFn, Response
+from segue.controller.informer import Informer, lister
 from segue.controller.kube import (
     REQUESTS,
     Json,
@@ -40,6 +39,7 @@ from segue.controller.kube import (
     Rollouts,
     Secrets,
     load_configuration,
+    unreachable,
     watch_client,
 )
 from segue.controller.metrics import OperatorMetrics
@@ -58,7 +58,6 @@ from segue.controller.workers import Supervisor, Worker, needs_work
 from segue.notify import Dispatcher, NotificationHook
 from segue.notify.destinations import Destinations
 from segue.traffic.catalog import plugin
-from segue.traffic.plugin import WatchedKind
 from segue.traffic.registry import DEFAULT_ROUTERS, check_routers, router_for
 
 log = logging.getLogger(__name__)
@@ -89,10 +88,43 @@ class Operator:
     migrations: Supervisor | None = None
     # The namespaces watched (none: all of them).
     namespaces: tuple[str, ...] = ()
-    # Deployments are watched by informers of Segue's own (``informer.py``), one per
-    # namespace watched or one for all; no Rollout is handled before they have listed.
+    # The kinds Rollouts read but Segue does not own (Deployments, the usable routers'
+    # kinds) are watched by informers of Segue's own (``informer.py``), one per kind and
+    # namespace watched; no Rollout is handled before they have all listed.
+    watched: tuple[Watched, ...] = ()
     informers: list[Informer] = field(default_factory=list)
-    deployments_listed: asyncio.Event = field(default_factory=asyncio.Event)
+    listed: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+@dataclass(frozen=True)
+class Watched:
+    """A kind watched by informers; ``label_selector``: only objects carrying these labels,
+    filtered by the API server (which sends a deletion when an object loses them)."""
+
+    kind: str
+    group: str
+    version: str
+    plural: str
+    label_selector: str = ""
+
+
+DEPLOYMENTS: Final = Watched("Deployment", "apps", "v1", "deployments")
+
+
+def watched_kinds(enabled: Iterable[str], unusable: Mapping[str, str]) -> tuple[Watched, ...]:
+    """Deployments and the kinds the usable routers read, each once whichever routers
+    share it."""
+    kinds = {DEPLOYMENTS.kind: DEPLOYMENTS}
+    for key in enabled:
+        if key in unusable:
+            continue
+        for watched in plugin(key).watches:
+            if watched.kind not in kinds:
+                selector = ",".join(f"{k}={v}" for k, v in sorted(watched.labels))
+                kinds[watched.kind] = Watched(
+                    watched.kind, watched.group, watched.version, watched.plural, selector
+                )
+    return tuple(kinds.values())
 
 
 def build(
@@ -124,11 +156,6 @@ def build(
     mine = shard or Shard()
     enabled = check_routers(routers)
     unusable = dict(unusable or {})
-    for key in enabled:
-        if key in unusable:
-            continue
-        for watched in plugin(key).watches:
-            _watch_router_kind(watched)
     kube = Kube(
         load_configuration(),
         qps=kube_qps,
@@ -202,6 +229,7 @@ def build(
         bool(namespaces),
         migrations,
         tuple(namespaces),
+        watched_kinds(enabled, unusable),
     )
 
 
@@ -245,8 +273,6 @@ def configure_settings(settings: kopf.OperatorSettings) -> None:
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     configure_settings(settings)
-    for resource, selector in _LABEL_SELECTORS.items():
-        settings.watching.label_selectors[resource] = selector
     op: Operator = memo[MEMO_KEY]
     if op.events.instance:
         settings.posting.reporting_instance = op.events.instance[:128]
@@ -258,7 +284,7 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> Non
         settings.scanning.disabled = True
     await op.dispatcher.start()
     op.events.start()
-    start_deployment_informers(op)
+    start_informers(op)
 
 
 @kopf.on.cleanup()
@@ -292,8 +318,9 @@ async def index_rollout(body: kopf.Body, memo: Any, **_: Any) -> None:
 @kopf.on.event(GROUP, VERSION, PLURAL, id="segue_rollout_events")
 async def rollout_event(body: kopf.Body, type: str | None, memo: Any, **_: Any) -> None:
     op: Operator = memo[MEMO_KEY]
-    # A Rollout's pass reads its Deployments from the store: not before they are listed.
-    await op.deployments_listed.wait()
+    # A Rollout's pass reads its Deployments and routes from the store: not before they
+    # are listed.
+    await op.listed.wait()
     namespace, name = _key(body)
     raw = cast(Json, dict(body))
     if type == "DELETED":
@@ -330,31 +357,12 @@ async def migration_event(body: kopf.Body, type: str | None, memo: Any, **_: Any
 
 # -- what Rollouts reference -----------------------------------------------------------
 
-# kind -> (group, version, plural) of every kind any Rollout references; the routers add
-# theirs (``_watch_router_kind``) when the operator is built with them.
+# kind -> (group, version, plural) of the kinds Rollouts reference that kopf watches (the
+# others come through informers, below).
 REFERENCED: Final = {
     # Cluster-scoped: its key has an empty namespace.
     PROVIDER_KIND: (GROUP, VERSION, PROVIDER_PLURAL),
 }
-_ROUTER_KINDS: set[str] = set()
-# (group, version, plural) -> label selector of the router kinds watched only when labelled
-# (``WatchedKind.labels``): the API server filters them, so the operator is not sent every
-# ConfigMap, and sends a deletion when an object loses the label.
-_LABEL_SELECTORS: dict[tuple[str, str, str], str] = {}
-
-
-def _watch_router_kind(watched: WatchedKind) -> None:
-    """Watch a kind an enabled router reads (once per process, whichever routers share it),
-    keeping the router's summary of each object in the store."""
-    if watched.kind in _ROUTER_KINDS:
-        return
-    _ROUTER_KINDS.add(watched.kind)
-    if watched.labels:
-        # Filtered by the API server only: a handler filter would also skip the deletion
-        # the server sends when an object loses the label, and keep it in the store.
-        selector = ",".join(f"{k}={v}" for k, v in sorted(watched.labels))
-        _LABEL_SELECTORS[(watched.group, watched.version, watched.plural)] = selector
-    _watch_referenced(watched.kind, watched.group, watched.version, watched.plural)
 
 
 def _watch_referenced(
@@ -364,12 +372,10 @@ def _watch_referenced(
     plural: str,
 ) -> None:
     """An index handler keeps the object's summary in the store (and makes kopf list the
-    kind before any Rollout is handled) and wakes the Rollouts that reference the object
-    when that summary changed. kopf calls no index handler for a deletion: an event
-    handler, filtered to deletions, forgets the object and wakes them.
-
-    One handler per event, not two: most events are a Deployment's status updates, and
-    kopf's invocation of a handler costs more than the handler itself."""
+    kind before any Rollout is handled) and wakes the Rollouts that reference the object.
+    kopf calls no index handler for a deletion: an event handler, filtered to deletions,
+    forgets the object and wakes them. One handler per event, not two: kopf's invocation
+    of a handler costs more than the handler itself."""
 
     async def index(body: kopf.Body, memo: Any, **_: Any) -> None:
         op: Operator = memo[MEMO_KEY]
@@ -393,49 +399,69 @@ def _is_deletion(type: str | None, **_: Any) -> bool:
     return type == "DELETED"
 
 
-def start_deployment_informers(op: Operator) -> None:
-    """Watch Deployments on threads of their own (``informer.py``): the kind with the most
-    events, each of which would cost kopf's whole per-event machinery."""
+def start_informers(op: Operator) -> None:
+    """Watch the kinds Rollouts read but Segue does not own on threads of their own
+    (``informer.py``): they bring most of the watch events (a Deployment's status changes
+    several times for every scale write; every route write comes back as an event), and
+    kopf's per-event machinery costs more than the store's work on them."""
     loop = asyncio.get_running_loop()
-    pending = set(op.namespaces) if op.namespaces else {""}
-    apps = client.AppsV1Api(watch_client(op.kube.configuration, len(pending)))
+    scopes = op.namespaces or ("",)
+    pending = {(watched.kind, namespace) for watched in op.watched for namespace in scopes}
+    api = watch_client(op.kube.configuration, len(pending))
+
+    def outage(error: BaseException) -> bool:
+        if not unreachable(error):
+            return False
+        why = str(error).splitlines()[0][:200] if str(error) else type(error).__name__
+        loop.call_soon_threadsafe(op.kube.unreachable, why)
+        return True
+
+    def listed_in(kind: str, namespace: str) -> Callable[[], None]:
+        def listed() -> None:
+            pending.discard((kind, namespace))
+            if not pending:
+                op.listed.set()
+
+        return listed
+
+    for watched in op.watched:
+        for namespace in scopes:
+            informer = Informer(
+                f"{watched.plural}.{watched.group or 'core'}"
+                + (f" in {namespace}" if namespace else ""),
+                lister(
+                    api,
+                    watched.group,
+                    watched.version,
+                    watched.plural,
+                    namespace,
+                    watched.label_selector,
+                ),
+                _deliverer(op, watched.kind),
+                listed_in(watched.kind, namespace),
+                outage=outage,
+            )
+            op.informers.append(informer)
+            informer.start(loop)
+    if not pending:
+        op.listed.set()
+
+
+def _deliverer(op: Operator, kind: str) -> Callable[[str | None, Json], None]:
+    """An informer's event: the store keeps the object's summary (or forgets it), and
+    the Rollouts that read the object wake when that summary changed."""
 
     def deliver(type_: str | None, body: Json) -> None:
         namespace, name = _key(body)
         if type_ == "DELETED":
-            op.store.drop("Deployment", namespace, name)
-            op.supervisor.object_event(("Deployment", namespace, name))
+            op.store.drop(kind, namespace, name)
+            op.supervisor.object_event((kind, namespace, name))
             return
-        op.store.put("Deployment", body)
-        if op.store.take_change("Deployment", namespace, name):
-            op.supervisor.object_event(("Deployment", namespace, name))
+        op.store.put(kind, body)
+        if op.store.take_change(kind, namespace, name):
+            op.supervisor.object_event((kind, namespace, name))
 
-    def listed_in(namespace: str) -> Callable[[], None]:
-        def listed() -> None:
-            pending.discard(namespace)
-            if not pending:
-                op.deployments_listed.set()
-
-        return listed
-
-    for namespace in sorted(pending):
-        informer = Informer(
-            f"deployments in {namespace}" if namespace else "deployments",
-            _lister(apps, namespace),
-            deliver,
-            listed_in(namespace),
-        )
-        op.informers.append(informer)
-        informer.start(loop)
-
-
-def _lister(apps: client.AppsV1Api, namespace: str) -> ListFn:
-    def list_deployments(**kwargs: Any) -> Response:
-        if namespace:
-            return cast(Response, apps.list_namespaced_deployment(namespace, **kwargs))
-        return cast(Response, apps.list_deployment_for_all_namespaces(**kwargs))
-
-    return list_deployments
+    return deliver
 
 
 for _kind, (_group, _version, _plural) in REFERENCED.items():

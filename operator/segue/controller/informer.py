@@ -17,7 +17,9 @@ What it keeps of kopf's watching:
   with code 410) lists again. Unlike kopf, the new listing is compared with what was
   known: an object deleted while the stream was down is delivered as ``DELETED``;
 - a failure (refused connection, 5xx, a broken stream) is retried after a back-off that
-  grows to ``MAX_BACKOFF_S``, so the stream is back within 2 s of the API server.
+  grows to ``MAX_BACKOFF_S``, so the stream is back within 2 s of the API server. One that
+  means the API server is away goes to ``outage`` (the operator's one line per outage);
+  any other is logged once per run of failures, and its end once.
 
 ``listed`` is called once, after the first listing has been delivered. ``stop`` closes the
 open response, which ends the thread's read at once.
@@ -32,7 +34,10 @@ import logging
 import socket
 import threading
 from collections.abc import Callable, Iterator
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, cast
+
+from kubernetes.client import ApiClient
+from kubernetes.client.exceptions import ApiException
 
 from segue.controller.kube import Json
 
@@ -75,6 +80,51 @@ class Gone(Exception):
     """The server no longer serves a watch from this resourceVersion."""
 
 
+# The informer's keyword arguments, as the API server's query parameters.
+_QUERY: Final = {
+    "watch": "watch",
+    "resource_version": "resourceVersion",
+    "allow_watch_bookmarks": "allowWatchBookmarks",
+    "timeout_seconds": "timeoutSeconds",
+}
+
+
+def lister(
+    api: ApiClient,
+    group: str,
+    version: str,
+    plural: str,
+    namespace: str = "",
+    label_selector: str = "",
+) -> ListFn:
+    """The list (and, with ``watch=True``, watch) call of any kind, core or not, in one
+    namespace or all, answered as an unread response; a non-2xx answer raises
+    ``ApiException`` as the generated methods do."""
+    prefix = f"/apis/{group}/{version}" if group else f"/api/{version}"
+    path = f"{prefix}/namespaces/{namespace}/{plural}" if namespace else f"{prefix}/{plural}"
+
+    def list_objects(**kwargs: Any) -> Response:
+        query: list[tuple[str, Any]] = [("labelSelector", label_selector)] if label_selector else []
+        for name, param in _QUERY.items():
+            value = kwargs.get(name)
+            if value is not None:
+                query.append((param, str(value).lower() if isinstance(value, bool) else value))
+        request = api.param_serialize(
+            "GET",
+            path,
+            query_params=query,
+            header_params={"Accept": "application/json"},
+            auth_settings=["BearerToken"],
+        )
+        answer = api.call_api(*request, _request_timeout=kwargs.get("_request_timeout"))
+        if not 200 <= answer.status <= 299:
+            answer.read()  # type: ignore[no-untyped-call]
+            raise ApiException.from_response(http_resp=answer, body=None, data=None)
+        return cast(Response, answer.response)
+
+    return list_objects
+
+
 def key_of(obj: Json) -> Key:
     meta = obj.get("metadata") or {}
     return str(meta.get("namespace", "")), str(meta.get("name", ""))
@@ -101,12 +151,18 @@ class Informer:
         deliver: Deliver,
         listed: Callable[[], None],
         is_gone: Callable[[BaseException], bool] = lambda e: getattr(e, "status", None) == GONE,
+        outage: Callable[[BaseException], bool] = lambda e: False,
     ) -> None:
+        """``outage``: takes a failure that means the API server is away, and says whether
+        it did (the operator reports an outage once for everything that meets it, so the
+        informer then adds no line of its own)."""
         self.name = name
         self._list = list_fn
         self._deliver = deliver
         self._listed = listed
         self._is_gone = is_gone
+        self._outage = outage
+        self._reported = False
         self._stopping = threading.Event()
         self._response: Response | None = None
         self._lock = threading.Lock()
@@ -165,7 +221,8 @@ class Informer:
                     continue
                 failures = self.failures
                 self.failures += 1
-                if not failures:
+                if not self._outage(e) and not self._reported:
+                    self._reported = True
                     self._report(e)
                 self._stopping.wait(BACKOFFS_S[min(failures, len(BACKOFFS_S) - 1)])
 
@@ -233,8 +290,9 @@ class Informer:
 
     def _open(self, **kwargs: Any) -> Response:
         response = self._list(_preload_content=False, **kwargs)
-        if self.failures:
-            self.failures = 0
+        self.failures = 0
+        if self._reported:
+            self._reported = False
             log.info("watch of %s is back", self.name)
         with self._lock:
             self._response = response

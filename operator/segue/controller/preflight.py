@@ -1,6 +1,6 @@
 """Before kopf starts: can each enabled router watch and write its kinds here?
 
-kopf waits for the first listing of every watched kind before it handles any Rollout. A
+No Rollout is handled before the first listing of every watched kind (``handlers.py``). A
 router whose kind is not served (its CRDs are not installed) or that the operator may not
 list, watch or patch would hold every Rollout, whatever router it names, aborts included.
 So each enabled router is checked once at start-up with discovery and SelfSubjectAccessReviews;
@@ -10,12 +10,11 @@ before any traffic moves with the reason. The others run as usual.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
-from typing import Any
 
 from kubernetes import client
-from kubernetes.client.exceptions import ApiException
 
 from segue.traffic.catalog import plugin
 from segue.traffic.plugin import WatchedKind
@@ -29,20 +28,17 @@ TIMEOUT_S = 5
 def _served(api: client.ApiClient, kind: WatchedKind) -> bool | None:
     """Whether the API server serves the kind (None: could not tell)."""
     path = "/api/v1" if kind.group == "" else f"/apis/{kind.group}/{kind.version}"
-    call: Any = api.call_api  # its keyword arguments are untyped
     try:
-        body = call(
-            path,
-            "GET",
-            auth_settings=["BearerToken"],
-            response_type="object",
-            _return_http_data_only=True,
-            _request_timeout=TIMEOUT_S,
+        request = api.param_serialize(
+            "GET", path, header_params={"Accept": "application/json"}, auth_settings=["BearerToken"]
         )
-    except ApiException as e:
-        if e.status == 404:
+        answer = api.call_api(*request, _request_timeout=TIMEOUT_S)
+        answer.read()  # type: ignore[no-untyped-call]
+        if answer.status == 404:
             return False
-        return None
+        if not 200 <= answer.status <= 299:
+            return None
+        body = json.loads(answer.data or b"")
     except Exception:
         return None
     resources = body.get("resources") if isinstance(body, dict) else None
@@ -64,7 +60,7 @@ def _allowed(api: client.ApiClient, kind: WatchedKind, verb: str, namespace: str
             review, _request_timeout=TIMEOUT_S
         )
     except Exception:
-        return True  # cannot tell: let kopf try, as without this check
+        return True  # cannot tell: let the informer try, as without this check
     return bool(answer.status and answer.status.allowed)
 
 
