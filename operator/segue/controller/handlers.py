@@ -39,6 +39,7 @@ from segue.controller.kube import (
     Rollouts,
     Secrets,
     load_configuration,
+    short_error,
     unreachable,
     watch_client,
 )
@@ -412,8 +413,7 @@ def start_informers(op: Operator) -> None:
     def outage(error: BaseException) -> bool:
         if not unreachable(error):
             return False
-        why = str(error).splitlines()[0][:200] if str(error) else type(error).__name__
-        loop.call_soon_threadsafe(op.kube.unreachable, why)
+        loop.call_soon_threadsafe(op.kube.unreachable, short_error(error))
         return True
 
     def listed_in(kind: str, namespace: str) -> Callable[[], None]:

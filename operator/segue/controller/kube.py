@@ -157,7 +157,10 @@ class Connectivity:
             listener()
 
 
-def _short(error: BaseException) -> str:
+def short_error(error: BaseException) -> str:
+    """An answer's status and reason, or the error's first line, at most 200 characters."""
+    if isinstance(error, ApiException) and error.status:
+        return f"HTTP {error.status} {error.reason}"[:200]
     text = str(error).splitlines()[0] if str(error) else type(error).__name__
     return text[:200]
 
@@ -340,7 +343,7 @@ class Kube:
                 self.connectivity.answered()
                 raise ApiThrottled(seconds) from e
             if unreachable(e):
-                why = f"HTTP {e.status} {e.reason}" if isinstance(e, ApiException) else _short(e)
+                why = short_error(e)
                 self.unreachable(why)
                 raise ApiUnavailable(why) from e
             if isinstance(e, ApiException):
