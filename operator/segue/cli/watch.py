@@ -235,13 +235,17 @@ def follow(
     else:
         frame = (many_rollouts if rollouts else many_migrations)(namespace)
     display: Display = TerminalDisplay(out) if tty else PlainDisplay(out)
-    # `kill` ends the watch like Ctrl-C does: cursor restored, exit 0.
+    # `kill` ends the watch like Ctrl-C does: cursor restored, exit 0. Ctrl-C ends it even
+    # when the watch was started with SIGINT ignored (a background job of a script, nohup),
+    # where Python would leave it ignored; kubectl's watch does the same.
     previous = signal.signal(signal.SIGTERM, _interrupt)
+    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         return run(next_event, frame, display)
     finally:
         stop.set()
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
