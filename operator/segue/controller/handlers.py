@@ -30,7 +30,7 @@ from segue.api.provider import PROVIDER_KIND, PROVIDER_PLURAL
 from segue.controller import kopf_toggles
 from segue.controller.events import EventPoster
 from segue.controller.gates import GateRunner
-from segue.controller.informer import Informer, lister
+from segue.controller.informer import Informer, key_of, lister
 from segue.controller.kube import (
     REQUESTS,
     Json,
@@ -83,8 +83,6 @@ class Operator:
     # Posts the Events of the Rollouts and Migrations, on a lane of its own; its
     # ``instance`` (reportingInstance) says which process and shard.
     events: EventPoster
-    # Watching named namespaces only: no cluster-wide discovery, so a Role suffices.
-    namespaced: bool = False
     # One worker per Migration with work, woken when a Rollout of its namespace changes.
     migrations: Supervisor | None = None
     # The namespaces watched (none: all of them).
@@ -95,6 +93,11 @@ class Operator:
     watched: tuple[Watched, ...] = ()
     informers: list[Informer] = field(default_factory=list)
     listed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def namespaced(self) -> bool:
+        """Watching named namespaces only: no cluster-wide discovery, so a Role suffices."""
+        return bool(self.namespaces)
 
 
 @dataclass(frozen=True)
@@ -227,7 +230,6 @@ def build(
         dispatcher,
         targets,
         events,
-        bool(namespaces),
         migrations,
         tuple(namespaces),
         watched_kinds(enabled, unusable),
@@ -302,11 +304,6 @@ async def shutdown(memo: Any, **_: Any) -> None:
     op.kube.close()
 
 
-def _key(body: Mapping[str, Any]) -> tuple[str, str]:
-    meta = body.get("metadata", {})
-    return str(meta.get("namespace", "")), str(meta.get("name", ""))
-
-
 # -- Rollouts -------------------------------------------------------------------------
 
 
@@ -322,7 +319,7 @@ async def rollout_event(body: kopf.Body, type: str | None, memo: Any, **_: Any) 
     # A Rollout's pass reads its Deployments and routes from the store: not before they
     # are listed.
     await op.listed.wait()
-    namespace, name = _key(body)
+    namespace, name = key_of(body)
     raw = cast(Json, dict(body))
     if type == "DELETED":
         op.store.drop("Rollout", namespace, name)
@@ -347,7 +344,7 @@ async def index_migration(body: kopf.Body, memo: Any, **_: Any) -> None:
 @kopf.on.event(GROUP, VERSION, MIGRATION_PLURAL, id="segue_migration_events")
 async def migration_event(body: kopf.Body, type: str | None, memo: Any, **_: Any) -> None:
     op: Operator = memo[MEMO_KEY]
-    namespace, name = _key(body)
+    namespace, name = key_of(body)
     if type == "DELETED":
         op.store.drop(MIGRATION_KIND, namespace, name)
     if op.migrations is not None:
@@ -381,14 +378,14 @@ def _watch_referenced(
     async def index(body: kopf.Body, memo: Any, **_: Any) -> None:
         op: Operator = memo[MEMO_KEY]
         op.store.put(kind, cast(Json, body))
-        namespace, name = _key(body)
+        namespace, name = key_of(body)
         # Until kopf has listed every kind, no Rollout has a worker: nobody to wake.
         if op.store.take_change(kind, namespace, name):
             op.supervisor.object_event((kind, namespace, name))
 
     async def deleted(body: kopf.Body, memo: Any, **_: Any) -> None:
         op: Operator = memo[MEMO_KEY]
-        namespace, name = _key(body)
+        namespace, name = key_of(body)
         op.store.drop(kind, namespace, name)
         op.supervisor.object_event((kind, namespace, name))
 
@@ -452,7 +449,7 @@ def _deliverer(op: Operator, kind: str) -> Callable[[str | None, Json], None]:
     the Rollouts that read the object wake when that summary changed."""
 
     def deliver(type_: str | None, body: Json) -> None:
-        namespace, name = _key(body)
+        namespace, name = key_of(body)
         if type_ == "DELETED":
             op.store.drop(kind, namespace, name)
             op.supervisor.object_event((kind, namespace, name))

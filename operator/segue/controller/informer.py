@@ -33,7 +33,7 @@ import json
 import logging
 import socket
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Final, Protocol, cast
 
 from kubernetes.client import ApiClient
@@ -69,9 +69,8 @@ class Response(Protocol):
 
 
 class ListFn(Protocol):
-    """A generated client method (``list_deployment_for_all_namespaces``, or
-    ``list_namespaced_deployment`` with its namespace bound), called with
-    ``_preload_content=False``."""
+    """The list (``watch=True``: watch) call of one kind in one scope (``lister``), called
+    with the informer's keyword arguments and answering an unread response."""
 
     def __call__(self, **kwargs: Any) -> Response: ...
 
@@ -125,7 +124,7 @@ def lister(
     return list_objects
 
 
-def key_of(obj: Json) -> Key:
+def key_of(obj: Mapping[str, Any]) -> Key:
     meta = obj.get("metadata") or {}
     return str(meta.get("namespace", "")), str(meta.get("name", ""))
 
@@ -150,7 +149,6 @@ class Informer:
         list_fn: ListFn,
         deliver: Deliver,
         listed: Callable[[], None],
-        is_gone: Callable[[BaseException], bool] = lambda e: getattr(e, "status", None) == GONE,
         outage: Callable[[BaseException], bool] = lambda e: False,
     ) -> None:
         """``outage``: takes a failure that means the API server is away, and says whether
@@ -160,7 +158,6 @@ class Informer:
         self._list = list_fn
         self._deliver = deliver
         self._listed = listed
-        self._is_gone = is_gone
         self._outage = outage
         self._reported = False
         self._stopping = threading.Event()
@@ -211,12 +208,11 @@ class Informer:
                         first = False
                         listed()
                 self.watch(deliver)
-            except Gone:
-                self.resource_version = None
             except Exception as e:
                 if self.stopping:
                     break
-                if self._is_gone(e):
+                # 410 Gone, as an ERROR event or as the answer: list again at once.
+                if isinstance(e, Gone) or getattr(e, "status", None) == GONE:
                     self.resource_version = None
                     continue
                 failures = self.failures
