@@ -17,7 +17,7 @@ def unserved(group: str, plural: str) -> WatchedKind:
     return WatchedKind("Nothing", group, "v1", plural, lambda body: body)
 
 
-def test_served_kinds_are_told_from_unserved_ones(kube: Kube) -> None:
+def test_served_kinds_are_told_from_unserved_ones(kube: Kube, crds: None) -> None:
     api: client.ApiClient = kube.api_client
     assert _served(api, plugin("gatewayAPI").watches[0]) is True
     assert _served(api, plugin("flagd").watches[0]) is True  # core: ConfigMaps
@@ -26,6 +26,6 @@ def test_served_kinds_are_told_from_unserved_ones(kube: Kube) -> None:
     assert _served(api, unserved("gateway.networking.k8s.io", "nothings")) is False
 
 
-def test_every_router_can_run_on_the_test_cluster(kube: Kube) -> None:
+def test_every_router_can_run_on_the_test_cluster(kube: Kube, crds: None) -> None:
     # The test cluster installs every router's CRDs, and the admin may do anything.
     assert router_problems(kube.api_client, DEFAULT_ROUTERS, []) == {}
