@@ -1,14 +1,12 @@
-"""kopf wiring: watch streams in, workers out.
+"""kopf wiring: the operator's lifecycle, watch streams in, workers out.
 
-kopf watches Segue's own kinds: Rollouts, Migrations and the cluster-scoped
-MetricProviders (cluster-wide even when the operator is limited to namespaces). An index
-handler per kind keeps a summary of each object in the store and makes kopf finish every
-initial listing before any Rollout is handled. The kinds Rollouts read but Segue does not
-own, Deployments and the enabled routers' kinds such as HTTPRoutes, bring most of the
-events and are watched by Segue's own informers (``informer.py``), started and stopped
-with kopf; the Rollout event handler waits for their first listing. The supervisor runs
-one worker per Rollout that has work and wakes the workers whose objects changed. Segue
-manages its own finalizer; kopf writes nothing to the objects.
+kopf runs the operator: its start-up and clean-up handlers, its liveness endpoint and its
+stop flag (the leader's). Every kind the operator reads comes through Segue's own informers
+(``informer.py``): Rollouts, Migrations and the cluster-scoped MetricProviders, Deployments
+and the enabled routers' kinds such as HTTPRoutes. Each event goes to the store on the
+event loop, and no worker starts before every informer has listed. The supervisor runs one
+worker per Rollout that has work and wakes the workers whose objects changed. Segue manages
+its own finalizer; kopf writes nothing to the objects.
 """
 
 from __future__ import annotations
@@ -17,7 +15,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final, cast
+from typing import Any, Final
 
 import kopf
 
@@ -27,7 +25,6 @@ from segue.analysis.counting import QUERIES
 from segue.analysis.providers.runtime import ProviderRuntime
 from segue.api.migration import MIGRATION_KIND, MIGRATION_PLURAL
 from segue.api.provider import PROVIDER_KIND, PROVIDER_PLURAL
-from segue.controller import kopf_toggles
 from segue.controller.events import EventPoster
 from segue.controller.gates import GateRunner
 from segue.controller.informer import Informer, key_of, lister
@@ -63,9 +60,6 @@ from segue.traffic.registry import DEFAULT_ROUTERS, check_routers, router_for
 
 log = logging.getLogger(__name__)
 
-# kopf's start-up readiness wakes every waiting object for every new one; see the module.
-kopf_toggles.install()
-
 MEMO_KEY: Final = "segue"
 
 
@@ -87,12 +81,15 @@ class Operator:
     migrations: Supervisor | None = None
     # The namespaces watched (none: all of them).
     namespaces: tuple[str, ...] = ()
-    # The kinds Rollouts read but Segue does not own (Deployments, the usable routers'
-    # kinds) are watched by informers of Segue's own (``informer.py``), one per kind and
-    # namespace watched; no Rollout is handled before they have all listed.
+    # The kinds watched (``watched_kinds``), each by informers of Segue's own
+    # (``informer.py``), one per kind and namespace watched; no Rollout or Migration is
+    # handled before they have all listed.
     watched: tuple[Watched, ...] = ()
     informers: list[Informer] = field(default_factory=list)
     listed: asyncio.Event = field(default_factory=asyncio.Event)
+    # Until then, the latest event of each Rollout and Migration, by (kind, namespace,
+    # name), in the order they came.
+    deferred: dict[tuple[str, str, str], tuple[str | None, Json]] = field(default_factory=dict)
 
     @property
     def namespaced(self) -> bool:
@@ -103,22 +100,27 @@ class Operator:
 @dataclass(frozen=True)
 class Watched:
     """A kind watched by informers; ``label_selector``: only objects carrying these labels,
-    filtered by the API server (which sends a deletion when an object loses them)."""
+    filtered by the API server (which sends a deletion when an object loses them);
+    ``cluster``: cluster-scoped, watched once whatever namespaces the operator watches."""
 
     kind: str
     group: str
     version: str
     plural: str
     label_selector: str = ""
+    cluster: bool = False
 
 
+ROLLOUTS: Final = Watched("Rollout", GROUP, VERSION, PLURAL)
+MIGRATIONS: Final = Watched(MIGRATION_KIND, GROUP, VERSION, MIGRATION_PLURAL)
+PROVIDERS: Final = Watched(PROVIDER_KIND, GROUP, VERSION, PROVIDER_PLURAL, cluster=True)
 DEPLOYMENTS: Final = Watched("Deployment", "apps", "v1", "deployments")
 
 
 def watched_kinds(enabled: Iterable[str], unusable: Mapping[str, str]) -> tuple[Watched, ...]:
-    """Deployments and the kinds the usable routers read, each once whichever routers
-    share it."""
-    kinds = {DEPLOYMENTS.kind: DEPLOYMENTS}
+    """Segue's own kinds, Deployments and the kinds the usable routers read, each once
+    whichever routers share it."""
+    kinds = {w.kind: w for w in (ROLLOUTS, MIGRATIONS, PROVIDERS, DEPLOYMENTS)}
     for key in enabled:
         if key in unusable:
             continue
@@ -236,40 +238,16 @@ def build(
     )
 
 
-class NoDiffBase(kopf.DiffBaseStorage):
-    """kopf builds a diff base (a deep copy of the whole object) on every watch event, for
-    change handlers. Segue has none, only index and event handlers, so there is nothing to
-    build, keep or compare (in a profile at 1,000 Rollouts the copy was about 40% of kopf's
-    time per event)."""
-
-    def build(
-        self, *, body: kopf.Body, extra_fields: Iterable[Any] | None = None
-    ) -> kopf.BodyEssence:
-        return kopf.BodyEssence()
-
-    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
-        return None
-
-    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
-        return None
-
-
 def configure_settings(settings: kopf.OperatorSettings) -> None:
-    # kopf keeps no state on the objects: no progress or diff-base annotations, and its
-    # finalizer name is one Segue never sets (Segue manages segue.dev/finalizer itself).
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="segue.dev")
-    settings.persistence.diffbase_storage = NoDiffBase()
-    settings.persistence.finalizer = "segue.dev/kopf-unused"
-    settings.posting.level = logging.WARNING  # Segue posts its own Events for transitions
-    settings.posting.reporting_component = "segue"
-    settings.posting.event_name_prefix = "segue-"
-    settings.watching.server_timeout = 300
-    settings.watching.client_timeout = 330
-    settings.watching.connect_timeout = 5
+    # kopf watches nothing and writes nothing: Segue's informers watch, and Segue posts
+    # its own Events. What kopf still requests itself is its start-up scan of the API's
+    # resources: through a long API outage (about 10 minutes) it retries at most 2 s
+    # apart, where it would give up after about a minute.
+    settings.posting.enabled = False
+    settings.scanning.disabled = True  # no namespaces or CRDs to follow (nor, under a
+    # Role, the right to list them)
     settings.networking.request_timeout = 30
     settings.networking.connect_timeout = 5
-    # Keep retrying through a long API outage (about 10 minutes) at most 2 s apart, so the
-    # watches are back within 2 s of the server; kopf would give up after about a minute.
     settings.networking.error_backoffs = (0.5, 1, 1, 2, *(2,) * 300)
 
 
@@ -277,14 +255,9 @@ def configure_settings(settings: kopf.OperatorSettings) -> None:
 async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     configure_settings(settings)
     op: Operator = memo[MEMO_KEY]
-    if op.events.instance:
-        settings.posting.reporting_instance = op.events.instance[:128]
     # kopf's per-attempt retry lines become Segue's one line per outage.
     for handler in logging.getLogger().handlers:
         handler.addFilter(KopfRetries(op.kube))
-    if op.namespaced:
-        # kopf would otherwise try (and, under a Role, fail) to list namespaces and CRDs.
-        settings.scanning.disabled = True
     await op.dispatcher.start()
     op.events.start()
     start_informers(op)
@@ -304,108 +277,20 @@ async def shutdown(memo: Any, **_: Any) -> None:
     op.kube.close()
 
 
-# -- Rollouts -------------------------------------------------------------------------
-
-
-@kopf.index(GROUP, VERSION, PLURAL, id="segue_rollouts")
-async def index_rollout(body: kopf.Body, memo: Any, **_: Any) -> None:
-    op: Operator = memo[MEMO_KEY]
-    op.store.put("Rollout", cast(Json, body))
-
-
-@kopf.on.event(GROUP, VERSION, PLURAL, id="segue_rollout_events")
-async def rollout_event(body: kopf.Body, type: str | None, memo: Any, **_: Any) -> None:
-    op: Operator = memo[MEMO_KEY]
-    # A Rollout's pass reads its Deployments and routes from the store: not before they
-    # are listed.
-    await op.listed.wait()
-    namespace, name = key_of(body)
-    raw = cast(Json, dict(body))
-    if type == "DELETED":
-        op.store.drop("Rollout", namespace, name)
-        op.metrics.forget(namespace, name)
-        op.targets.forget(namespace, name)
-    op.supervisor.rollout_event(type, raw)
-    # Rollouts that wait for this one (dependsOn) watch it like any referenced object.
-    op.supervisor.object_event(("Rollout", namespace, name))
-    if op.migrations is not None:
-        op.migrations.wake_namespace(namespace)
-
-
-# -- Migrations -----------------------------------------------------------------------
-
-
-@kopf.index(GROUP, VERSION, MIGRATION_PLURAL, id="segue_migrations")
-async def index_migration(body: kopf.Body, memo: Any, **_: Any) -> None:
-    op: Operator = memo[MEMO_KEY]
-    op.store.put(MIGRATION_KIND, cast(Json, body))
-
-
-@kopf.on.event(GROUP, VERSION, MIGRATION_PLURAL, id="segue_migration_events")
-async def migration_event(body: kopf.Body, type: str | None, memo: Any, **_: Any) -> None:
-    op: Operator = memo[MEMO_KEY]
-    namespace, name = key_of(body)
-    if type == "DELETED":
-        op.store.drop(MIGRATION_KIND, namespace, name)
-    if op.migrations is not None:
-        op.migrations.rollout_event(type, cast(Json, dict(body)))
-    # Members waiting for their wave read the Migration's status.
-    op.supervisor.wake_namespace(namespace)
-
-
-# -- what Rollouts reference -----------------------------------------------------------
-
-# kind -> (group, version, plural) of the kinds Rollouts reference that kopf watches (the
-# others come through informers, below).
-REFERENCED: Final = {
-    # Cluster-scoped: its key has an empty namespace.
-    PROVIDER_KIND: (GROUP, VERSION, PROVIDER_PLURAL),
-}
-
-
-def _watch_referenced(
-    kind: str,
-    group: str,
-    version: str,
-    plural: str,
-) -> None:
-    """An index handler keeps the object's summary in the store (and makes kopf list the
-    kind before any Rollout is handled) and wakes the Rollouts that reference the object.
-    kopf calls no index handler for a deletion: an event handler, filtered to deletions,
-    forgets the object and wakes them. One handler per event, not two: kopf's invocation
-    of a handler costs more than the handler itself."""
-
-    async def index(body: kopf.Body, memo: Any, **_: Any) -> None:
-        op: Operator = memo[MEMO_KEY]
-        op.store.put(kind, cast(Json, body))
-        namespace, name = key_of(body)
-        # Until kopf has listed every kind, no Rollout has a worker: nobody to wake.
-        if op.store.take_change(kind, namespace, name):
-            op.supervisor.object_event((kind, namespace, name))
-
-    async def deleted(body: kopf.Body, memo: Any, **_: Any) -> None:
-        op: Operator = memo[MEMO_KEY]
-        namespace, name = key_of(body)
-        op.store.drop(kind, namespace, name)
-        op.supervisor.object_event((kind, namespace, name))
-
-    kopf.index(group, version, plural, id=f"segue_{plural}")(index)
-    kopf.on.event(group, version, plural, id=f"segue_{plural}_events", when=_is_deletion)(deleted)
-
-
-def _is_deletion(type: str | None, **_: Any) -> bool:
-    return type == "DELETED"
-
-
 def start_informers(op: Operator) -> None:
-    """Watch the kinds Rollouts read but Segue does not own on threads of their own
-    (``informer.py``): they bring most of the watch events (a Deployment's status changes
-    several times for every scale write; every route write comes back as an event), and
-    kopf's per-event machinery costs more than the store's work on them."""
+    """Watch every kind the operator reads on threads of its own (``informer.py``), one
+    informer per kind and watched namespace (one cluster-wide for a cluster-scoped kind).
+    Until all have listed, the store takes every object but no worker starts; then the
+    Rollouts and Migrations listed are handed to their supervisors in the order they came."""
     loop = asyncio.get_running_loop()
     scopes = op.namespaces or ("",)
-    pending = {(watched.kind, namespace) for watched in op.watched for namespace in scopes}
-    api = watch_client(op.kube.configuration, len(pending))
+    streams = [
+        (watched, namespace)
+        for watched in op.watched
+        for namespace in (("",) if watched.cluster else scopes)
+    ]
+    pending = {(watched.kind, namespace) for watched, namespace in streams}
+    api = watch_client(op.kube.configuration, len(streams))
 
     def outage(error: BaseException) -> bool:
         if not unreachable(error):
@@ -417,49 +302,83 @@ def start_informers(op: Operator) -> None:
         def listed() -> None:
             pending.discard((kind, namespace))
             if not pending:
-                op.listed.set()
+                all_listed(op)
 
         return listed
 
-    for watched in op.watched:
-        for namespace in scopes:
-            informer = Informer(
-                f"{watched.plural}.{watched.group or 'core'}"
-                + (f" in {namespace}" if namespace else ""),
-                lister(
-                    api,
-                    watched.group,
-                    watched.version,
-                    watched.plural,
-                    namespace,
-                    watched.label_selector,
-                ),
-                _deliverer(op, watched.kind),
-                listed_in(watched.kind, namespace),
-                outage=outage,
-            )
-            op.informers.append(informer)
-            informer.start(loop)
+    for watched, namespace in streams:
+        informer = Informer(
+            f"{watched.plural}.{watched.group or 'core'}"
+            + (f" in {namespace}" if namespace else ""),
+            lister(
+                api,
+                watched.group,
+                watched.version,
+                watched.plural,
+                namespace,
+                watched.label_selector,
+            ),
+            deliverer(op, watched.kind),
+            listed_in(watched.kind, namespace),
+            outage=outage,
+        )
+        op.informers.append(informer)
+        informer.start(loop)
     if not pending:
-        op.listed.set()
+        all_listed(op)
 
 
-def _deliverer(op: Operator, kind: str) -> Callable[[str | None, Json], None]:
-    """An informer's event: the store keeps the object's summary (or forgets it), and
-    the Rollouts that read the object wake when that summary changed."""
+def all_listed(op: Operator) -> None:
+    """Every informer has listed: the Rollouts and Migrations that came meanwhile go to
+    their supervisors, each with its latest event, in the order they came."""
+    if op.listed.is_set():
+        return
+    op.listed.set()
+    handed, op.deferred = op.deferred, {}
+    for (kind, _, _), (type_, body) in handed.items():
+        _dispatch(op, kind, type_, body)
+
+
+def deliverer(op: Operator, kind: str) -> Callable[[str | None, Json], None]:
+    """An informer's event: the store keeps the object's summary (or forgets it); the
+    Rollouts that read the object wake when that summary changed; a Rollout or Migration
+    goes to its supervisor (after the first listings: until then it waits in
+    ``Operator.deferred``, the latest event per object)."""
+    own = kind in (ROLLOUTS.kind, MIGRATIONS.kind)
 
     def deliver(type_: str | None, body: Json) -> None:
         namespace, name = key_of(body)
         if type_ == "DELETED":
             op.store.drop(kind, namespace, name)
-            op.supervisor.object_event((kind, namespace, name))
-            return
-        op.store.put(kind, body)
-        if op.store.take_change(kind, namespace, name):
-            op.supervisor.object_event((kind, namespace, name))
+        else:
+            op.store.put(kind, body)
+        if not own:
+            if type_ == "DELETED" or op.store.take_change(kind, namespace, name):
+                op.supervisor.object_event((kind, namespace, name))
+        elif op.listed.is_set():
+            _dispatch(op, kind, type_, body)
+        elif type_ == "DELETED":
+            op.deferred.pop((kind, namespace, name), None)
+        else:
+            op.deferred[(kind, namespace, name)] = (type_, body)
 
     return deliver
 
 
-for _kind, (_group, _version, _plural) in REFERENCED.items():
-    _watch_referenced(_kind, _group, _version, _plural)
+def _dispatch(op: Operator, kind: str, type_: str | None, body: Json) -> None:
+    """A Rollout's or Migration's event, once every kind is listed."""
+    namespace, name = key_of(body)
+    if kind == MIGRATIONS.kind:
+        if op.migrations is not None:
+            op.migrations.rollout_event(type_, body)
+        # Members waiting for their wave read the Migration's status.
+        op.supervisor.wake_namespace(namespace)
+        return
+    if type_ == "DELETED":
+        op.metrics.forget(namespace, name)
+        op.targets.forget(namespace, name)
+    op.supervisor.rollout_event(type_, body)
+    # Rollouts that wait for this one (dependsOn) watch it like any referenced object.
+    op.supervisor.object_event((ROLLOUTS.kind, namespace, name))
+    if op.migrations is not None:
+        op.migrations.wake_namespace(namespace)

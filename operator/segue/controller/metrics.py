@@ -174,7 +174,8 @@ class OperatorMetrics:
         self.kube_requests = Counter(
             "segue_kube_requests",
             "Requests the operator sent to the Kubernetes API, by HTTP method: its writes, "
-            "reads of Secrets and its Events (POST); kopf's watches are not included.",
+            "reads of Secrets and its Events (POST); the watches and their listings are not "
+            "included.",
             ["method"],
             registry=r,
         )

@@ -1,12 +1,11 @@
 """What the operator knows of the cluster, kept current by watch streams.
 
-kopf watches Rollouts, Deployments and the kinds of the enabled routers (HTTPRoutes, ...;
-each router says what to keep of them) in the operator's scope, and
-MetricProviders (cluster-scoped) cluster-wide. Each kind has a
-kopf index handler, so kopf finishes the initial listing of every kind before any Rollout
-is handled (a Rollout is never judged against a Deployment that merely has not been listed
-yet); the handlers keep a small summary per object here, not the whole object. A pass reads
-from this store and makes no GET request.
+Segue's informers (``informer.py``) watch Rollouts, Migrations, Deployments and the kinds of
+the enabled routers (HTTPRoutes, ...; each router says what to keep of them) in the
+operator's scope, and MetricProviders (cluster-scoped) cluster-wide. No Rollout is handled
+before every kind is listed (a Rollout is never judged against a Deployment that merely has
+not been listed yet); the store keeps a small summary per object, not the whole object. A
+pass reads from this store and makes no GET request.
 """
 
 from __future__ import annotations
