@@ -52,10 +52,6 @@ NAMESPACED_GRANTS: frozenset[Grant] = frozenset(
     | {("apps", "deployments/scale", "patch", ())}
     | {("gateway.networking.k8s.io", "httproutes", v, ()) for v in ("list", "watch", "patch")}
 )
-# kopf observes CRDs at runtime in cluster-wide mode; never in namespace-scoped mode.
-CLUSTER_ONLY_GRANTS: frozenset[Grant] = frozenset(
-    {("apiextensions.k8s.io", "customresourcedefinitions", v, ()) for v in ("list", "watch")}
-)
 READ_VERBS = {"get", "list", "watch"}
 # Leader election, in the release namespace whatever the scope (templates/leader-election.yaml):
 # create a Lease, list them (the resize check of shards), then read and renew only the names
@@ -238,10 +234,12 @@ def test_cluster_scope_grants_exactly_what_the_operator_uses(helm: Path) -> None
         "Service",
     }
     role = one(docs, "ClusterRole")
-    assert grants(role["rules"]) == NAMESPACED_GRANTS | CLUSTER_ONLY_GRANTS
+    assert grants(role["rules"]) == NAMESPACED_GRANTS
     assert_least_privilege(role["rules"])
-    # kopf lists namespaces only to resolve namespace patterns, never in cluster-wide mode.
-    assert not any(g[1] == "namespaces" for g in grants(role["rules"]))
+    # Nothing follows namespaces or CRDs: kopf's scanning is off, the informers watch.
+    assert not any(
+        g[1] in ("namespaces", "customresourcedefinitions") for g in grants(role["rules"])
+    )
 
     binding = one(docs, "ClusterRoleBinding")
     sa = one(docs, "ServiceAccount")
@@ -687,9 +685,7 @@ def assert_permissions(release: Release, allowed_in: list[str], elsewhere: str) 
     assert not release.can("create", "clusterrolebindings.rbac.authorization.k8s.io", None)
     cluster_wide = release.scope == "cluster"
     assert release.can("list", "rollouts.segue.dev", None) is cluster_wide
-    assert release.can("watch", "customresourcedefinitions.apiextensions.k8s.io", None) is (
-        cluster_wide
-    )
+    assert not release.can("watch", "customresourcedefinitions.apiextensions.k8s.io", None)
     assert release.can("patch", "rollouts.segue.dev", elsewhere, sub="status") is cluster_wide
     assert release.can("patch", "httproutes.gateway.networking.k8s.io", elsewhere) is (cluster_wide)
 
