@@ -253,10 +253,9 @@ class Lane:
 
 
 def watch_client(configuration: client.Configuration, streams: int) -> client.ApiClient:
-    """A client for ``streams`` watch streams held open at once (the Deployment informers):
-    a connection each, and no retries of urllib3's own, since an informer retries itself.
-    Not counted in ``REQUESTS``, like kopf's watches: a stream is not a request per
-    Rollout."""
+    """A client for ``streams`` watch streams held open at once (the informers): a
+    connection each, and no retries of urllib3's own, since an informer retries itself.
+    Not counted in ``REQUESTS``: a stream is not a request per Rollout."""
     configuration = _copy(configuration)
     configuration.connection_pool_maxsize = max(1, streams)
     configuration.retries = False
