@@ -200,6 +200,26 @@ def test_an_outage_is_reported_to_the_operator_not_logged(
     assert caplog.records == []
 
 
+def test_a_429_is_waited_out_without_a_line(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A CRD installed a moment before the operator starts answers 429 until its storage
+    is ready: nothing for a person to act on."""
+    monkeypatch.setattr("segue.controller.informer.BACKOFFS_S", (0.0,))
+    script = Script(
+        Refused(429, "Too Many Requests"),
+        Refused(429, "Too Many Requests"),
+        listing(10, deployment("a", 9)),
+        events(),
+    )
+    with caplog.at_level(logging.INFO, logger="segue.controller.informer"):
+        delivered, listed, _ = run(script)
+    assert delivered == [(None, "a")]
+    assert listed == 1
+    assert len(script.calls) == 5  # two refused, the listing, the watch, the script's end
+    assert caplog.records == []
+
+
 def test_a_refusal_says_what_to_grant(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -18,7 +18,8 @@ What it keeps of kopf's watching:
 - a failure (refused connection, 5xx, a broken stream) is retried after a back-off that
   grows to ``MAX_BACKOFF_S``, so the stream is back within 2 s of the API server. One that
   means the API server is away goes to ``outage`` (the operator's one line per outage);
-  any other is logged once per run of failures, and its end once.
+  a 429 (throttled, or a CRD installed a moment ago whose storage is still starting) is
+  only waited out; any other is logged once per run of failures, and its end once.
 
 ``listed`` is called once, after the first listing has been delivered. ``stop`` closes the
 open response, which ends the thread's read at once.
@@ -50,6 +51,7 @@ LIST_READ_TIMEOUT_S: Final = 60.0
 BACKOFFS_S: Final = (0.5, 1.0, 1.0, 2.0)
 MAX_BACKOFF_S: Final = BACKOFFS_S[-1]
 GONE: Final = 410
+TOO_MANY_REQUESTS: Final = 429
 
 Key = tuple[str, str]
 Deliver = Callable[[str | None, Json], None]
@@ -216,7 +218,11 @@ class Informer:
                     continue
                 failures = self.failures
                 self.failures += 1
-                if not self._outage(e) and not self._reported:
+                if getattr(e, "status", None) == TOO_MANY_REQUESTS:
+                    # Throttled, or a just-installed CRD's storage still initialising
+                    # (answered 429 for about a second): wait, as the server asks.
+                    log.debug("watch of %s throttled (%s); retrying", self.name, _brief(e))
+                elif not self._outage(e) and not self._reported:
                     self._reported = True
                     self._report(e)
                 self._stopping.wait(BACKOFFS_S[min(failures, len(BACKOFFS_S) - 1)])
