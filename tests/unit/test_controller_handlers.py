@@ -53,7 +53,8 @@ class Targets:
 
 
 async def never_done(worker: Any) -> float | None:
-    await asyncio.sleep(3600)
+    """A pass that lasts until its worker is stopped: only which workers exist matters."""
+    await asyncio.Event().wait()
     return None
 
 

@@ -76,6 +76,11 @@ class Script:
         return answer
 
 
+def failing_then_listed(*failures: Exception) -> Script:
+    """``failures``, then a listing of one Deployment and a watch with nothing in it."""
+    return Script(*failures, listing(10, deployment("a", 9)), events())
+
+
 def run(script: Script) -> tuple[list[tuple[str | None, str]], int, Informer]:
     delivered: list[tuple[str | None, str]] = []
     listed: list[int] = []
@@ -158,11 +163,9 @@ def test_failures_are_retried_and_reported_once(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr("segue.controller.informer.BACKOFFS_S", (0.0,))
-    script = Script(
+    script = failing_then_listed(
         Refused(503, "Service Unavailable"),
         ConnectionError("refused"),
-        listing(10, deployment("a", 9)),
-        events(),
     )
     with caplog.at_level(logging.INFO, logger="segue.controller.informer"):
         delivered, listed, _ = run(script)
@@ -179,11 +182,9 @@ def test_an_outage_is_reported_to_the_operator_not_logged(
 ) -> None:
     monkeypatch.setattr("segue.controller.informer.BACKOFFS_S", (0.0,))
     outages: list[str] = []
-    script = Script(
+    script = failing_then_listed(
         ConnectionError("refused"),
         ConnectionError("refused"),
-        listing(10, deployment("a", 9)),
-        events(),
     )
 
     def outage(error: BaseException) -> bool:
@@ -206,11 +207,9 @@ def test_a_429_is_waited_out_without_a_line(
     """A CRD installed a moment before the operator starts answers 429 until its storage
     is ready: nothing for a person to act on."""
     monkeypatch.setattr("segue.controller.informer.BACKOFFS_S", (0.0,))
-    script = Script(
+    script = failing_then_listed(
         Refused(429, "Too Many Requests"),
         Refused(429, "Too Many Requests"),
-        listing(10, deployment("a", 9)),
-        events(),
     )
     with caplog.at_level(logging.INFO, logger="segue.controller.informer"):
         delivered, listed, _ = run(script)

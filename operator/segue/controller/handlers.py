@@ -91,11 +91,6 @@ class Operator:
     # name), in the order they came.
     deferred: dict[tuple[str, str, str], tuple[str | None, Json]] = field(default_factory=dict)
 
-    @property
-    def namespaced(self) -> bool:
-        """Watching named namespaces only: no cluster-wide discovery, so a Role suffices."""
-        return bool(self.namespaces)
-
 
 @dataclass(frozen=True)
 class Watched:

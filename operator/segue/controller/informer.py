@@ -21,8 +21,8 @@ What it keeps of kopf's watching:
   a 429 (throttled, or a CRD installed a moment ago whose storage is still starting) is
   only waited out; any other is logged once per run of failures, and its end once.
 
-``listed`` is called once, after the first listing has been delivered. ``stop`` closes the
-open response, which ends the thread's read at once.
+``listed`` is called once, after the first listing has been delivered. ``stop`` shuts the
+open stream's socket down, which ends the thread's read at once.
 """
 
 from __future__ import annotations
@@ -212,13 +212,14 @@ class Informer:
             except Exception as e:
                 if self.stopping:
                     break
+                status = getattr(e, "status", None)
                 # 410 Gone, as an ERROR event or as the answer: list again at once.
-                if isinstance(e, Gone) or getattr(e, "status", None) == GONE:
+                if isinstance(e, Gone) or status == GONE:
                     self.resource_version = None
                     continue
                 failures = self.failures
                 self.failures += 1
-                if getattr(e, "status", None) == TOO_MANY_REQUESTS:
+                if status == TOO_MANY_REQUESTS:
                     # Throttled, or a just-installed CRD's storage still initialising
                     # (answered 429 for about a second): wait, as the server asks.
                     log.debug("watch of %s throttled (%s); retrying", self.name, _brief(e))

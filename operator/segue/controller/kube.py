@@ -168,8 +168,8 @@ def short_error(error: BaseException) -> str:
 class KopfRetries(logging.Filter):
     """kopf logs every retry of its requests (its start-up scan of the API's resources)
     while the API server is away ("Request attempt #3/9 failed; will retry"), one line per
-    attempt. Those become the one outage
-    line of ``Kube.unreachable``; anything else kopf says passes through."""
+    attempt. Those become the one outage line of ``Kube.unreachable``; anything else kopf
+    says passes through."""
 
     def __init__(self, kube: Kube) -> None:
         super().__init__()
