@@ -36,6 +36,13 @@ It prints, per N:
 
     python hack/bench_scale.py --rollouts 100,1000 --gates 2 --abort --floor
     python hack/bench_scale.py --rollouts 10,100 --router replicas --floor
+
+Where the API server's CPU goes (at N = 1,000 it, not the operator, sets the pace): start the
+cluster with ``SEGUE_APISERVER_PROFILING=1`` and, while the Rollouts step, take a profile and
+read it by handler (``customresource.(*StatusREST).Update`` is the Rollouts' status writes)::
+
+    kubectl get --raw '/debug/pprof/profile?seconds=40' > apiserver.pprof
+    go tool pprof -top -cum apiserver.pprof
 """
 
 from __future__ import annotations

@@ -153,7 +153,8 @@ def test_a_supervisor_starts_workers_only_for_rollouts_of_its_shard():
 
     async def scenario(shard: Shard) -> set[str]:
         async def never_done(worker: Any) -> float | None:
-            await asyncio.sleep(3600)
+            """Lasts until its worker is stopped: only which workers start matters."""
+            await asyncio.Event().wait()
             return None
 
         supervisor = Supervisor(never_done, has_work=only_shard(shard, needs_work))

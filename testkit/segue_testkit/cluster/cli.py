@@ -16,7 +16,8 @@ it outside the checkout keyed by version, and starts the components on 127.0.0.1
 
 Environment: SEGUE_CACHE_DIR (default ~/.cache/segue) for binaries; SEGUE_CLUSTER_DIR
 (default /tmp/segue-cluster) for state, kubeconfig and logs; SEGUE_CLUSTER=kind to use kind
-where a Docker daemon runs.
+where a Docker daemon runs; SEGUE_APISERVER_PROFILING=1 to have the API server serve
+/debug/pprof (for benchmarks).
 """
 
 from __future__ import annotations

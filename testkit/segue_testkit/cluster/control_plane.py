@@ -22,6 +22,7 @@ from segue_testkit.cluster.settings import (
     NODE_COUNT,
     POD_CIDR,
     SERVICE_CIDR,
+    apiserver_profiling,
     fmt_secs,
     log,
     state_dir,
@@ -100,7 +101,7 @@ def up(with_prometheus: bool = True) -> dict[str, Any]:
             "--authorization-mode=RBAC",
             "--endpoint-reconciler-type=none",  # loopback cannot be a Service endpoint
             "--allow-privileged=true",
-            "--profiling=false",
+            f"--profiling={str(apiserver_profiling()).lower()}",
             f"--cert-dir={pki}",
         ],
         logs,

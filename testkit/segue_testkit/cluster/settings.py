@@ -38,3 +38,10 @@ def cache_root() -> Path:
 
 def state_dir() -> Path:
     return Path(os.environ.get("SEGUE_CLUSTER_DIR", "/tmp/segue-cluster"))
+
+
+def apiserver_profiling() -> bool:
+    """Whether the API server serves /debug/pprof (SEGUE_APISERVER_PROFILING=1): off by
+    default, as in a hardened cluster; on, a benchmark can see where the API server's CPU
+    goes (hack/bench_scale.py's docstring says how)."""
+    return os.environ.get("SEGUE_APISERVER_PROFILING", "") == "1"
