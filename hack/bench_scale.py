@@ -20,6 +20,8 @@ It prints, per N:
   from its creation to Succeeded (target: within the holds + 2 s);
 - step overhead p50/p99: from a hold's end to the router confirming the next weight
   (status.history);
+- from creation to the first weight confirmed, and the part of it before the operator's
+  first decision (history's first entry): the rest is the first step's writes;
 - the operator's CPU seconds over the run and its peak RSS (/proc: utime+stime, VmHWM):
   with the N Rollouts of the plan, and, with ``--abort``, once N more were added (the first
   N stay, Succeeded, so the operator then holds 2N);
@@ -162,6 +164,9 @@ class Row:
     floor_writes: list[float] = field(default_factory=list)
     # Creation -> first weight confirmed; last weight confirmed -> Succeeded.
     starts: list[float] = field(default_factory=list)
+    # Creation -> the operator's first decision (history's first entry): the part of a
+    # start before its first writes.
+    reactions: list[float] = field(default_factory=list)
     finishes: list[float] = field(default_factory=list)
     aborts: list[float] = field(default_factory=list)
     waiting_requests: dict[str, float] | None = None
@@ -505,6 +510,7 @@ class Run:
             row.per_rollout.append(succeeded - created[name])
             weights = scenario.confirmed_weights(h)
             row.starts.append(weights[0][0] - created[name])
+            row.reactions.append(scenario.parse_time(h[0]["time"]) - created[name])
             row.finishes.append(succeeded - weights[-1][0])
             row.overheads += [o for _, o in scenario.step_overheads(h, self.hold_s)]
         row.requests = scenario.requests_between(before, after)
@@ -673,8 +679,8 @@ def report(rows: list[Row], args: argparse.Namespace) -> None:
                   f"{spread(r.floor_writes)} max {max(r.floor_writes):.3f}s")  # fmt: skip
         print(f"  step overhead (hold end -> next weight confirmed) {spread(r.overheads)}"
               f" max {max(r.overheads):.3f}s")  # fmt: skip
-        print(f"  creation -> first weight confirmed {spread(r.starts)}; last weight -> "
-              f"Succeeded {spread(r.finishes)}")  # fmt: skip
+        print(f"  creation -> first weight confirmed {spread(r.starts)} (-> first decision "
+              f"{spread(r.reactions)}); last weight -> Succeeded {spread(r.finishes)}")  # fmt: skip
         cpu_note = f" (target at N=100 <= {TARGET_CPU_100_S:g}s)" if r.n == 100 else ""
         verdict = "meets" if r.rss_mib <= TARGET_RSS_MIB else "MISSES"
         both = f"; {r.rss_all_mib:.0f} MiB once N more came (2N held)" if r.aborts else ""
