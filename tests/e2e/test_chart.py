@@ -48,7 +48,7 @@ NAMESPACED_GRANTS: frozenset[Grant] = frozenset(
     | {(GROUP, "migrations", v, ()) for v in ("get", "list", "watch", "patch")}
     | {(GROUP, "migrations/status", "patch", ())}
     | {("", "events", "create", ())}
-    | {("apps", "deployments", v, ()) for v in ("list", "watch", "patch")}
+    | {("apps", "deployments", v, ()) for v in ("get", "list", "watch", "patch")}
     | {("apps", "deployments/scale", "patch", ())}
     | {("gateway.networking.k8s.io", "httproutes", v, ()) for v in ("list", "watch", "patch")}
 )

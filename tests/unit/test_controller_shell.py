@@ -932,3 +932,78 @@ def test_a_failing_gate_writes_its_rollback_to_status_before_the_router():
         assert shell.rollouts.obj["status"]["phase"] == "RollingBack"
 
     asyncio.run(scenario())
+
+
+def _abort_after_success(read: Any) -> Shell:
+    shell = Shell(
+        rollout("Succeeded", 100, annotations={"segue.dev/abort": "bad"}, legacyReplicas=3),
+        weight=100,
+    )
+    shell.reconciler.read_deployment = read
+    return shell
+
+
+def test_an_abort_after_success_reads_the_legacy_deployment_and_refuses_when_it_is_gone():
+    """The watch has not yet told the store that the legacy Deployment was deleted: the
+    one read past it finds it gone, and no traffic goes to pods on their way out."""
+    reads: list[tuple[str, str]] = []
+
+    async def gone(namespace: str, name: str) -> dict[str, Any] | None:
+        reads.append((namespace, name))
+        return None
+
+    async def scenario() -> None:
+        shell = _abort_after_success(gone)
+        await shell.run()
+        assert reads == [("ns", "checkout-v1")]
+        assert "router" not in shell.kinds()
+        assert shell.store.deployment("ns", "checkout-v1") is None
+        status = shell.rollouts.obj["status"]
+        assert status["phase"] == "Succeeded"
+        ignored = [h for h in status["history"] if h["event"] == "AnnotationIgnored"]
+        assert "checkout-v1 no longer exists" in ignored[-1]["reason"]
+        # Acted on: the next pass reads nothing more.
+        shell.worker.obj = copy.deepcopy(shell.rollouts.obj)
+        await shell.run()
+        assert len(reads) == 1
+
+    asyncio.run(scenario())
+
+
+def test_an_abort_after_success_goes_ahead_when_the_read_finds_the_legacy_or_fails():
+    async def present(namespace: str, name: str) -> dict[str, Any] | None:
+        return {"metadata": {"name": name, "namespace": namespace}}
+
+    async def failing(namespace: str, name: str) -> dict[str, Any] | None:
+        raise ApiException(status=500, reason="Internal Server Error")
+
+    async def scenario(read: Any) -> None:
+        shell = _abort_after_success(read)
+        await shell.run()
+        assert ("router", 0) in shell.log  # the store decides, as without the read
+        assert shell.router.lanes == [True]
+        assert shell.rollouts.obj["status"]["phase"] == "RollingBack"
+
+    asyncio.run(scenario(present))
+    asyncio.run(scenario(failing))
+
+
+def test_only_an_abort_of_a_succeeded_rollout_reads_past_the_store():
+    reads: list[str] = []
+
+    async def read(namespace: str, name: str) -> dict[str, Any] | None:
+        reads.append(name)
+        return None
+
+    async def scenario() -> None:
+        shell = Shell(
+            rollout("AwaitingApproval", 30, annotations={"segue.dev/abort": "bad"}), weight=30
+        )
+        shell.reconciler.read_deployment = read
+        await shell.run()
+        shell = Shell(rollout("Succeeded", 100), weight=100)
+        shell.reconciler.read_deployment = read
+        await shell.run()
+        assert reads == []
+
+    asyncio.run(scenario())

@@ -57,6 +57,7 @@ from segue.notify import Dispatcher, NotificationHook
 from segue.notify.destinations import Destinations
 from segue.traffic.catalog import plugin
 from segue.traffic.registry import DEFAULT_ROUTERS, check_routers, router_for
+from segue.workloads.deployments import Deployments
 
 log = logging.getLogger(__name__)
 
@@ -200,6 +201,7 @@ def build(
         watch=lambda worker, refs: supervisor_ref[0].watch(worker, refs),
         hooks=[metrics, NotificationHook(dispatcher, targets.targets_for)],
         targets=targets,
+        read_deployment=lambda namespace, name: Deployments(kube, namespace).get(name),
     )
 
     async def timed_pass(worker: Worker) -> float | None:

@@ -20,7 +20,7 @@ import contextlib
 import hashlib
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final, Protocol
@@ -34,6 +34,7 @@ from segue.api.provider import PROVIDER_KIND
 from segue.api.routing import Segment
 from segue.api.spec import RolloutSpec, Traffic, Workload
 from segue.api.status import RolloutStatus
+from segue.api.text import annotation_mark
 from segue.controller.kube import Json, is_status, moving_traffic, urgent
 from segue.controller.notifications import WebhookTargets
 from segue.controller.resolution import describe, unresolvable_gates
@@ -155,6 +156,10 @@ class RolloutWriter(Protocol):
     async def get(self, namespace: str, name: str) -> Json | None: ...
 
 
+# Reads a Deployment now, past the store (None: it does not exist).
+ReadDeployment = Callable[[str, str], Awaitable[Json | None]]
+
+
 class GateRounds(Protocol):
     """Runs one analysis round (``gates.GateRunner``), and says beforehand whether the
     Rollout's provider can be used."""
@@ -196,8 +201,10 @@ class Reconciler:
         hooks: Sequence[Hooks] = (),
         targets: WebhookTargets | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        read_deployment: ReadDeployment | None = None,
     ) -> None:
         self.store = store
+        self.read_deployment = read_deployment
         self.rollouts = rollouts
         self.routers = routers
         self.gates = gates
@@ -267,6 +274,7 @@ class Reconciler:
         if spec.analysis is not None and spec.analysis.provider_ref is not None:
             refs.append((PROVIDER_KIND, "", spec.analysis.provider_ref.name))
         self.watch(w, refs)
+        await self._recheck_legacy(namespace, obj, spec, status)
         obs = self._observations(obj, routing, router, spec, status, w)
         decision = decide(spec, status, obs)
         decision = await self._raise_first(w, obj, routing, router, spec, raw_status, decision)
@@ -303,6 +311,34 @@ class Reconciler:
         return self._next(decision, None, w)
 
     # -- observing -------------------------------------------------------------------
+
+    async def _recheck_legacy(
+        self, namespace: str, obj: Json, spec: RolloutSpec, status: RolloutStatus | None
+    ) -> None:
+        """An abort of a Succeeded Rollout sends traffic back to the legacy Deployment,
+        which the cleanup after success may have deleted a moment before: the store learns
+        that from the watch, which may not have told it yet, and traffic must not go to
+        pods on their way out. So before that decision the legacy Deployment is read once;
+        if it is gone, the store forgets it and the abort is refused with the reason
+        (``engine/annotations.py``). One GET, only for an abort of a Succeeded Rollout not
+        yet acted on; if the read fails, the store decides as it would have."""
+        if self.read_deployment is None or status is None or status.phase != "Succeeded":
+            return
+        value = ((obj.get("metadata") or {}).get("annotations") or {}).get(ABORT)
+        handled = (status.handled_annotations or {}).get(ABORT)
+        if value is None or handled == annotation_mark(value):
+            return
+        name = spec.legacy.deployment
+        if self.store.deployment(namespace, name) is None:
+            return  # known to be gone already
+        try:
+            with urgent():  # an abort waits for this read: it goes first, as the abort would
+                body = await self.read_deployment(namespace, name)
+        except Exception as e:  # the store decides, as without this read
+            log.debug("reading Deployment %s/%s failed: %s", namespace, name, e)
+            return
+        if body is None:
+            self.store.drop("Deployment", namespace, name)
 
     def _observations(
         self,

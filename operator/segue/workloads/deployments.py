@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from kubernetes import client
+from kubernetes.client.exceptions import ApiException
 
 from segue import FIELD_MANAGER, is_managed
 
@@ -99,7 +100,8 @@ class Calls(Protocol):
 
 
 class Deployments:
-    """Writes to Deployments: the scale subresource and Segue's annotations, nothing else."""
+    """Writes to Deployments: the scale subresource and Segue's annotations, nothing else;
+    and a read past the watch where a decision must not rest on the store alone."""
 
     def __init__(self, calls: Calls, namespace: str) -> None:
         self._calls = calls
@@ -116,6 +118,21 @@ class Deployments:
                 )
             )
         )
+
+    async def get(self, name: str) -> Json | None:
+        """The Deployment as the API server has it now (None: it does not exist)."""
+        try:
+            return await self._calls.call(
+                lambda api: _answer(
+                    client.AppsV1Api(api).read_namespaced_deployment(
+                        name, self.namespace, _preload_content=False
+                    )
+                )
+            )
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise
 
     async def annotate(
         self, name: str, annotations: dict[str, str | None], replicas: int | None = None
