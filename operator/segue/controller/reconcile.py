@@ -34,7 +34,6 @@ from segue.api.provider import PROVIDER_KIND
 from segue.api.routing import Segment
 from segue.api.spec import RolloutSpec, Traffic, Workload
 from segue.api.status import RolloutStatus
-from segue.api.text import annotation_mark
 from segue.controller.kube import Json, is_status, moving_traffic, urgent
 from segue.controller.notifications import WebhookTargets
 from segue.controller.resolution import describe, unresolvable_gates
@@ -274,9 +273,11 @@ class Reconciler:
         if spec.analysis is not None and spec.analysis.provider_ref is not None:
             refs.append((PROVIDER_KIND, "", spec.analysis.provider_ref.name))
         self.watch(w, refs)
-        await self._recheck_legacy(namespace, obj, spec, status)
         obs = self._observations(obj, routing, router, spec, status, w)
         decision = decide(spec, status, obs)
+        if _leaves_success(status, decision) and await self._legacy_gone(namespace, spec):
+            obs = self._observations(obj, routing, router, spec, status, w)
+            decision = decide(spec, status, obs)
         decision = await self._raise_first(w, obj, routing, router, spec, raw_status, decision)
         if not await self._apply(w, raw_status, status, decision, router):
             return CONFLICT_WAIT_S
@@ -312,33 +313,26 @@ class Reconciler:
 
     # -- observing -------------------------------------------------------------------
 
-    async def _recheck_legacy(
-        self, namespace: str, obj: Json, spec: RolloutSpec, status: RolloutStatus | None
-    ) -> None:
-        """An abort of a Succeeded Rollout sends traffic back to the legacy Deployment,
-        which the cleanup after success may have deleted a moment before: the store learns
-        that from the watch, which may not have told it yet, and traffic must not go to
-        pods on their way out. So before that decision the legacy Deployment is read once;
-        if it is gone, the store forgets it and the abort is refused with the reason
-        (``engine/annotations.py``). One GET, only for an abort of a Succeeded Rollout not
-        yet acted on; if the read fails, the store decides as it would have."""
-        if self.read_deployment is None or status is None or status.phase != "Succeeded":
-            return
-        value = ((obj.get("metadata") or {}).get("annotations") or {}).get(ABORT)
-        handled = (status.handled_annotations or {}).get(ABORT)
-        if value is None or handled == annotation_mark(value):
-            return
+    async def _legacy_gone(self, namespace: str, spec: RolloutSpec) -> bool:
+        """Whether the legacy Deployment, which the store still has, is gone: read once past
+        the store, and forgotten there if so. A Succeeded Rollout that starts rolling back
+        (an abort after success) sends traffic to it, and the cleanup after success deletes
+        it: the watch may not have said so yet, and traffic must not go to pods on their
+        way out. Asked again without it, the engine refuses the abort with the reason
+        (``engine/annotations.py``). If the read fails, the store's answer stands."""
+        if self.read_deployment is None:
+            return False
         name = spec.legacy.deployment
-        if self.store.deployment(namespace, name) is None:
-            return  # known to be gone already
         try:
-            with urgent():  # an abort waits for this read: it goes first, as the abort would
+            with urgent():  # the rollback waits for this read: it goes first, as it would
                 body = await self.read_deployment(namespace, name)
-        except Exception as e:  # the store decides, as without this read
+        except Exception as e:  # the store's answer stands, as without this read
             log.debug("reading Deployment %s/%s failed: %s", namespace, name, e)
-            return
-        if body is None:
-            self.store.drop("Deployment", namespace, name)
+            return False
+        if body is not None:
+            return False
+        self.store.drop("Deployment", namespace, name)
+        return True
 
     def _observations(
         self,
@@ -670,6 +664,12 @@ class Reconciler:
                 w.rounds.due_by(now + max(0.0, wait - ROUND_LEAD_S))
             waits.append(w.rounds.due_in(now))
         return max(0.01, min(waits))
+
+
+def _leaves_success(status: RolloutStatus | None, decision: Decision) -> bool:
+    """Whether the decision takes a Succeeded Rollout back towards legacy."""
+    was = status.phase if status is not None else None
+    return was == "Succeeded" and decision.status.phase == "RollingBack"
 
 
 def _readings_only(old: Json, new: Json, patch: Json) -> bool:
